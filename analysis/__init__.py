@@ -1,0 +1,1 @@
+"""Reading the exported Parquet results and summarizing them (no Ray needed)."""

@@ -1,0 +1,42 @@
+"""The per-model leaderboard printed at the end of a search, from the exported tables alone."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from search.export import CONFIG_PREFIX
+
+
+def short_config(row: pd.Series, limit: int = 110) -> str:
+    """``blocks=2 channels=16 lr=0.01 ...``: the row's hyperparameters, floats to 3 significant digits."""
+    parts = []
+    for column, value in row.items():
+        if not str(column).startswith(CONFIG_PREFIX) or value is None or (isinstance(value, float) and pd.isna(value)):
+            continue
+        name = str(column)[len(CONFIG_PREFIX):]
+        if name == "epochs":
+            continue
+        parts.append(f"{name}={value:.3g}" if isinstance(value, float) else f"{name}={value}")
+    text = " ".join(parts)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def leaderboard(trials: pd.DataFrame, finalists: pd.DataFrame) -> str:
+    """One block per model: its trial counts, and its winner's validation and test numbers."""
+    lines = []
+    header = f"{'model':<12} {'trials':>6} {'early':>5} {'error':>5} {'val_acc':>8} {'test_acc':>8} {'test_f1':>8} " \
+             f"{'train_s':>8} {'wall_s':>8}"
+    lines.append(header)
+    lines.append("-" * len(header))
+    by_model = finalists.set_index("model") if len(finalists) else pd.DataFrame()
+    for model, group in trials.groupby("model", sort=True):
+        counts = group["status"].value_counts()
+        prefix = f"{model:<12} {len(group):>6} {counts.get('stopped_early', 0):>5} {counts.get('error', 0):>5}"
+        if model not in by_model.index:
+            lines.append(f"{prefix} {'no finished trial':>44}")
+            continue
+        w = by_model.loc[model]
+        lines.append(f"{prefix} {w['best_val_acc']:>8.4f} {w['test_acc']:>8.4f} {w['test_f1']:>8.4f} "
+                     f"{w['train_time_s']:>8.1f} {w['wall_clock_s']:>8.1f}")
+        lines.append(f"{'':<12} best: {short_config(w)}")
+    return "\n".join(lines)

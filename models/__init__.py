@@ -1,0 +1,18 @@
+"""Searchable architectures, by registered name.
+
+Importing this package imports every module beside this file, and each architecture module
+registers itself; ``models.get(name)`` returns its spec. Adding an architecture is adding one file.
+"""
+
+import importlib
+import pkgutil
+
+from models.registry import ModelSpec, UnknownModelError, get, names, parse_models, register, unregister
+
+_INFRASTRUCTURE = {"registry", "config"}
+
+for _module in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+    if _module.name not in _INFRASTRUCTURE and not _module.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_module.name}")
+
+__all__ = ["ModelSpec", "UnknownModelError", "get", "names", "parse_models", "register", "unregister"]

@@ -1,0 +1,94 @@
+"""The one registry of searchable architectures.
+
+Every part of the project (CLI, trainable, exports, analysis) names models by the names registered
+here. A model file registers a ``ModelSpec`` that holds its builder, its search space, a default
+configuration known to train well, and what its trials need from the scheduler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+Config = Mapping[str, Any]
+
+
+class UnknownModelError(KeyError):
+    """Raised for a name that is not registered; the message lists the known names."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; this one is meant for people
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything the search needs to know about one architecture.
+
+    - ``config_cls`` is the dataclass of its architecture settings; the shared training settings
+      are ``trainables.config.TrainConfig``.
+    - ``build(config, num_classes)`` returns a module mapping (B, 1, 28, 28) normalized images to
+      (B, num_classes) logits.
+    - ``space(trial)`` is an Optuna define-by-run space: it only suggests values, and may return a
+      dict of constants to add to the config.
+    - ``default_config`` is tried first by the search and used by ``trainables.train``.
+    - ``max_epochs`` / ``grace_period`` are this model's ASHA budget (CLI flags override them).
+    - ``cpus`` / ``gpus`` are what one trial takes from Ray by default.
+    """
+
+    name: str
+    config_cls: type  # the dataclass of the architecture's settings (see models.config)
+    build: Callable[[Config, int], nn.Module]
+    space: Callable[[Any], dict[str, Any] | None]
+    default_config: dict[str, Any]
+    max_epochs: int = 3
+    grace_period: int = 1
+    cpus: float = 1.0
+    gpus: float = 0.25
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    """Add ``spec`` under its name; registering a name twice is an error."""
+    if spec.name in _REGISTRY:
+        raise ValueError(f"model {spec.name!r} is already registered")
+    if spec.name == "all" or "," in spec.name:
+        raise ValueError(f"{spec.name!r} cannot be a model name: 'all' and commas have a meaning on the command line")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def unregister(name: str) -> None:
+    """Remove a model (for tests that register throw-away models)."""
+    _REGISTRY.pop(name, None)
+
+
+def get(name: str) -> ModelSpec:
+    """The spec registered as ``name``; an unknown name raises an error listing the known ones."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownModelError(f"unknown model {name!r}; known models: {', '.join(names())}") from None
+
+
+def names() -> list[str]:
+    """Every registered name, in registration order."""
+    return list(_REGISTRY)
+
+
+def parse_models(text: str) -> list[str]:
+    """``"all"``, a name, or a comma-separated list -> validated names without duplicates."""
+    if text.strip() == "all":
+        return names()
+    chosen = [part.strip() for part in text.split(",") if part.strip()]
+    if not chosen:
+        raise UnknownModelError(f"no model named; known models: {', '.join(names())}, or 'all'")
+    for name in chosen:
+        get(name)
+    return list(dict.fromkeys(chosen))

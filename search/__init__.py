@@ -1,0 +1,1 @@
+"""The search: command line, experiment assembly (searcher, scheduler, resources) and export."""

@@ -1,0 +1,99 @@
+"""Running a validated search: start Ray, run one Tuner over every model, export, print results."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import ray
+from ray import tune
+
+from analysis.leaderboard import leaderboard
+from search.experiment import METRIC, MODE, build_scheduler, build_searcher, resources_for
+from search.export import epochs_table, record_from_result, trial_dirname, trials_table, write_atomic
+from search.finalists import evaluate_finalists
+from search.run import Settings
+from trainables.data import Dataset
+from trainables.loop import Runtime
+from trainables.runtime import pick_device
+from trainables.trainable import TrialData, train_trial
+
+
+def start_ray(settings: Settings) -> None:
+    """Ray embedded in this process, with exactly the CPUs and GPUs the search may use."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    context = ray.init(
+        num_cpus=settings.cpus,
+        num_gpus=settings.gpus,
+        include_dashboard=settings.dashboard,
+        dashboard_host="127.0.0.1",
+        log_to_driver=settings.verbose > 1,
+    )
+    if settings.dashboard and context.dashboard_url:
+        print(f"Ray dashboard: http://{context.dashboard_url}  (open it in a browser on this machine)")
+
+
+def make_tuner(settings: Settings, data: Dataset) -> tune.Tuner:
+    trial_data = TrialData(data.train, data.val, data.info.mean, data.info.std, data.info.num_classes,
+                           settings.seed, amp=settings.amp, channels_last=settings.channels_last)
+    trainable = tune.with_resources(
+        tune.with_parameters(train_trial, data=trial_data),  # one copy in the object store for all trials
+        resources_for(settings.plans, use_gpu=settings.gpus > 0),
+    )
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            metric=METRIC,
+            mode=MODE,
+            search_alg=build_searcher(settings.plans, settings.seed),
+            scheduler=build_scheduler(settings.plans, settings.reduction_factor, settings.grace_period),
+            num_samples=sum(p.num_samples for p in settings.plans),
+            time_budget_s=settings.time_budget,
+            trial_name_creator=trial_dirname,
+            trial_dirname_creator=trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            name=settings.name,
+            storage_path=str(settings.storage),
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=1, checkpoint_score_attribute=METRIC, checkpoint_score_order=MODE),
+            verbose=settings.verbose,
+        ),
+    )
+
+
+def export(settings: Settings, data: Dataset, results: tune.ResultGrid) -> dict[str, pd.DataFrame]:
+    """Build and atomically write trials, epochs and finalists (winners tested once)."""
+    pairs = [(record_from_result(r), r) for r in results]
+    records = [rec for rec, _ in pairs]
+    trials = trials_table(records, settings.name, settings.dataset, settings.seed)
+    checkpoints = {}
+    for rec, result in pairs:
+        best = result.get_best_checkpoint(METRIC, MODE) if result.best_checkpoints else None
+        checkpoints[rec.trial_id] = best or result.checkpoint
+    device = pick_device("cuda:0" if settings.gpus else "cpu")
+    runtime = Runtime(device, data.info.mean, data.info.std, amp=settings.amp, channels_last=settings.channels_last)
+    finalists = evaluate_finalists(trials, checkpoints, {rec.trial_id: rec.config for rec in records},
+                                   data.test, runtime, data.info.num_classes)
+    tables = {"trials": trials, "epochs": epochs_table(records), "finalists": finalists}
+    write_atomic(tables, settings.folder)
+    return tables
+
+
+def run_search(settings: Settings, data: Dataset) -> int:
+    """Run the search and export it; non-zero if a model had no successful trial."""
+    start_ray(settings)
+    try:
+        results = make_tuner(settings, data).fit()
+        tables = export(settings, data, results)
+    finally:
+        ray.shutdown()
+    print()
+    print(leaderboard(tables["trials"], tables["finalists"]))
+    print(f"\nResults: {Path(settings.folder)}/{{trials,epochs,finalists}}.parquet")
+    failed = sorted(set(settings.models) - set(tables["finalists"]["model"]))
+    if failed:
+        print(f"error: every trial of {', '.join(failed)} failed; see the 'error' column of trials.parquet")
+        return 1
+    return 0

@@ -1,0 +1,183 @@
+"""One Tune experiment over several models, with one Optuna study and one ASHA per model.
+
+Running every model in ONE experiment keeps the cluster packed; routing each trial to its own
+model's searcher and scheduler keeps the comparison fair: a model never competes for another's
+TPE samples, and a slow-starting model is never cut by a fast one's learning curve.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ray.tune import PlacementGroupFactory
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.search import Searcher
+from ray.tune.search.optuna import OptunaSearch
+
+import models
+from trainables.config import MODEL_KEY
+
+METRIC, MODE = "val_acc", "max"
+TIME_ATTR = "epoch"
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    """How one model is searched: how many trials, for how many epochs, cut at which rungs."""
+
+    name: str
+    num_samples: int
+    max_epochs: int
+    grace_period: int
+    cpus: float
+    gpus: float
+
+
+class PerModelSearcher(Searcher):
+    """Hands each new trial to the next model's own searcher, round-robin, until each model has
+    had its ``num_samples``; results and completions go back to the searcher that suggested them.
+
+    Every suggested config carries ``model`` and the model's constants (its epoch budget).
+    """
+
+    def __init__(self, searchers: Mapping[str, Searcher], num_samples: Mapping[str, int],
+                 constants: Mapping[str, Mapping[str, Any]]) -> None:
+        super().__init__(metric=METRIC, mode=MODE)
+        self._searchers = dict(searchers)
+        self._remaining = dict(num_samples)
+        self._constants = {name: dict(values) for name, values in constants.items()}
+        self._owner: dict[str, str] = {}
+        self._turn = 0
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return metric in (None, METRIC) and mode in (None, MODE)
+
+    def suggest(self, trial_id: str) -> dict | str | None:
+        open_models = [name for name, left in self._remaining.items() if left > 0]
+        if not open_models:
+            return Searcher.FINISHED
+        model = open_models[self._turn % len(open_models)]
+        self._turn += 1
+        config = self._searchers[model].suggest(trial_id)
+        if config is None or config == Searcher.FINISHED:
+            return None  # that searcher cannot suggest now; Tune asks again later
+        self._remaining[model] -= 1
+        self._owner[trial_id] = model
+        return {MODEL_KEY: model, **config, **self._constants[model]}
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id in self._owner:
+            self._searchers[self._owner[trial_id]].on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id in self._owner:
+            # An errored trial must be a failure to Optuna, not a result at its last value.
+            self._searchers[self._owner[trial_id]].on_trial_complete(trial_id, None if error else result, error)
+
+    def model_of(self, trial_id: str) -> str | None:
+        return self._owner.get(trial_id)
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__dict__, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))
+
+
+class PerModelScheduler(FIFOScheduler):
+    """Routes every trial event to its model's own ``ASHAScheduler``: separate brackets per model.
+
+    Trials start in submission order (FIFO); only the early-stopping decisions are per model.
+    """
+
+    def __init__(self, schedulers: Mapping[str, TrialScheduler]) -> None:
+        super().__init__()
+        self._schedulers = dict(schedulers)
+        self._metric = METRIC
+
+    def _of(self, trial) -> TrialScheduler:
+        return self._schedulers[trial.config[MODEL_KEY]]
+
+    def set_search_properties(self, metric, mode, **spec) -> bool:
+        return metric in (None, METRIC) and mode in (None, MODE)
+
+    def on_trial_add(self, tune_controller, trial) -> None:
+        self._of(trial).on_trial_add(tune_controller, trial)
+
+    def on_trial_error(self, tune_controller, trial) -> None:
+        self._of(trial).on_trial_error(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        return self._of(trial).on_trial_result(tune_controller, trial, result)
+
+    def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
+        self._of(trial).on_trial_complete(tune_controller, trial, result)
+
+    def on_trial_remove(self, tune_controller, trial) -> None:
+        self._of(trial).on_trial_remove(tune_controller, trial)
+
+    def debug_string(self) -> str:
+        return "\n".join(f"[{name}] {s.debug_string()}" for name, s in self._schedulers.items())
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__dict__, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))
+
+
+def build_searcher(plans: list[ModelPlan], seed: int) -> PerModelSearcher:
+    """One seeded TPE study per model, each trying the model's default configuration first."""
+    searchers = {}
+    for i, plan in enumerate(plans):
+        spec = models.get(plan.name)
+        searchers[plan.name] = OptunaSearch(
+            space=spec.space,
+            metric=METRIC,
+            mode=MODE,
+            points_to_evaluate=[dict(spec.default_config)],
+            seed=seed + i,  # distinct per model so studies do not mirror each other's draws
+            study_name=plan.name,
+        )
+    return PerModelSearcher(
+        searchers,
+        {p.name: p.num_samples for p in plans},
+        {p.name: {"epochs": p.max_epochs} for p in plans},
+    )
+
+
+def build_scheduler(plans: list[ModelPlan], reduction_factor: float, grace_period: int | None) -> PerModelScheduler:
+    """One ASHA per model over ``epoch``, with the model's own maximum and grace period."""
+    return PerModelScheduler({
+        plan.name: ASHAScheduler(
+            time_attr=TIME_ATTR,
+            metric=METRIC,
+            mode=MODE,
+            max_t=plan.max_epochs,
+            grace_period=min(grace_period or plan.grace_period, plan.max_epochs),
+            reduction_factor=reduction_factor,
+        )
+        for plan in plans
+    })
+
+
+def resources_for(plans: list[ModelPlan], use_gpu: bool):
+    """A function of a trial's config giving the resources its model declares (one bundle)."""
+    table = {}
+    for p in plans:
+        bundle = {"CPU": p.cpus}
+        if use_gpu and p.gpus:
+            bundle["GPU"] = p.gpus
+        table[p.name] = PlacementGroupFactory([bundle])
+
+    def resources(config: dict[str, Any]) -> PlacementGroupFactory:
+        return table[config[MODEL_KEY]]
+
+    return resources

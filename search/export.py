@@ -1,0 +1,153 @@
+"""Turn Tune's results into the three Parquet files that are the contract with ``analysis/``.
+
+The schema is documented in the README ("Results schema"); ``SCHEMA_VERSION`` changes with it.
+Files are written under a temporary name and renamed, so a reader sees either the previous
+complete file or the new complete file, never half of one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from trainables.config import MODEL_KEY
+
+SCHEMA_VERSION = 1
+EPOCH_COLUMNS = ["trial_id", "model", "epoch", "train_loss", "val_loss", "val_acc", "val_f1",
+                 "epoch_time_s", "elapsed_s"]
+TRIAL_COLUMNS = ["experiment", "trial_id", "model", "status", "epochs", "best_val_acc", "best_val_f1",
+                 "best_val_loss", "train_time_s", "wall_clock_s", "time_to_best_s", "params", "device",
+                 "dataset", "seed", "pretrained", "error"]
+FINALIST_COLUMNS = ["model", "trial_id", "test_acc", "test_f1", "test_loss", "best_val_acc", "train_time_s",
+                    "wall_clock_s", "params"]
+CONFIG_PREFIX = "config."
+_TRIAL_DIR = re.compile(r"^(?P<model>.+?)_(?P<trial_id>[0-9a-f]{5,}(?:_\d+)?)$")
+
+
+def trial_dirname(trial) -> str:
+    """Trial folders (and names in the progress table) say model and id: ``cnn_3f2a1_00004``."""
+    return f"{trial.config[MODEL_KEY]}_{trial.trial_id}"
+
+
+@dataclass
+class TrialRecord:
+    """What the export needs from one Tune result, independent of Ray's classes."""
+
+    trial_id: str
+    config: dict[str, Any]
+    history: pd.DataFrame  # one row per reported epoch (may be empty)
+    error: str | None
+
+
+def record_from_result(result) -> TrialRecord:
+    """Read a ``ray.tune.Result``; the trial id comes from the folder named by ``trial_dirname``."""
+    match = _TRIAL_DIR.match(Path(result.path).name)
+    trial_id = (result.metrics or {}).get("trial_id") or (match["trial_id"] if match else Path(result.path).name)
+    history = result.metrics_dataframe if result.metrics_dataframe is not None else pd.DataFrame()
+    if "epoch" in history:
+        history = history.dropna(subset=["epoch"])
+    return TrialRecord(trial_id, dict(result.config or {}), history, short_error(result.error))
+
+
+def short_error(error: BaseException | None) -> str | None:
+    """The last meaningful line of an error (Ray wraps the trial's exception in a traceback)."""
+    if error is None:
+        return None
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    text = lines[-1] if lines else type(error).__name__
+    return text[:500]
+
+
+def status_of(record: TrialRecord) -> str:
+    """``error`` if the trial raised; ``completed`` if it trained its whole budget; else
+    ``stopped_early`` (ASHA, or the experiment's time budget, stopped it)."""
+    if record.error is not None:
+        return "error"
+    budget = record.config.get("epochs")
+    done = int(record.history["epoch"].max()) if len(record.history) else 0
+    return "completed" if budget is not None and done >= int(budget) else "stopped_early"
+
+
+def trial_row(record: TrialRecord, experiment: str, dataset: str, seed: int) -> dict[str, Any]:
+    """One row of ``trials.parquet``. The ``best_*`` values are those of the best epoch (highest
+    ``val_acc``): the epoch whose weights are checkpointed and re-evaluated for finalists."""
+    h = record.history
+    row: dict[str, Any] = dict(
+        experiment=experiment, trial_id=record.trial_id, model=record.config.get(MODEL_KEY),
+        status=status_of(record), epochs=int(h["epoch"].max()) if len(h) else 0,
+        best_val_acc=None, best_val_f1=None, best_val_loss=None, train_time_s=None, wall_clock_s=None,
+        time_to_best_s=None, params=None, device=None, dataset=dataset, seed=seed,
+        pretrained=record.config.get("pretrained"), error=record.error,
+    )
+    if len(h):
+        best = h.loc[h["val_acc"].idxmax()]
+        last = h.loc[h["epoch"].idxmax()]
+        row.update(
+            best_val_acc=float(best["val_acc"]), best_val_f1=float(best["val_f1"]),
+            best_val_loss=float(best["val_loss"]), train_time_s=float(last["train_time_s"]),
+            wall_clock_s=float(last["elapsed_s"]), time_to_best_s=float(best["elapsed_s"]),
+            params=int(last["params"]), device=last.get("device"),
+        )
+    row.update(config_columns(record.config))
+    return row
+
+
+def config_columns(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"lr": 0.01, ...}`` -> ``{"config.lr": 0.01, ...}`` (``model`` has its own column)."""
+    return {f"{CONFIG_PREFIX}{k}": v for k, v in sorted(config.items()) if k != MODEL_KEY}
+
+
+def epoch_rows(record: TrialRecord) -> pd.DataFrame:
+    """Rows of ``epochs.parquet`` for one trial."""
+    if not len(record.history):
+        return pd.DataFrame(columns=EPOCH_COLUMNS)
+    h = record.history.copy()
+    h["trial_id"] = record.trial_id
+    h["model"] = record.config.get(MODEL_KEY)
+    h["epoch"] = h["epoch"].astype(int)
+    return h[EPOCH_COLUMNS]
+
+
+def trials_table(records: Iterable[TrialRecord], experiment: str, dataset: str, seed: int) -> pd.DataFrame:
+    rows = [trial_row(r, experiment, dataset, seed) for r in records]
+    table = pd.DataFrame(rows)
+    config_cols = sorted(c for c in table.columns if c.startswith(CONFIG_PREFIX))
+    return table.reindex(columns=TRIAL_COLUMNS + config_cols).sort_values(["model", "trial_id"], ignore_index=True)
+
+
+def epochs_table(records: Iterable[TrialRecord]) -> pd.DataFrame:
+    frames = [epoch_rows(r) for r in records]
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return pd.DataFrame(columns=EPOCH_COLUMNS)
+    return pd.concat(frames, ignore_index=True).sort_values(["model", "trial_id", "epoch"], ignore_index=True)
+
+
+def write_atomic(tables: Mapping[str, pd.DataFrame], folder: Path) -> list[Path]:
+    """Write each table to ``folder/<name>.parquet`` via a temporary file and a rename.
+
+    All temporaries are written before any rename, so a failure while writing leaves the
+    previous files untouched; the schema version is stored in each file's metadata.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    staged = []
+    try:
+        for name, table in tables.items():
+            tmp = folder / f".{name}.parquet.tmp"
+            table.attrs["schema_version"] = SCHEMA_VERSION
+            table.to_parquet(tmp, index=False)
+            staged.append((tmp, folder / f"{name}.parquet"))
+    except BaseException:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        (folder / f".{name}.parquet.tmp").unlink(missing_ok=True)
+        raise
+    for tmp, final in staged:
+        os.replace(tmp, final)
+    return [final for _, final in staged]

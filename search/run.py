@@ -1,0 +1,176 @@
+"""Search every chosen architecture's hyperparameters with Ray Tune, Optuna TPE and ASHA.
+
+    python -m search.run --model cnn --gpus 0 --num-samples 8 --max-epochs 3
+    python -m search.run --model all --gpus 4 --smoke
+
+Everything is checked before Ray starts; results go to <storage-path>/<name>/ as Parquet files
+(trials, epochs, finalists) and a leaderboard is printed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import models
+from search.experiment import ModelPlan
+
+SMOKE = dict(limit=(4_000, 1_000, 2_000), num_samples=2, max_epochs=2, grace_period=1)
+EXIT_BAD_INPUT = 2
+
+
+class UsageError(ValueError):
+    """Bad input found before any trial starts; the message says what is wrong and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated command line."""
+
+    models: list[str]
+    plans: list[ModelPlan]
+    gpus: int
+    cpus: int
+    dataset: str
+    data_dir: str | None
+    storage: Path
+    name: str
+    seed: int
+    time_budget: float | None
+    limit: tuple[int | None, int | None, int | None]
+    val_size: int
+    grace_period: int | None
+    reduction_factor: float
+    dashboard: bool
+    amp: bool
+    channels_last: bool
+    verbose: int
+
+    @property
+    def folder(self) -> Path:
+        return self.storage / self.name
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m search.run", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", default="cnn", help=f"a name, a comma list, or 'all' ({', '.join(models.names())})")
+    p.add_argument("--gpus", type=int, default=0, help="GPUs to use; 0 runs on CPUs")
+    p.add_argument("--cpus", type=int, default=None, help="CPUs for trials (default: all cores)")
+    p.add_argument("--num-samples", type=int, default=None, help="trials per model (default 8; 2 with --smoke)")
+    p.add_argument("--max-epochs", type=int, default=None,
+                   help="epoch budget of every model (default: each model's own; 2 with --smoke)")
+    p.add_argument("--grace-period", type=int, default=None, help="ASHA's first rung in epochs (default: per model)")
+    p.add_argument("--reduction-factor", type=float, default=2.0, help="ASHA keeps 1/this of trials per rung")
+    p.add_argument("--dataset", default="mnist", help="mnist or fashion_mnist")
+    p.add_argument("--data-dir", default=None, help="folder in torchvision's layout (default: $SEARCH_DATA_DIR, else ./data)")
+    p.add_argument("--val-size", type=int, default=5_000, help="validation images carved from the training set")
+    p.add_argument("--storage-path", default="results", help="where <name>/ with the results is written")
+    p.add_argument("--name", default=None, help="experiment name (default: models, dataset and time)")
+    p.add_argument("--seed", type=int, default=0, help="seeds Optuna's samplers and the trials")
+    p.add_argument("--time-budget", type=float, default=None, help="seconds; running trials stop when it is spent")
+    p.add_argument("--smoke", action="store_true", help="tiny data and budget: the whole path in a few minutes")
+    p.add_argument("--no-dashboard", action="store_true", help="do not start the Ray dashboard")
+    p.add_argument("--no-amp", action="store_true", help="no bf16 mixed precision on GPU")
+    p.add_argument("--no-channels-last", action="store_true", help="keep convolutions in NCHW layout")
+    p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Tune's output: 0 quiet, 1 table, 2 all")
+    return p
+
+
+def _positive(value: float | None, flag: str) -> None:
+    if value is not None and value <= 0:
+        raise UsageError(f"{flag} must be positive, got {value}")
+
+
+def _gpus_found() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Check every flag and turn the command line into ``Settings``, or raise ``UsageError``."""
+    try:
+        chosen = models.parse_models(args.model)
+    except models.UnknownModelError as e:
+        raise UsageError(f"--model: {e}") from None
+    for value, flag in ((args.num_samples, "--num-samples"), (args.max_epochs, "--max-epochs"),
+                        (args.grace_period, "--grace-period"), (args.time_budget, "--time-budget"),
+                        (args.cpus, "--cpus"), (args.val_size, "--val-size")):
+        _positive(value, flag)
+    if args.reduction_factor <= 1:
+        raise UsageError(f"--reduction-factor must be above 1, got {args.reduction_factor}")
+    if args.gpus < 0:
+        raise UsageError(f"--gpus must be 0 (CPU) or more, got {args.gpus}")
+    found = _gpus_found()
+    if args.gpus > found:
+        raise UsageError(f"--gpus {args.gpus} asked for, but {found} GPU(s) found on this machine "
+                         f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); "
+                         f"use --gpus {found}" + (" to run on CPUs" if found == 0 else ""))
+    cpus = args.cpus or os.cpu_count() or 1
+    num_samples = args.num_samples or (SMOKE["num_samples"] if args.smoke else 8)
+    max_epochs = args.max_epochs or (SMOKE["max_epochs"] if args.smoke else None)
+    grace = args.grace_period or (SMOKE["grace_period"] if args.smoke else None)
+    plans = []
+    for name in chosen:
+        spec = models.get(name)
+        epochs = max_epochs or spec.max_epochs
+        if grace is not None and grace > epochs:
+            raise UsageError(f"--grace-period {grace} is longer than {name}'s budget of {epochs} epochs")
+        if spec.cpus > cpus:
+            raise UsageError(f"{name} trials need {spec.cpus} CPUs but only {cpus} are available (--cpus)")
+        plans.append(ModelPlan(name, num_samples, epochs, grace or spec.grace_period, spec.cpus,
+                               spec.gpus if args.gpus else 0.0))
+    storage = Path(args.storage_path).expanduser().resolve()
+    name = args.name or f"{'-'.join(chosen)}-{args.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if not name or "/" in name or name.startswith("."):
+        raise UsageError(f"--name {name!r} must be a plain folder name")
+    settings = Settings(
+        models=chosen, plans=plans, gpus=args.gpus, cpus=cpus, dataset=args.dataset, data_dir=args.data_dir,
+        storage=storage, name=name, seed=args.seed, time_budget=args.time_budget,
+        limit=SMOKE["limit"] if args.smoke else (None, None, None), val_size=args.val_size,
+        grace_period=grace, reduction_factor=args.reduction_factor, dashboard=not args.no_dashboard,
+        amp=not args.no_amp, channels_last=not args.no_channels_last, verbose=args.verbose,
+    )
+    check_storage(settings)
+    return settings
+
+
+def check_storage(settings: Settings) -> None:
+    """The results folder must be writable and must not hold an earlier experiment of that name."""
+    if settings.folder.exists():
+        raise UsageError(f"an experiment named {settings.name!r} already exists in {settings.storage}; "
+                         "choose another --name (results are never overwritten)")
+    try:
+        settings.storage.mkdir(parents=True, exist_ok=True)
+        probe = settings.storage / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UsageError(f"--storage-path {settings.storage} is not writable ({e.strerror}); "
+                         "choose a folder you can write to") from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from trainables.data import DataError, get_dataset_info, load_dataset
+
+    try:
+        get_dataset_info(args.dataset)
+        settings = settings_from_args(args)
+        data = load_dataset(settings.dataset, settings.data_dir, settings.val_size, limit=settings.limit)
+    except (UsageError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    from search.driver import run_search
+
+    return run_search(settings, data)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

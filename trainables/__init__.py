@@ -1,0 +1,1 @@
+"""Data loading, the training and evaluation loop, metrics, and the Tune trainable."""

@@ -1,0 +1,93 @@
+"""Train one configuration without Ray, printing the metrics of each epoch.
+
+    python -m trainables.train --model cnn --epochs 2 --set lr=0.003 --set batch_size=256
+
+For debugging a configuration and for benchmarks. Without ``--set`` the model's registered default
+configuration is used; each ``--set key=value`` overrides one setting. ``--test`` evaluates the
+result once on the test split at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import torch
+
+import models
+from models.config import ConfigError
+from trainables.data import DATASETS, DataError, load_dataset
+from trainables.fit import fit, prepare
+from trainables.loop import DivergedError, Runtime, evaluate
+from trainables.runtime import pick_device, set_threads
+
+
+def parse_sets(pairs: Sequence[str]) -> dict[str, str]:
+    """``["lr=0.003", "augment=true"]`` -> ``{"lr": "0.003", "augment": "true"}`` (typed later)."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {pair!r} is not key=value, e.g. --set lr=0.003")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m trainables.train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="cnn", help=f"one of: {', '.join(models.names())}")
+    p.add_argument("--epochs", type=int, default=None, help="default: the model's max_epochs")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one setting")
+    p.add_argument("--dataset", default="mnist", choices=sorted(DATASETS))
+    p.add_argument("--data-dir", default=None, help="default: $SEARCH_DATA_DIR, else ./data")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, default=None, help="train on the first N training images only")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    p.add_argument("--no-amp", action="store_true", help="no bf16 autocast on GPU")
+    p.add_argument("--no-channels-last", action="store_true")
+    p.add_argument("--test", action="store_true", help="evaluate once on the test split at the end")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        spec = models.get(args.model)
+        config = dict(spec.default_config)
+        config.update(parse_sets(args.set))
+        config["epochs"] = args.epochs if args.epochs is not None else config.get("epochs", spec.max_epochs)
+        data = load_dataset(args.dataset, args.data_dir, limit=(args.limit, None, None))
+    except (models.UnknownModelError, ConfigError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    torch.manual_seed(args.seed)
+    set_threads(args.threads)
+    device = pick_device(args.device)
+    runtime = Runtime(device, data.info.mean, data.info.std, amp=not args.no_amp,
+                      channels_last=not args.no_channels_last)
+    train, val = data.train.to(device), data.val.to(device)
+    try:
+        prepared = prepare(args.model, config, train, runtime)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{args.model}: {prepared.params:,} parameters on {device}; config {config}")
+    try:
+        for m in fit(prepared, train, val, runtime, seed=args.seed):
+            print(f"epoch {m['epoch']:>3}  train_loss {m['train_loss']:.4f}  val_loss {m['val_loss']:.4f}  "
+                  f"val_acc {m['val_acc']:.4f}  val_f1 {m['val_f1']:.4f}  epoch {m['epoch_time_s']:.1f}s  "
+                  f"train {m['train_time_s']:.1f}s  elapsed {m['elapsed_s']:.1f}s  {m['samples_per_s']:,.0f} img/s",
+                  flush=True)
+    except DivergedError as e:
+        print(f"error: diverged: {e}", file=sys.stderr)
+        return 1
+    if args.test:
+        scores = evaluate(prepared.model, data.test.to(device), runtime)
+        print(f"test  loss {scores.loss:.4f}  acc {scores.acc:.4f}  f1 {scores.f1:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

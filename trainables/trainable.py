@@ -1,0 +1,80 @@
+"""The one Ray Tune trainable for every model: it wires ``trainables.fit`` to ``tune.report``."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainables.data import Split
+from trainables.fit import fit, prepare
+from trainables.loop import Runtime
+from trainables.runtime import describe, set_threads
+
+CHECKPOINT_FILE = "model.pt"
+
+
+@dataclass
+class TrialData:
+    """What every trial shares, put in Ray's object store once by ``tune.with_parameters``.
+
+    Only the train and validation splits travel: trials never see the test split.
+    """
+
+    train: Split
+    val: Split
+    mean: float
+    std: float
+    num_classes: int
+    seed: int
+    amp: bool = True
+    channels_last: bool = True
+
+
+def trial_device() -> torch.device:
+    """The GPU Ray assigned to this trial (it sets CUDA_VISIBLE_DEVICES), else the CPU."""
+    import ray
+
+    return torch.device("cuda:0") if ray.get_gpu_ids() and torch.cuda.is_available() else torch.device("cpu")
+
+
+def save_checkpoint(model: torch.nn.Module, epoch: int, folder: Path) -> None:
+    torch.save({"model": model.state_dict(), "epoch": epoch}, folder / CHECKPOINT_FILE)
+
+
+def load_weights(model: torch.nn.Module, folder: str | Path) -> int:
+    """Load a checkpoint written by this trainable into ``model``; returns the epoch it was taken at."""
+    state = torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    return int(state["epoch"])
+
+
+def train_trial(config: dict[str, Any], data: TrialData) -> None:
+    """Train one configuration, reporting every epoch; checkpoint only when ``val_acc`` improves.
+
+    Tune keeps a single checkpoint per trial (``CheckpointConfig(num_to_keep=1)`` scored on
+    ``val_acc``), so the one on disk is always the trial's best epoch.
+    """
+    from ray import tune
+
+    cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
+    set_threads(cpus)
+    device = trial_device()
+    runtime = Runtime(device, data.mean, data.std, amp=data.amp, channels_last=data.channels_last)
+    train, val = data.train.to(device), data.val.to(device)
+    torch.manual_seed(data.seed)
+    prepared = prepare(config["model"], config, train, runtime, data.num_classes)
+    where = describe(device)
+    best = float("-inf")
+    for metrics in fit(prepared, train, val, runtime, seed=data.seed):
+        metrics["device"] = where
+        if metrics["val_acc"] > best:
+            best = metrics["val_acc"]
+            with tempfile.TemporaryDirectory() as folder:
+                save_checkpoint(prepared.model, metrics["epoch"], Path(folder))
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+        else:
+            tune.report(metrics)
