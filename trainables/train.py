@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 
 import models
-from models.config import ConfigError
+from models.config import ConfigError, from_flat
 from trainables.data import DATASETS, DataError, load_dataset
 from trainables.fit import fit, prepare
 from trainables.loop import DivergedError, Runtime, evaluate
@@ -73,7 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"{args.model}: {prepared.params:,} parameters on {device}; config {config}")
+    print(f"{args.model}: {prepared.params:,} parameters on {device}")
+    print(f"  {spec.config_cls.__name__}: {from_flat(spec.config_cls, config)}")
+    print(f"  {prepared.train_cfg}")
     try:
         for m in fit(prepared, train, val, runtime, seed=args.seed):
             print(f"epoch {m['epoch']:>3}  train_loss {m['train_loss']:.4f}  val_loss {m['val_loss']:.4f}  "

@@ -1,0 +1,41 @@
+"""Shared fixtures. Tests that need real MNIST read it from $SEARCH_DATA_DIR; under CI=true a
+missing data directory fails the test instead of skipping it."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    value = os.environ.get("SEARCH_DATA_DIR")
+    path = Path(value) if value else None
+    if path is None or not (path / "MNIST" / "raw").is_dir():
+        message = f"real MNIST needed: set SEARCH_DATA_DIR to a folder holding MNIST/raw (got {value!r})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def mnist_small(data_dir):
+    """MNIST with a small training subset, read once for the session."""
+    from trainables.data import load_dataset
+
+    return load_dataset("mnist", data_dir, limit=(2_048, 512, 512), download=False)
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 600, cwd: Path | None = None):
+    """Run ``python -m <args>`` from the project's root, as a user would; returns the completed process."""
+    import subprocess
+
+    full_env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
+    return subprocess.run([sys.executable, "-m", *args], cwd=cwd or ROOT, env=full_env, capture_output=True,
+                          text=True, timeout=timeout)

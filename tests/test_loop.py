@@ -1,0 +1,77 @@
+"""The training loop without Ray: one epoch learns, metrics agree with scikit-learn, NaN is caught."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import f1_score
+
+import models
+from trainables.fit import fit, prepare
+from trainables.loop import DivergedError, Runtime, evaluate, lr_factor, train_one_epoch
+from trainables.train import main as train_main
+
+
+@pytest.fixture
+def runtime(mnist_small):
+    torch.manual_seed(0)
+    return Runtime(torch.device("cpu"), mnist_small.info.mean, mnist_small.info.std)
+
+
+def test_one_epoch_on_a_subset_learns(mnist_small, runtime):
+    config = {**models.get("cnn").default_config, "epochs": 1, "batch_size": 64, "lr": 0.003,
+              "schedule": "constant"}
+    prepared = prepare("cnn", config, mnist_small.train, runtime)
+    before = evaluate(prepared.model, mnist_small.val, runtime)
+    (metrics,) = list(fit(prepared, mnist_small.train, mnist_small.val, runtime))
+    assert metrics["val_acc"] > max(0.8, before.acc + 0.5)
+    assert metrics["train_time_s"] <= metrics["elapsed_s"]
+    assert metrics["samples_per_s"] > 0 and metrics["params"] == prepared.params
+    assert set(metrics) >= {"epoch", "train_loss", "val_loss", "val_acc", "val_f1", "epoch_time_s"}
+
+
+def test_evaluation_matches_scikit_learn(mnist_small, runtime):
+    model = models.get("cnn").build(models.get("cnn").default_config, 10)
+    scores = evaluate(model, mnist_small.val, runtime)
+    labels = mnist_small.val.labels.numpy()
+    assert scores.acc == pytest.approx(float(np.mean(scores.predictions == labels)))
+    assert scores.f1 == pytest.approx(f1_score(labels, scores.predictions, average="macro"))
+    assert len(scores.predictions) == len(labels)  # the last partial batch is evaluated too
+
+
+def test_diverging_training_stops_with_a_reason(mnist_small, runtime):
+    config = {**models.get("cnn").default_config, "lr": 9.0, "optimizer": "sgd", "momentum": 0.99,
+              "batch_norm": False, "schedule": "constant", "epochs": 1}
+    prepared = prepare("cnn", config, mnist_small.train, runtime)
+    with torch.no_grad():
+        for p in prepared.model.parameters():
+            p.mul_(1e6)
+    with pytest.raises(DivergedError):
+        train_one_epoch(prepared.model, mnist_small.train, prepared.optimizer, None, prepared.train_cfg, runtime)
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine", "onecycle"])
+def test_schedules_start_low_or_flat_and_end_where_expected(schedule):
+    factors = [lr_factor(s, 100, 10, schedule) for s in range(100)]
+    assert max(factors) == pytest.approx(1.0, abs=0.02)
+    assert factors[0] <= 0.1 + 1e-9
+    if schedule != "constant":
+        assert factors[-1] < 0.05
+    assert all(math.isfinite(f) and f >= 0 for f in factors)
+
+
+def test_train_command_prints_each_epoch(data_dir, capsys):
+    code = train_main(["--model", "cnn", "--epochs", "1", "--limit", "1024", "--data-dir", str(data_dir),
+                       "--set", "lr=0.003", "--set", "batch_size=128", "--threads", "2", "--test"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "lr=0.003" in out and "batch_size=128" in out  # the overrides, typed
+    assert "epoch   1" in out and "val_acc" in out and out.strip().splitlines()[-1].startswith("test")
+
+
+def test_train_command_rejects_a_bad_setting(data_dir, capsys):
+    assert train_main(["--model", "cnn", "--set", "lr", "--data-dir", str(data_dir)]) == 2
+    assert "not key=value" in capsys.readouterr().err

@@ -1,0 +1,83 @@
+"""One experiment, but one Optuna study and one set of ASHA brackets per model."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import optuna
+import pytest
+from ray.tune.schedulers import TrialScheduler
+from ray.tune.search import Searcher
+
+from search.experiment import ModelPlan, PerModelScheduler, build_scheduler, build_searcher, resources_for
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@pytest.fixture
+def two_models(monkeypatch):
+    """A second registered name with the CNN's spec, so routing can be checked with two models."""
+    import dataclasses
+
+    import models
+
+    twin = dataclasses.replace(models.get("cnn"), name="cnn_twin", max_epochs=4, grace_period=2)
+    models.register(twin)
+    yield [ModelPlan("cnn", 3, 2, 1, 1.0, 0.25), ModelPlan("cnn_twin", 2, 4, 2, 1.0, 1.0)]
+    models.unregister("cnn_twin")
+
+
+def test_searcher_alternates_models_and_stops_at_each_count(two_models):
+    searcher = build_searcher(two_models, seed=0)
+    configs = [searcher.suggest(f"t{i}") for i in range(5)]
+    assert [c["model"] for c in configs] == ["cnn", "cnn_twin", "cnn", "cnn_twin", "cnn"]
+    assert searcher.suggest("t5") == Searcher.FINISHED
+    assert {c["epochs"] for c in configs if c["model"] == "cnn_twin"} == {4}
+    # Each model's first trial is its registered default (Optuna's enqueued trial).
+    import models
+
+    first = configs[0]
+    assert all(first[k] == v for k, v in models.get("cnn").default_config.items())
+
+
+def test_results_reach_only_their_own_study(two_models):
+    searcher = build_searcher(two_models, seed=0)
+    for i in range(4):
+        searcher.suggest(f"t{i}")
+    searcher.on_trial_complete("t0", {"val_acc": 0.9, "training_iteration": 1, "epoch": 1})
+    searcher.on_trial_complete("t2", {"val_acc": 0.1}, error=True)
+    studies = {name: s._ot_study for name, s in searcher._searchers.items()}
+    states = [t.state for t in studies["cnn"].trials]
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 1
+    assert states.count(optuna.trial.TrialState.FAIL) == 1  # an error is a failure, not its last value
+    assert all(t.state == optuna.trial.TrialState.RUNNING for t in studies["cnn_twin"].trials)
+
+
+def fake_trial(trial_id: str, model: str):
+    return SimpleNamespace(trial_id=trial_id, config={"model": model})
+
+
+def test_a_slow_model_is_not_cut_by_a_fast_models_scores(two_models):
+    scheduler: PerModelScheduler = build_scheduler(two_models, reduction_factor=2, grace_period=None)
+    fast = [fake_trial(f"f{i}", "cnn") for i in range(4)]
+    slow = fake_trial("s0", "cnn_twin")
+    for t in [*fast, slow]:
+        scheduler.on_trial_add(None, t)
+    for t in fast:
+        scheduler.on_trial_result(None, t, {"epoch": 1, "val_acc": 0.98})
+    # At its first rung the slow model's trial scores far below the fast model's: with shared
+    # brackets ASHA would stop it; with its own brackets it competes only with its own trials.
+    assert scheduler.on_trial_result(None, slow, {"epoch": 2, "val_acc": 0.30}) == TrialScheduler.CONTINUE
+    weak = fake_trial("f9", "cnn")
+    scheduler.on_trial_add(None, weak)
+    assert scheduler.on_trial_result(None, weak, {"epoch": 1, "val_acc": 0.30}) == TrialScheduler.STOP
+
+
+def test_each_model_gets_its_own_budget_and_resources(two_models):
+    scheduler = build_scheduler(two_models, reduction_factor=2, grace_period=None)
+    assert scheduler._schedulers["cnn"]._max_t == 2 and scheduler._schedulers["cnn_twin"]._max_t == 4
+    on_gpu = resources_for(two_models, use_gpu=True)
+    on_cpu = resources_for(two_models, use_gpu=False)
+    assert on_gpu({"model": "cnn"}).required_resources == {"CPU": 1.0, "GPU": 0.25}
+    assert on_gpu({"model": "cnn_twin"}).required_resources == {"CPU": 1.0, "GPU": 1.0}
+    assert on_cpu({"model": "cnn_twin"}).required_resources == {"CPU": 1.0}

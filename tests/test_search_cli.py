@@ -1,0 +1,81 @@
+"""The search command as a user runs it: bad input is refused before Ray starts, a smoke search
+writes the three Parquet files with the documented columns."""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+import pytest
+
+from conftest import run_cli
+from search.export import EPOCH_COLUMNS, FINALIST_COLUMNS, TRIAL_COLUMNS
+
+
+def refused(*args, **kw):
+    start = time.monotonic()
+    proc = run_cli("search.run", *args, timeout=120, **kw)
+    return proc, time.monotonic() - start
+
+
+def test_unknown_model_lists_the_known_ones(tmp_path):
+    proc, _ = refused("--model", "cnn,resnet", "--storage-path", str(tmp_path))
+    assert proc.returncode == 2
+    assert "unknown model 'resnet'" in proc.stderr and "cnn" in proc.stderr
+
+
+def test_more_gpus_than_exist_fails_fast_saying_how_many(tmp_path):
+    proc, seconds = refused("--model", "cnn", "--gpus", "4", "--storage-path", str(tmp_path))
+    assert proc.returncode == 2
+    assert "--gpus 4 asked for, but 0 GPU(s) found" in proc.stderr
+    assert seconds < 30
+    assert not any(tmp_path.iterdir()), "nothing may be written for a refused run"
+
+
+def test_missing_data_directory_is_explained(tmp_path):
+    missing = tmp_path / "no-such-dir"
+    proc, _ = refused("--model", "cnn", "--data-dir", str(missing), "--storage-path", str(tmp_path / "out"))
+    assert proc.returncode == 2
+    assert "train-images-idx3-ubyte" in proc.stderr and str(missing / "MNIST" / "raw") in proc.stderr
+
+
+@pytest.mark.parametrize("flag,value,needle", [
+    ("--num-samples", "0", "--num-samples must be positive"),
+    ("--max-epochs", "-1", "--max-epochs must be positive"),
+    ("--dataset", "cifar", "unknown dataset 'cifar'"),
+])
+def test_bad_numbers_and_names_are_refused(tmp_path, flag, value, needle):
+    proc, _ = refused("--model", "cnn", flag, value, "--storage-path", str(tmp_path))
+    assert proc.returncode == 2 and needle in proc.stderr
+
+
+def test_smoke_search_end_to_end(tmp_path, data_dir):
+    proc = run_cli("search.run", "--model", "cnn", "--gpus", "0", "--smoke", "--storage-path", str(tmp_path),
+                   "--name", "smoke", "--no-dashboard", "--data-dir", str(data_dir), timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    folder = tmp_path / "smoke"
+    trials = pd.read_parquet(folder / "trials.parquet")
+    epochs = pd.read_parquet(folder / "epochs.parquet")
+    finalists = pd.read_parquet(folder / "finalists.parquet")
+
+    assert list(trials.columns[: len(TRIAL_COLUMNS)]) == TRIAL_COLUMNS
+    assert {"config.lr", "config.batch_size", "config.blocks", "config.optimizer"} <= set(trials.columns)
+    assert len(trials) == 2 and set(trials["model"]) == {"cnn"}
+    assert set(trials["status"]) <= {"completed", "stopped_early"}
+    assert (trials["device"] == "cpu").all() and (trials["dataset"] == "mnist").all()
+    assert trials["pretrained"].isna().all()  # does not apply to a CNN trained from scratch
+
+    assert list(epochs.columns) == EPOCH_COLUMNS
+    assert epochs.groupby("trial_id")["epoch"].max().to_dict() == trials.set_index("trial_id")["epochs"].to_dict()
+
+    assert list(finalists.columns[: len(FINALIST_COLUMNS)]) == FINALIST_COLUMNS
+    (winner,) = finalists.itertuples()
+    assert winner.trial_id == trials.loc[trials["best_val_acc"].idxmax(), "trial_id"]
+    assert 0.5 < winner.test_acc <= 1.0 and 0.5 < winner.test_f1 <= 1.0
+
+    assert "test_acc" in proc.stdout and "cnn" in proc.stdout  # the leaderboard
+    assert not list(folder.glob(".*.tmp")), "no temporary export files may be left behind"
+
+    again = run_cli("search.run", "--model", "cnn", "--smoke", "--storage-path", str(tmp_path), "--name", "smoke",
+                    "--no-dashboard", "--data-dir", str(data_dir))
+    assert again.returncode == 2 and "already exists" in again.stderr
