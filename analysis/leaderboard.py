@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import pandas as pd
 
 from search.export import CONFIG_PREFIX
 
 
-def short_config(row: pd.Series, limit: int = 110) -> str:
+def short_config(row: pd.Series) -> str:
     """``blocks=2 channels=16 lr=0.01 ...``: the row's hyperparameters, floats to 3 significant digits."""
     parts = []
     for column, value in row.items():
@@ -17,8 +19,7 @@ def short_config(row: pd.Series, limit: int = 110) -> str:
         if name == "epochs":
             continue
         parts.append(f"{name}={value:.3g}" if isinstance(value, float) else f"{name}={value}")
-    text = " ".join(parts)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return " ".join(parts)
 
 
 def leaderboard(trials: pd.DataFrame, finalists: pd.DataFrame) -> str:
@@ -38,5 +39,6 @@ def leaderboard(trials: pd.DataFrame, finalists: pd.DataFrame) -> str:
         w = by_model.loc[model]
         lines.append(f"{prefix} {w['best_val_acc']:>8.4f} {w['test_acc']:>8.4f} {w['test_f1']:>8.4f} "
                      f"{w['train_time_s']:>8.1f} {w['wall_clock_s']:>8.1f}")
-        lines.append(f"{'':<12} best: {short_config(w)}")
+        lines += textwrap.wrap(short_config(w), width=len(header), initial_indent=" " * 13 + "best: ",
+                               subsequent_indent=" " * 19)
     return "\n".join(lines)

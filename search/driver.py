@@ -23,6 +23,9 @@ from trainables.trainable import TrialData, train_trial
 def start_ray(settings: Settings) -> None:
     """Ray embedded in this process, with exactly the CPUs and GPUs the search may use."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Keeping only the best checkpoint forces a state snapshot at each one: cheap here, so Tune's
+    # warning about it would only be noise in the progress output.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     context = ray.init(
         num_cpus=settings.cpus,
         num_gpus=settings.gpus,

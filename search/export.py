@@ -16,13 +16,13 @@ from typing import Any
 
 import pandas as pd
 
-from trainables.config import MODEL_KEY
+from trainables.config import MODEL_KEY, effective_config
 
 SCHEMA_VERSION = 1
 EPOCH_COLUMNS = ["trial_id", "model", "epoch", "train_loss", "val_loss", "val_acc", "val_f1",
                  "epoch_time_s", "elapsed_s"]
 TRIAL_COLUMNS = ["experiment", "trial_id", "model", "status", "epochs", "best_val_acc", "best_val_f1",
-                 "best_val_loss", "train_time_s", "wall_clock_s", "time_to_best_s", "params", "device",
+                 "best_val_loss", "train_time_s", "wall_clock_s", "time_to_best_s", "params", "device", "precision",
                  "dataset", "seed", "pretrained", "error"]
 FINALIST_COLUMNS = ["model", "trial_id", "test_acc", "test_f1", "test_loss", "best_val_acc", "train_time_s",
                     "wall_clock_s", "params"]
@@ -52,7 +52,7 @@ def record_from_result(result) -> TrialRecord:
     history = result.metrics_dataframe if result.metrics_dataframe is not None else pd.DataFrame()
     if "epoch" in history:
         history = history.dropna(subset=["epoch"])
-    return TrialRecord(trial_id, dict(result.config or {}), history, short_error(result.error))
+    return TrialRecord(trial_id, effective_config(result.config or {}), history, short_error(result.error))
 
 
 def short_error(error: BaseException | None) -> str | None:
@@ -82,7 +82,7 @@ def trial_row(record: TrialRecord, experiment: str, dataset: str, seed: int) -> 
         experiment=experiment, trial_id=record.trial_id, model=record.config.get(MODEL_KEY),
         status=status_of(record), epochs=int(h["epoch"].max()) if len(h) else 0,
         best_val_acc=None, best_val_f1=None, best_val_loss=None, train_time_s=None, wall_clock_s=None,
-        time_to_best_s=None, params=None, device=None, dataset=dataset, seed=seed,
+        time_to_best_s=None, params=None, device=None, precision=None, dataset=dataset, seed=seed,
         pretrained=record.config.get("pretrained"), error=record.error,
     )
     if len(h):
@@ -92,7 +92,7 @@ def trial_row(record: TrialRecord, experiment: str, dataset: str, seed: int) -> 
             best_val_acc=float(best["val_acc"]), best_val_f1=float(best["val_f1"]),
             best_val_loss=float(best["val_loss"]), train_time_s=float(last["train_time_s"]),
             wall_clock_s=float(last["elapsed_s"]), time_to_best_s=float(best["elapsed_s"]),
-            params=int(last["params"]), device=last.get("device"),
+            params=int(last["params"]), device=last.get("device"), precision=last.get("precision"),
         )
     row.update(config_columns(record.config))
     return row

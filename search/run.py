@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-budget", type=float, default=None, help="seconds; running trials stop when it is spent")
     p.add_argument("--smoke", action="store_true", help="tiny data and budget: the whole path in a few minutes")
     p.add_argument("--no-dashboard", action="store_true", help="do not start the Ray dashboard")
-    p.add_argument("--no-amp", action="store_true", help="no bf16 mixed precision on GPU")
+    p.add_argument("--no-amp", action="store_true", help="no bf16 autocast (by default on where the GPU or CPU has fast bf16)")
     p.add_argument("--no-channels-last", action="store_true", help="keep convolutions in NCHW layout")
     p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Tune's output: 0 quiet, 1 table, 2 all")
     return p

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from models.config import check, choice, field_names, from_flat, reject_unknown
+from models.config import ConfigError, check, choice, field_names, from_flat, reject_unknown
 
 # Keys the search adds to every config beside the hyperparameters.
 MODEL_KEY = "model"
@@ -49,3 +49,16 @@ def split_config(flat: Mapping[str, Any], model_config_cls: type, model: str) ->
     reject_unknown(flat, field_names(TrainConfig, model_config_cls) | {MODEL_KEY}, model)
     from_flat(model_config_cls, flat)
     return from_flat(TrainConfig, flat)
+
+
+def effective_config(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """The complete config a trial trained with: what was searched or set, plus the defaults that
+    filled the rest (e.g. ``padding`` when the space did not suggest it). Exports record this, so a
+    row says everything that shaped its result. An invalid config is returned as it was given."""
+    import models
+
+    try:
+        spec = models.get(flat[MODEL_KEY])
+        return {MODEL_KEY: spec.name, **asdict(from_flat(spec.config_cls, flat)), **asdict(from_flat(TrainConfig, flat))}
+    except (KeyError, ConfigError):
+        return dict(flat)

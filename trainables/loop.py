@@ -7,6 +7,7 @@ They take a model, data and an optimizer and return numbers, so the Tune trainab
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -25,6 +26,18 @@ class DivergedError(RuntimeError):
     """The training loss became NaN or infinite: this configuration cannot recover."""
 
 
+@functools.cache
+def cpu_supports_bf16() -> bool:
+    """Whether oneDNN has fast bf16 kernels on this CPU (AVX-512 BF16/AMX class processors).
+
+    Without them CPU autocast would emulate bf16 slowly, so mixed precision stays off there.
+    """
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch build without the check
+        return False
+
+
 @dataclass(frozen=True)
 class Runtime:
     """How to run, as opposed to what to train: device and speed switches, not hyperparameters."""
@@ -32,13 +45,24 @@ class Runtime:
     device: torch.device
     mean: float
     std: float
-    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    amp: bool = True  # bf16 autocast where the device has fast bf16 (recent GPUs and CPUs)
     channels_last: bool = True  # faster convolutions on CPU (about 1.4x) and on tensor cores
+
+    @functools.cached_property
+    def precision(self) -> str:
+        """``bf16`` when matrix work runs under bf16 autocast, else ``fp32``; recorded in results."""
+        if not self.amp:
+            return "fp32"
+        if self.device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        return "bf16" if self.device.type == "cpu" and cpu_supports_bf16() else "fp32"
 
     @property
     def autocast(self) -> contextlib.AbstractContextManager:
-        if self.amp and self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        # Convolutions and matmuls in bf16, reductions, norms and the loss in fp32 (autocast's lists);
+        # bf16 keeps fp32's range, so no loss scaling is needed.
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
 

@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="train on the first N training images only")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
-    p.add_argument("--no-amp", action="store_true", help="no bf16 autocast on GPU")
+    p.add_argument("--no-amp", action="store_true", help="no bf16 autocast (on by default where the device has fast bf16)")
     p.add_argument("--no-channels-last", action="store_true")
     p.add_argument("--test", action="store_true", help="evaluate once on the test split at the end")
     return p
@@ -73,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"{args.model}: {prepared.params:,} parameters on {device}")
+    print(f"{args.model}: {prepared.params:,} parameters on {device}, {runtime.precision}")
     print(f"  {spec.config_cls.__name__}: {from_flat(spec.config_cls, config)}")
     print(f"  {prepared.train_cfg}")
     try:

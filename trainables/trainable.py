@@ -71,6 +71,7 @@ def train_trial(config: dict[str, Any], data: TrialData) -> None:
     best = float("-inf")
     for metrics in fit(prepared, train, val, runtime, seed=data.seed):
         metrics["device"] = where
+        metrics["precision"] = runtime.precision
         if metrics["val_acc"] > best:
             best = metrics["val_acc"]
             with tempfile.TemporaryDirectory() as folder:
