@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -58,10 +59,8 @@ def evaluate_finalists(
     return table.reindex(columns=FINALIST_COLUMNS + config_cols)
 
 
-def _local(checkpoint):
+def _local(checkpoint) -> contextlib.AbstractContextManager:
     """A context giving a local folder for a Tune checkpoint, or the folder itself for a path."""
-    import contextlib
-
     if hasattr(checkpoint, "as_directory"):
         return checkpoint.as_directory()
     return contextlib.nullcontext(checkpoint)

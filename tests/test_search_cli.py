@@ -79,3 +79,16 @@ def test_smoke_search_end_to_end(tmp_path, data_dir):
     again = run_cli("search.run", "--model", "cnn", "--smoke", "--storage-path", str(tmp_path), "--name", "smoke",
                     "--no-dashboard", "--data-dir", str(data_dir))
     assert again.returncode == 2 and "already exists" in again.stderr
+
+
+@pytest.mark.slow
+def test_eight_trial_search_reaches_99_percent(tmp_path, data_dir):
+    """The issue's acceptance run (about 5 minutes on 2 cores): `pytest -m slow` runs it."""
+    proc = run_cli("search.run", "--model", "cnn", "--gpus", "0", "--num-samples", "8", "--max-epochs", "3",
+                   "--storage-path", str(tmp_path), "--name", "cnn-8x3", "--no-dashboard", "--data-dir",
+                   str(data_dir), "--verbose", "0", timeout=1500)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trials = pd.read_parquet(tmp_path / "cnn-8x3" / "trials.parquet")
+    finalists = pd.read_parquet(tmp_path / "cnn-8x3" / "finalists.parquet")
+    assert len(trials) == 8 and (trials["status"] == "stopped_early").any()
+    assert finalists.loc[finalists["model"] == "cnn", "test_acc"].item() >= 0.99

@@ -1,0 +1,78 @@
+"""The export contract with analysis/: statuses, best-epoch values, atomic writes, leaderboard."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from analysis.leaderboard import leaderboard
+from search.export import (EPOCH_COLUMNS, TRIAL_COLUMNS, TrialRecord, epochs_table, short_error, trials_table,
+                           write_atomic)
+from search.finalists import pick_winners
+
+
+def history(accs, epoch_s=2.0):
+    return pd.DataFrame({
+        "epoch": range(1, len(accs) + 1), "train_loss": [1.0] * len(accs), "val_loss": [1 - a for a in accs],
+        "val_acc": accs, "val_f1": [a - 0.01 for a in accs], "epoch_time_s": [epoch_s] * len(accs),
+        "train_time_s": [epoch_s * (i + 1) for i in range(len(accs))],
+        "elapsed_s": [epoch_s * (i + 1) + 0.5 for i in range(len(accs))], "params": [1234] * len(accs),
+        "device": ["cpu"] * len(accs), "precision": ["fp32"] * len(accs),
+    })
+
+
+RECORDS = [
+    TrialRecord("a_00000", {"model": "cnn", "epochs": 3, "lr": 0.01}, history([0.9, 0.97, 0.95]), None),
+    TrialRecord("b_00001", {"model": "cnn", "epochs": 3, "lr": 0.1}, history([0.5]), None),
+    TrialRecord("c_00002", {"model": "cnn", "epochs": 3, "lr": 9.0}, pd.DataFrame(), "DivergedError: diverged"),
+]
+
+
+def test_statuses_and_best_epoch_values():
+    table = trials_table(RECORDS, "exp", "mnist", 7)
+    assert list(table.columns[: len(TRIAL_COLUMNS)]) == TRIAL_COLUMNS
+    table = table.set_index("trial_id")
+    assert table["status"].to_dict() == {"a_00000": "completed", "b_00001": "stopped_early", "c_00002": "error"}
+    a = table.loc["a_00000"]
+    # The best epoch is the 2nd (0.97), not the last: its values are the ones reported.
+    assert (a["best_val_acc"], a["best_val_loss"], a["time_to_best_s"]) == pytest.approx((0.97, 0.03, 4.5))
+    assert (a["train_time_s"], a["wall_clock_s"], a["epochs"]) == pytest.approx((6.0, 6.5, 3))
+    c = table.loc["c_00002"]
+    assert c["error"] == "DivergedError: diverged" and pd.isna(c["best_val_acc"]) and c["epochs"] == 0
+    assert table["config.lr"].tolist() == [0.01, 0.1, 9.0] and "config.model" not in table
+
+
+def test_epochs_table_has_one_row_per_trial_and_epoch():
+    epochs = epochs_table(RECORDS)
+    assert list(epochs.columns) == EPOCH_COLUMNS
+    assert epochs.groupby("trial_id").size().to_dict() == {"a_00000": 3, "b_00001": 1}
+
+
+def test_winner_ignores_errors_and_leaderboard_says_so():
+    trials = trials_table(RECORDS, "exp", "mnist", 7)
+    assert pick_winners(trials)["trial_id"].tolist() == ["a_00000"]
+    finalists = pd.DataFrame([{"model": "cnn", "trial_id": "a_00000", "test_acc": 0.96, "test_f1": 0.95,
+                               "test_loss": 0.1, "best_val_acc": 0.97, "train_time_s": 6.0, "wall_clock_s": 6.5,
+                               "params": 1234, "config.lr": 0.01}])
+    board = leaderboard(trials, finalists)
+    assert "cnn" in board and "0.9600" in board and "lr=0.01" in board
+    only_errors = trials_table(RECORDS[2:], "exp", "mnist", 7)
+    assert "no finished trial" in leaderboard(only_errors, finalists.iloc[0:0])
+
+
+def test_atomic_write_keeps_previous_files_when_a_table_fails(tmp_path):
+    good = trials_table(RECORDS, "exp", "mnist", 7)
+    write_atomic({"trials": good}, tmp_path)
+    before = (tmp_path / "trials.parquet").read_bytes()
+    unwritable = pd.DataFrame({"x": [object()]})  # pyarrow cannot store an arbitrary object
+    with pytest.raises(Exception):
+        write_atomic({"trials": good.head(1), "epochs": unwritable}, tmp_path)
+    assert (tmp_path / "trials.parquet").read_bytes() == before
+    assert not (tmp_path / "epochs.parquet").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["trials.parquet"]
+
+
+def test_short_error_keeps_the_last_meaningful_line():
+    err = RuntimeError("Traceback (most recent call last):\n  File x\nDivergedError: training loss became nan\n\n")
+    assert short_error(err) == "DivergedError: training loss became nan"
+    assert short_error(None) is None
