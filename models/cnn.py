@@ -131,6 +131,7 @@ SPEC = register(
         grace_period=1,
         cpus=1.0,
         gpus=0.25,
+        cpu_bf16=True,  # 1.7x per epoch on a 2-core AVX-512 BF16 machine, same accuracy (README)
         description="conv blocks + fully connected head",
     )
 )

@@ -50,7 +50,7 @@ def make_tuner(settings: Settings, data: Dataset) -> tune.Tuner:
             metric=METRIC,
             mode=MODE,
             search_alg=build_searcher(settings.plans, settings.seed),
-            scheduler=build_scheduler(settings.plans, settings.reduction_factor, settings.grace_period),
+            scheduler=build_scheduler(settings.plans, settings.reduction_factor),
             num_samples=sum(p.num_samples for p in settings.plans),
             time_budget_s=settings.time_budget,
             trial_name_creator=trial_dirname,

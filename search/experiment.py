@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import optuna
 from ray.tune import PlacementGroupFactory
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
@@ -36,7 +37,20 @@ class ModelPlan:
     gpus: float
 
 
-class PerModelSearcher(Searcher):
+class _PickledState:
+    """Tune saves searchers and schedulers with the experiment's state: the routers pickle
+    themselves whole, the per-model Optuna searchers and ASHA schedulers inside them included."""
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__dict__, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))
+
+
+class PerModelSearcher(_PickledState, Searcher):
     """Hands each new trial to the next model's own searcher, round-robin, until each model has
     had its ``num_samples``; results and completions go back to the searcher that suggested them.
 
@@ -80,16 +94,8 @@ class PerModelSearcher(Searcher):
     def model_of(self, trial_id: str) -> str | None:
         return self._owner.get(trial_id)
 
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.__dict__, f)
 
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            self.__dict__.update(pickle.load(f))
-
-
-class PerModelScheduler(FIFOScheduler):
+class PerModelScheduler(_PickledState, FIFOScheduler):
     """Routes every trial event to its model's own ``ASHAScheduler``: separate brackets per model.
 
     Trials start in submission order (FIFO); only the early-stopping decisions are per model.
@@ -124,13 +130,15 @@ class PerModelScheduler(FIFOScheduler):
     def debug_string(self) -> str:
         return "\n".join(f"[{name}] {s.debug_string()}" for name, s in self._schedulers.items())
 
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.__dict__, f)
 
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            self.__dict__.update(pickle.load(f))
+def tpe_sampler(num_samples: int, seed: int) -> optuna.samplers.TPESampler:
+    """TPE that starts modelling after a quarter of the budget (2 to 10 random trials).
+
+    Optuna's default of 10 random start-up trials would make a search of 8 samples purely random.
+    ``constant_liar`` keeps concurrent trials from being handed the same region while they run.
+    """
+    startup = min(10, max(2, num_samples // 4))
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, constant_liar=True)
 
 
 def build_searcher(plans: list[ModelPlan], seed: int) -> PerModelSearcher:
@@ -143,7 +151,7 @@ def build_searcher(plans: list[ModelPlan], seed: int) -> PerModelSearcher:
             metric=METRIC,
             mode=MODE,
             points_to_evaluate=[dict(spec.default_config)],
-            seed=seed + i,  # distinct per model so studies do not mirror each other's draws
+            sampler=tpe_sampler(plan.num_samples, seed + i),  # seeds differ so studies do not mirror
             study_name=plan.name,
         )
     return PerModelSearcher(
@@ -153,7 +161,7 @@ def build_searcher(plans: list[ModelPlan], seed: int) -> PerModelSearcher:
     )
 
 
-def build_scheduler(plans: list[ModelPlan], reduction_factor: float, grace_period: int | None) -> PerModelScheduler:
+def build_scheduler(plans: list[ModelPlan], reduction_factor: float) -> PerModelScheduler:
     """One ASHA per model over ``epoch``, with the model's own maximum and grace period."""
     return PerModelScheduler({
         plan.name: ASHAScheduler(
@@ -161,7 +169,7 @@ def build_scheduler(plans: list[ModelPlan], reduction_factor: float, grace_perio
             metric=METRIC,
             mode=MODE,
             max_t=plan.max_epochs,
-            grace_period=min(grace_period or plan.grace_period, plan.max_epochs),
+            grace_period=plan.grace_period,
             reduction_factor=reduction_factor,
         )
         for plan in plans

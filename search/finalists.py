@@ -43,12 +43,13 @@ def evaluate_finalists(
         checkpoint = checkpoints.get(trial_id)
         if checkpoint is None:
             continue
-        model = models.get(winner["model"]).build(config, num_classes).to(runtime.device)
+        spec = models.get(winner["model"])
+        model = spec.build(config, num_classes).to(runtime.device)
         if runtime.channels_last:
             model = model.to(memory_format=torch.channels_last)
         with _local(checkpoint) as folder:
             load_weights(model, folder)
-        scores = evaluate(model, test, runtime)
+        scores = evaluate(model, test, runtime.for_model(spec))
         rows.append(dict(
             model=winner["model"], trial_id=trial_id, test_acc=scores.acc, test_f1=scores.f1,
             test_loss=scores.loss, best_val_acc=winner["best_val_acc"], train_time_s=winner["train_time_s"],

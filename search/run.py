@@ -44,7 +44,6 @@ class Settings:
     time_budget: float | None
     limit: tuple[int | None, int | None, int | None]
     val_size: int
-    grace_period: int | None
     reduction_factor: float
     dashboard: bool
     amp: bool
@@ -63,9 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus", type=int, default=0, help="GPUs to use; 0 runs on CPUs")
     p.add_argument("--cpus", type=int, default=None, help="CPUs for trials (default: all cores)")
     p.add_argument("--num-samples", type=int, default=None, help="trials per model (default 8; 2 with --smoke)")
-    p.add_argument("--max-epochs", type=int, default=None,
-                   help="epoch budget of every model (default: each model's own; 2 with --smoke)")
-    p.add_argument("--grace-period", type=int, default=None, help="ASHA's first rung in epochs (default: per model)")
+    p.add_argument("--max-epochs", default=None, metavar="N|MODEL=N,...",
+                   help="ASHA's epoch budget: N for every model, or per model, e.g. vit=20,cnn=3 "
+                        "(default: each model's own; 2 with --smoke)")
+    p.add_argument("--grace-period", default=None, metavar="N|MODEL=N,...",
+                   help="ASHA's first rung in epochs, for every model or per model (default: each model's own)")
     p.add_argument("--reduction-factor", type=float, default=2.0, help="ASHA keeps 1/this of trials per rung")
     p.add_argument("--dataset", default="mnist", help="mnist or fashion_mnist")
     p.add_argument("--data-dir", default=None, help="folder in torchvision's layout (default: $SEARCH_DATA_DIR, else ./data)")
@@ -87,6 +88,25 @@ def _positive(value: float | None, flag: str) -> None:
         raise UsageError(f"{flag} must be positive, got {value}")
 
 
+def per_model(text: str | None, flag: str, chosen: list[str]) -> dict[str, int]:
+    """``"5"`` -> every chosen model gets 5; ``"vit=20,cnn=3"`` -> those models get those values."""
+    if not text:
+        return {}
+    out: dict[str, int] = {}
+    for part in text.split(","):
+        name, sep, value = part.strip().rpartition("=")
+        targets = [name.strip()] if sep else chosen
+        if sep and name.strip() not in chosen:
+            raise UsageError(f"{flag} {text!r}: {name.strip()!r} is not among the chosen models ({', '.join(chosen)})")
+        try:
+            number = int(value)
+        except ValueError:
+            raise UsageError(f"{flag} {text!r}: {value!r} is not a whole number; write N or model=N,model=N") from None
+        _positive(number, flag)
+        out.update({target: number for target in targets})
+    return out
+
+
 def _gpus_found() -> int:
     import torch
 
@@ -99,10 +119,11 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         chosen = models.parse_models(args.model)
     except models.UnknownModelError as e:
         raise UsageError(f"--model: {e}") from None
-    for value, flag in ((args.num_samples, "--num-samples"), (args.max_epochs, "--max-epochs"),
-                        (args.grace_period, "--grace-period"), (args.time_budget, "--time-budget"),
+    for value, flag in ((args.num_samples, "--num-samples"), (args.time_budget, "--time-budget"),
                         (args.cpus, "--cpus"), (args.val_size, "--val-size")):
         _positive(value, flag)
+    max_epochs = per_model(args.max_epochs, "--max-epochs", chosen)
+    grace = per_model(args.grace_period, "--grace-period", chosen)
     if args.reduction_factor <= 1:
         raise UsageError(f"--reduction-factor must be above 1, got {args.reduction_factor}")
     if args.gpus < 0:
@@ -114,18 +135,17 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
                          f"use --gpus {found}" + (" to run on CPUs" if found == 0 else ""))
     cpus = args.cpus or os.cpu_count() or 1
     num_samples = args.num_samples or (SMOKE["num_samples"] if args.smoke else 8)
-    max_epochs = args.max_epochs or (SMOKE["max_epochs"] if args.smoke else None)
-    grace = args.grace_period or (SMOKE["grace_period"] if args.smoke else None)
     plans = []
     for name in chosen:
         spec = models.get(name)
-        epochs = max_epochs or spec.max_epochs
-        if grace is not None and grace > epochs:
-            raise UsageError(f"--grace-period {grace} is longer than {name}'s budget of {epochs} epochs")
+        epochs = max_epochs.get(name) or (SMOKE["max_epochs"] if args.smoke else spec.max_epochs)
+        first_rung = grace.get(name) or (SMOKE["grace_period"] if args.smoke else min(spec.grace_period, epochs))
+        if first_rung > epochs:
+            raise UsageError(f"--grace-period {first_rung} is longer than {name}'s budget of {epochs} epochs; "
+                             f"lower it or raise --max-epochs")
         if spec.cpus > cpus:
             raise UsageError(f"{name} trials need {spec.cpus} CPUs but only {cpus} are available (--cpus)")
-        plans.append(ModelPlan(name, num_samples, epochs, grace or spec.grace_period, spec.cpus,
-                               spec.gpus if args.gpus else 0.0))
+        plans.append(ModelPlan(name, num_samples, epochs, first_rung, spec.cpus, spec.gpus if args.gpus else 0.0))
     storage = Path(args.storage_path).expanduser().resolve()
     name = args.name or f"{'-'.join(chosen)}-{args.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
     if not name or "/" in name or name.startswith("."):
@@ -134,7 +154,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         models=chosen, plans=plans, gpus=args.gpus, cpus=cpus, dataset=args.dataset, data_dir=args.data_dir,
         storage=storage, name=name, seed=args.seed, time_budget=args.time_budget,
         limit=SMOKE["limit"] if args.smoke else (None, None, None), val_size=args.val_size,
-        grace_period=grace, reduction_factor=args.reduction_factor, dashboard=not args.no_dashboard,
+        reduction_factor=args.reduction_factor, dashboard=not args.no_dashboard,
         amp=not args.no_amp, channels_last=not args.no_channels_last, verbose=args.verbose,
     )
     check_storage(settings)

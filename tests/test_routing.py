@@ -58,7 +58,7 @@ def fake_trial(trial_id: str, model: str):
 
 
 def test_a_slow_model_is_not_cut_by_a_fast_models_scores(two_models):
-    scheduler: PerModelScheduler = build_scheduler(two_models, reduction_factor=2, grace_period=None)
+    scheduler: PerModelScheduler = build_scheduler(two_models, reduction_factor=2)
     fast = [fake_trial(f"f{i}", "cnn") for i in range(4)]
     slow = fake_trial("s0", "cnn_twin")
     for t in [*fast, slow]:
@@ -74,7 +74,7 @@ def test_a_slow_model_is_not_cut_by_a_fast_models_scores(two_models):
 
 
 def test_each_model_gets_its_own_budget_and_resources(two_models):
-    scheduler = build_scheduler(two_models, reduction_factor=2, grace_period=None)
+    scheduler = build_scheduler(two_models, reduction_factor=2)
     assert scheduler._schedulers["cnn"]._max_t == 2 and scheduler._schedulers["cnn_twin"]._max_t == 4
     on_gpu = resources_for(two_models, use_gpu=True)
     on_cpu = resources_for(two_models, use_gpu=False)

@@ -50,7 +50,7 @@ def test_bad_numbers_and_names_are_refused(tmp_path, flag, value, needle):
 
 
 def test_smoke_search_end_to_end(tmp_path, data_dir):
-    proc = run_cli("search.run", "--model", "cnn", "--gpus", "0", "--smoke", "--storage-path", str(tmp_path),
+    proc = run_cli("search.run", "--model", "cnn,vit", "--gpus", "0", "--smoke", "--storage-path", str(tmp_path),
                    "--name", "smoke", "--no-dashboard", "--data-dir", str(data_dir), timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     folder = tmp_path / "smoke"
@@ -59,8 +59,9 @@ def test_smoke_search_end_to_end(tmp_path, data_dir):
     finalists = pd.read_parquet(folder / "finalists.parquet")
 
     assert list(trials.columns[: len(TRIAL_COLUMNS)]) == TRIAL_COLUMNS
-    assert {"config.lr", "config.batch_size", "config.blocks", "config.optimizer"} <= set(trials.columns)
-    assert len(trials) == 2 and set(trials["model"]) == {"cnn"}
+    assert {"config.lr", "config.batch_size", "config.blocks", "config.patch_size"} <= set(trials.columns)
+    assert trials.loc[trials["model"] == "cnn", "config.patch_size"].isna().all()  # not a CNN setting
+    assert trials["model"].value_counts().to_dict() == {"cnn": 2, "vit": 2}
     assert set(trials["status"]) <= {"completed", "stopped_early"}
     assert (trials["device"] == "cpu").all() and (trials["dataset"] == "mnist").all()
     assert trials["pretrained"].isna().all()  # does not apply to a CNN trained from scratch
@@ -69,16 +70,36 @@ def test_smoke_search_end_to_end(tmp_path, data_dir):
     assert epochs.groupby("trial_id")["epoch"].max().to_dict() == trials.set_index("trial_id")["epochs"].to_dict()
 
     assert list(finalists.columns[: len(FINALIST_COLUMNS)]) == FINALIST_COLUMNS
-    (winner,) = finalists.itertuples()
-    assert winner.trial_id == trials.loc[trials["best_val_acc"].idxmax(), "trial_id"]
-    assert 0.5 < winner.test_acc <= 1.0 and 0.5 < winner.test_f1 <= 1.0
+    assert sorted(finalists["model"]) == ["cnn", "vit"]
+    for winner in finalists.itertuples():
+        own = trials[trials["model"] == winner.model]
+        assert winner.trial_id == own.loc[own["best_val_acc"].idxmax(), "trial_id"]
+        assert 0.3 < winner.test_acc <= 1.0 and 0.0 < winner.test_f1 <= 1.0
 
-    assert "test_acc" in proc.stdout and "cnn" in proc.stdout  # the leaderboard
+    board = proc.stdout[proc.stdout.index("test_acc"):]  # the leaderboard
+    assert "\ncnn " in board and "\nvit " in board
     assert not list(folder.glob(".*.tmp")), "no temporary export files may be left behind"
 
     again = run_cli("search.run", "--model", "cnn", "--smoke", "--storage-path", str(tmp_path), "--name", "smoke",
                     "--no-dashboard", "--data-dir", str(data_dir))
     assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_per_model_budgets_on_the_command_line(tmp_path):
+    from search.run import UsageError, build_parser, settings_from_args
+
+    def plans(*flags):
+        args = build_parser().parse_args(["--model", "cnn,vit", "--storage-path", str(tmp_path), *flags])
+        return {p.name: (p.max_epochs, p.grace_period) for p in settings_from_args(args).plans}
+
+    import models
+    assert plans() == {n: (models.get(n).max_epochs, models.get(n).grace_period) for n in ("cnn", "vit")}
+    assert plans("--max-epochs", "4") == {"cnn": (4, 1), "vit": (4, 3)}
+    assert plans("--max-epochs", "vit=20,cnn=2", "--grace-period", "vit=5") == {"cnn": (2, 1), "vit": (20, 5)}
+    with pytest.raises(UsageError, match="'alexnet' is not among the chosen models"):
+        plans("--max-epochs", "alexnet=3")
+    with pytest.raises(UsageError, match="grace-period 4 is longer than cnn's budget of 3"):
+        plans("--grace-period", "4", "--max-epochs", "vit=20")
 
 
 @pytest.mark.slow

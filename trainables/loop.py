@@ -7,6 +7,7 @@ They take a model, data and an optimizer and return numbers, so the Tune trainab
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import math
 import time
@@ -45,8 +46,15 @@ class Runtime:
     device: torch.device
     mean: float
     std: float
-    amp: bool = True  # bf16 autocast where the device has fast bf16 (recent GPUs and CPUs)
+    amp: bool = True  # bf16 autocast where the device has fast bf16 (recent GPUs; CPUs, see below)
     channels_last: bool = True  # faster convolutions on CPU (about 1.4x) and on tensor cores
+    # On CPUs bf16 pays off for convolutions (the CNN: 1.7x) but slows small matmuls (the ViT: 0.7x),
+    # so a model's registry entry says whether to use it there (``ModelSpec.cpu_bf16``).
+    cpu_bf16: bool = False
+
+    def for_model(self, spec) -> "Runtime":
+        """This runtime with the CPU bf16 choice of the model ``spec``."""
+        return dataclasses.replace(self, cpu_bf16=spec.cpu_bf16)
 
     @functools.cached_property
     def precision(self) -> str:
@@ -55,7 +63,7 @@ class Runtime:
             return "fp32"
         if self.device.type == "cuda":
             return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-        return "bf16" if self.device.type == "cpu" and cpu_supports_bf16() else "fp32"
+        return "bf16" if self.device.type == "cpu" and self.cpu_bf16 and cpu_supports_bf16() else "fp32"
 
     @property
     def autocast(self) -> contextlib.AbstractContextManager:
@@ -116,7 +124,7 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> 
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
     """A per-step schedule planned over ``cfg.epochs`` (ASHA may stop a trial before its end)."""
     total = cfg.epochs * steps_per_epoch
-    warmup = int(cfg.warmup_epochs * steps_per_epoch)
+    warmup = min(int(cfg.warmup_epochs * steps_per_epoch), total // 2)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total, warmup, cfg.schedule))
 
 

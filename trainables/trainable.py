@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+import models
 from trainables.data import Split
 from trainables.fit import fit, prepare
 from trainables.loop import Runtime
@@ -64,6 +65,7 @@ def train_trial(config: dict[str, Any], data: TrialData) -> None:
     set_threads(cpus)
     device = trial_device()
     runtime = Runtime(device, data.mean, data.std, amp=data.amp, channels_last=data.channels_last)
+    runtime = runtime.for_model(models.get(config["model"]))
     train, val = data.train.to(device), data.val.to(device)
     torch.manual_seed(data.seed)
     prepared = prepare(config["model"], config, train, runtime, data.num_classes)

@@ -1,0 +1,191 @@
+"""A Vision Transformer written in this project: patch embedding, a class token, learned position
+embeddings, pre-norm encoder blocks (multi-head self-attention and an MLP, each with stochastic
+depth), a final norm and a linear head. Its search space and default configuration live beside it.
+
+Shapes: B batch, N patches (+1 class token = T tokens), D width, H heads, hd = D / H per head.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.config import check, choice, from_flat
+from models.registry import Config, ModelSpec, register
+
+IMAGE_SIZE = 28
+
+
+@dataclass(frozen=True)
+class ViTConfig:
+    """The architecture's settings (the training ones are in ``trainables.config.TrainConfig``)."""
+
+    patch_size: int = 4
+    width: int = 64
+    depth: int = 4
+    heads: int = 4
+    mlp_ratio: float = 2.0
+    dropout: float = 0.0
+    attn_dropout: float = 0.0
+    drop_path: float = 0.05  # stochastic depth rate of the last block; linear from 0 at the first
+
+    def __post_init__(self) -> None:
+        check(self.patch_size >= 1 and IMAGE_SIZE % self.patch_size == 0,
+              f"patch_size={self.patch_size} must divide the {IMAGE_SIZE}x{IMAGE_SIZE} image size: "
+              f"use one of {', '.join(str(p) for p in range(1, IMAGE_SIZE + 1) if IMAGE_SIZE % p == 0)}")
+        check(self.width >= 1 and self.heads >= 1, f"width={self.width} and heads={self.heads} must be positive")
+        check(self.width % self.heads == 0,
+              f"heads={self.heads} must divide width={self.width} (each head gets width / heads dimensions)")
+        check(1 <= self.depth <= 24, f"depth={self.depth} must be between 1 and 24")
+        check(self.mlp_ratio > 0, f"mlp_ratio={self.mlp_ratio} must be positive")
+        for name in ("dropout", "attn_dropout", "drop_path"):
+            value = getattr(self, name)
+            check(0.0 <= value < 1.0, f"{name}={value} must be in [0, 1)")
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float = 0.0) -> torch.Tensor:
+    """softmax(Q K^T / sqrt(hd)) V over (B, H, T, hd) tensors, by PyTorch's fused kernel."""
+    return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+
+
+def attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """The same computation written out; the tests compare it with ``attention``."""
+    scores = q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5  # (B, H, T, T)
+    return scores.softmax(dim=-1) @ v  # (B, H, T, hd)
+
+
+class MultiHeadSelfAttention(nn.Module):
+    def __init__(self, width: int, heads: int, attn_dropout: float, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+        self.attn_dropout = attn_dropout
+        self.out_dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape  # (B, T, D)
+        qkv = self.qkv(x).view(b, t, 3, self.heads, d // self.heads)  # (B, T, 3, H, hd)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, H, T, hd)
+        y = attention(q, k, v, self.attn_dropout if self.training else 0.0)  # (B, H, T, hd)
+        y = y.transpose(1, 2).reshape(b, t, d)  # (B, T, D)
+        return self.out_dropout(self.proj(y))
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: during training, skip a residual branch for a random subset of samples."""
+
+    def __init__(self, rate: float) -> None:
+        super().__init__()
+        self.rate = rate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.rate == 0.0:
+            return x
+        keep = 1.0 - self.rate
+        mask = x.new_empty(x.shape[0], *([1] * (x.ndim - 1))).bernoulli_(keep)  # (B, 1, 1)
+        return x * mask / keep
+
+
+class Block(nn.Module):
+    """Pre-norm encoder block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, cfg: ViTConfig, drop_path: float) -> None:
+        super().__init__()
+        hidden = int(cfg.width * cfg.mlp_ratio)
+        self.norm1 = nn.LayerNorm(cfg.width)
+        self.attn = MultiHeadSelfAttention(cfg.width, cfg.heads, cfg.attn_dropout, cfg.dropout)
+        self.norm2 = nn.LayerNorm(cfg.width)
+        self.mlp = nn.Sequential(nn.Linear(cfg.width, hidden), nn.GELU(), nn.Dropout(cfg.dropout),
+                                 nn.Linear(hidden, cfg.width), nn.Dropout(cfg.dropout))
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B, T, D)
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class ViT(nn.Module):
+    def __init__(self, cfg: ViTConfig, num_classes: int = 10, in_channels: int = 1) -> None:
+        super().__init__()
+        num_patches = (IMAGE_SIZE // cfg.patch_size) ** 2
+        # A strided convolution is exactly "cut into patches, flatten, apply one linear map".
+        self.patch_embed = nn.Conv2d(in_channels, cfg.width, cfg.patch_size, stride=cfg.patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.width))
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, cfg.width))
+        self.dropout = nn.Dropout(cfg.dropout)
+        rates = [cfg.drop_path * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]
+        self.blocks = nn.ModuleList(Block(cfg, rate) for rate in rates)
+        self.norm = nn.LayerNorm(cfg.width)
+        self.head = nn.Linear(cfg.width, num_classes)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # Truncated-normal (std 0.02) embeddings and linear layers, as in the original ViT recipe;
+        # PyTorch's default uniform init trains noticeably slower here.
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+        nn.init.zeros_(self.head.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, 1, 28, 28)
+        x = self.patch_embed(x)  # (B, D, 28/p, 28/p)
+        x = x.flatten(2).transpose(1, 2)  # (B, N, D)
+        cls = self.cls_token.expand(x.shape[0], -1, -1)  # (B, 1, D)
+        x = self.dropout(torch.cat([cls, x], dim=1) + self.pos_embed)  # (B, T, D)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.norm(x[:, 0]))  # class token -> (B, num_classes)
+
+
+def build(config: Config, num_classes: int = 10) -> nn.Module:
+    """The ViT described by the architecture keys of a flat config."""
+    return ViT(from_flat(ViTConfig, config), num_classes)
+
+
+def space(trial: Any) -> dict[str, Any] | None:
+    """Optuna define-by-run search space for MNIST-sized images: suggestions only."""
+    trial.suggest_categorical("patch_size", [4, 7])
+    trial.suggest_categorical("width", [64, 96, 128, 192])
+    trial.suggest_int("depth", 3, 8)
+    trial.suggest_categorical("heads", [2, 4, 8])  # every choice divides every width above
+    trial.suggest_categorical("mlp_ratio", [2.0, 3.0, 4.0])
+    trial.suggest_float("dropout", 0.0, 0.2)
+    trial.suggest_float("attn_dropout", 0.0, 0.2)
+    trial.suggest_float("drop_path", 0.0, 0.2)
+    trial.suggest_float("lr", 3e-4, 5e-3, log=True)
+    trial.suggest_float("weight_decay", 1e-3, 0.2, log=True)
+    trial.suggest_categorical("warmup_epochs", [0.5, 1.0, 2.0])
+    trial.suggest_float("label_smoothing", 0.0, 0.15)
+    trial.suggest_categorical("batch_size", [128, 256, 512])
+    trial.suggest_categorical("augment", [True, False])
+    # Transformers want AdamW with warm-up then cosine decay: fixed, not searched.
+    return {"optimizer": "adamw", "schedule": "cosine"}
+
+
+SPEC = register(
+    ModelSpec(
+        name="vit",
+        config_cls=ViTConfig,
+        build=build,
+        space=space,
+        default_config=dict(
+            patch_size=4, width=64, depth=4, heads=4, mlp_ratio=2.0, dropout=0.0, attn_dropout=0.0,
+            drop_path=0.05, optimizer="adamw", lr=2e-3, weight_decay=0.05, warmup_epochs=1.0,
+            schedule="cosine", label_smoothing=0.1, batch_size=128, augment=True,
+        ),
+        # ViTs learn more slowly than CNNs: a longer budget, and no cut before the third epoch.
+        max_epochs=15,
+        grace_period=3,
+        cpus=1.0,
+        gpus=0.5,
+        description="Vision Transformer written from scratch",
+    )
+)
