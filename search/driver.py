@@ -84,6 +84,18 @@ def export(settings: Settings, data: Dataset, results: tune.ResultGrid) -> dict[
     return tables
 
 
+def write_analysis(folder: Path) -> str:
+    """The analysis report of this search; a failure here never costs the exported results."""
+    from analysis.load import load
+    from analysis.report import write_report
+
+    try:
+        return f"Report:  {write_report(load([folder]), folder / 'report')}"
+    except Exception as e:  # the Parquet files are already complete; say what went wrong and move on
+        return f"warning: the report could not be written ({type(e).__name__}: {e}); " \
+               f"retry with: python -m analysis {folder}"
+
+
 def run_search(settings: Settings, data: Dataset) -> int:
     """Run the search and export it; non-zero if a model had no successful trial."""
     start_ray(settings)
@@ -95,6 +107,7 @@ def run_search(settings: Settings, data: Dataset) -> int:
     print()
     print(leaderboard(tables["trials"], tables["finalists"]))
     print(f"\nResults: {Path(settings.folder)}/{{trials,epochs,finalists}}.parquet")
+    print(write_analysis(settings.folder))
     failed = sorted(set(settings.models) - set(tables["finalists"]["model"]))
     if failed:
         print(f"error: every trial of {', '.join(failed)} failed; see the 'error' column of trials.parquet")

@@ -20,10 +20,10 @@ from trainables.config import MODEL_KEY, effective_config
 
 SCHEMA_VERSION = 1
 EPOCH_COLUMNS = ["trial_id", "model", "epoch", "train_loss", "val_loss", "val_acc", "val_f1",
-                 "epoch_time_s", "elapsed_s"]
+                 "epoch_time_s", "elapsed_s", "reported_at"]
 TRIAL_COLUMNS = ["experiment", "trial_id", "model", "status", "epochs", "best_val_acc", "best_val_f1",
                  "best_val_loss", "train_time_s", "wall_clock_s", "time_to_best_s", "params", "device", "precision",
-                 "dataset", "seed", "pretrained", "error"]
+                 "dataset", "seed", "pretrained", "error", "started_at"]
 FINALIST_COLUMNS = ["model", "trial_id", "test_acc", "test_f1", "test_loss", "best_val_acc", "train_time_s",
                     "wall_clock_s", "params"]
 CONFIG_PREFIX = "config."
@@ -83,7 +83,7 @@ def trial_row(record: TrialRecord, experiment: str, dataset: str, seed: int) -> 
         status=status_of(record), epochs=int(h["epoch"].max()) if len(h) else 0,
         best_val_acc=None, best_val_f1=None, best_val_loss=None, train_time_s=None, wall_clock_s=None,
         time_to_best_s=None, params=None, device=None, precision=None, dataset=dataset, seed=seed,
-        pretrained=record.config.get("pretrained"), error=record.error,
+        pretrained=record.config.get("pretrained"), error=record.error, started_at=None,
     )
     if len(h):
         best = h.loc[h["val_acc"].idxmax()]
@@ -93,6 +93,7 @@ def trial_row(record: TrialRecord, experiment: str, dataset: str, seed: int) -> 
             best_val_loss=float(best["val_loss"]), train_time_s=float(last["train_time_s"]),
             wall_clock_s=float(last["elapsed_s"]), time_to_best_s=float(best["elapsed_s"]),
             params=int(last["params"]), device=last.get("device"), precision=last.get("precision"),
+            started_at=float(last["started_at"]) if "started_at" in last else None,
         )
     row.update(config_columns(record.config))
     return row
@@ -111,7 +112,7 @@ def epoch_rows(record: TrialRecord) -> pd.DataFrame:
     h["trial_id"] = record.trial_id
     h["model"] = record.config.get(MODEL_KEY)
     h["epoch"] = h["epoch"].astype(int)
-    return h[EPOCH_COLUMNS]
+    return h.reindex(columns=EPOCH_COLUMNS)
 
 
 def trials_table(records: Iterable[TrialRecord], experiment: str, dataset: str, seed: int) -> pd.DataFrame:

@@ -18,6 +18,7 @@ def history(accs, epoch_s=2.0):
         "train_time_s": [epoch_s * (i + 1) for i in range(len(accs))],
         "elapsed_s": [epoch_s * (i + 1) + 0.5 for i in range(len(accs))], "params": [1234] * len(accs),
         "device": ["cpu"] * len(accs), "precision": ["fp32"] * len(accs),
+        "started_at": [1000.0] * len(accs), "reported_at": [1000.0 + epoch_s * (i + 1) for i in range(len(accs))],
     })
 
 

@@ -79,6 +79,8 @@ def test_smoke_search_end_to_end(tmp_path, data_dir):
     board = proc.stdout[proc.stdout.index("test_acc"):]  # the leaderboard
     assert "\ncnn " in board and "\nvit " in board
     assert not list(folder.glob(".*.tmp")), "no temporary export files may be left behind"
+    report = folder / "report" / "report.md"
+    assert f"Report:  {report}" in proc.stdout and "| vit |" in report.read_text().replace("| smoke ", "")
 
     again = run_cli("search.run", "--model", "cnn", "--smoke", "--storage-path", str(tmp_path), "--name", "smoke",
                     "--no-dashboard", "--data-dir", str(data_dir))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,7 @@ def train_trial(config: dict[str, Any], data: TrialData) -> None:
     """
     from ray import tune
 
+    started_at = time.time()  # unix time: lets analysis place every epoch on the search's clock
     cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
     set_threads(cpus)
     device = trial_device()
@@ -74,6 +76,7 @@ def train_trial(config: dict[str, Any], data: TrialData) -> None:
     for metrics in fit(prepared, train, val, runtime, seed=data.seed):
         metrics["device"] = where
         metrics["precision"] = runtime.precision
+        metrics["started_at"], metrics["reported_at"] = started_at, time.time()
         if metrics["val_acc"] > best:
             best = metrics["val_acc"]
             with tempfile.TemporaryDirectory() as folder:

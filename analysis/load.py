@@ -1,0 +1,97 @@
+"""Reading one or more exported result folders, with clear errors for what cannot be analysed."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from search.export import SCHEMA_VERSION
+
+TABLES = ("trials", "epochs", "finalists")
+
+
+class AnalysisError(ValueError):
+    """Results that cannot be analysed; the message says which folder and what to do."""
+
+
+@dataclass
+class Results:
+    """Every experiment's tables, concatenated; ``experiment`` tells the experiments apart."""
+
+    trials: pd.DataFrame
+    epochs: pd.DataFrame
+    finalists: pd.DataFrame
+    folders: list[Path]
+
+    @property
+    def groups(self) -> list[tuple[str, str]]:
+        """(experiment, model) pairs, in a stable order."""
+        return sorted(set(zip(self.trials["experiment"], self.trials["model"])))
+
+    def trials_of(self, experiment: str, model: str) -> pd.DataFrame:
+        t = self.trials
+        return t[(t["experiment"] == experiment) & (t["model"] == model)]
+
+
+def _schema_version(table: pd.DataFrame) -> int:
+    return int(table.attrs.get("schema_version", 1))
+
+
+def _read(folder: Path, name: str) -> pd.DataFrame:
+    path = folder / f"{name}.parquet"
+    table = pd.read_parquet(path)
+    version = _schema_version(table)
+    if version > SCHEMA_VERSION:
+        raise AnalysisError(f"{path} has results schema version {version}, newer than this analysis "
+                            f"understands ({SCHEMA_VERSION}); upgrade this project to read it")
+    return table
+
+
+def _hint(folder: Path) -> str:
+    inside = sorted(p.parent.name for p in folder.glob("*/trials.parquet"))
+    if inside:
+        return f"; it holds experiments: {', '.join(inside)} (pass {folder}/<name>)"
+    return "; pass the folder a search wrote (<storage-path>/<name>/ of python -m search.run)"
+
+
+def load_folder(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The three tables of one experiment folder; ``epochs`` and ``finalists`` gain ``experiment``."""
+    if not folder.is_dir():
+        raise AnalysisError(f"{folder} is not a folder" + _hint(folder.parent if folder.parent.is_dir() else folder))
+    missing = [name for name in TABLES if not (folder / f"{name}.parquet").is_file()]
+    if missing:
+        raise AnalysisError(f"{folder} has no results ({', '.join(m + '.parquet' for m in missing)} missing)"
+                            + _hint(folder))
+    trials, epochs, finalists = (_read(folder, name) for name in TABLES)
+    if trials.empty:
+        raise AnalysisError(f"{folder}/trials.parquet holds no trials: the search ended before any trial ran")
+    experiment = str(trials["experiment"].iloc[0])
+    epochs = epochs.assign(experiment=experiment)
+    finalists = finalists.assign(experiment=experiment)
+    return trials, epochs, finalists
+
+
+def load(folders: Sequence[str | Path], models: Sequence[str] | None = None) -> Results:
+    """Read and concatenate experiment folders, optionally keeping only some models.
+
+    A model asked for but absent from every folder is an error naming the models present.
+    """
+    paths = [Path(f).expanduser().resolve() for f in folders]
+    if not paths:
+        raise AnalysisError("no results folder given")
+    parts = [load_folder(p) for p in paths]
+    names = [str(t["experiment"].iloc[0]) for t, _, _ in parts]
+    if len(set(names)) != len(names):
+        raise AnalysisError(f"the same experiment was given twice ({', '.join(names)})")
+    trials, epochs, finalists = (pd.concat([p[i] for p in parts], ignore_index=True) for i in range(3))
+    if models:
+        absent = sorted(set(models) - set(trials["model"]))
+        if absent:
+            raise AnalysisError(f"model(s) {', '.join(absent)} not in these results; present: "
+                                f"{', '.join(sorted(set(trials['model'])))}")
+        trials, epochs, finalists = (t[t["model"].isin(models)] for t in (trials, epochs, finalists))
+    return Results(trials.reset_index(drop=True), epochs.reset_index(drop=True),
+                   finalists.reset_index(drop=True), paths)

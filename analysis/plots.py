@@ -1,0 +1,86 @@
+"""PNG plots of the report (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: works on servers and in CI without a display
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from analysis.load import Results  # noqa: E402
+from analysis.tables import pareto_front, succeeded  # noqa: E402
+
+
+def _label(experiment: str, model: str, several: bool) -> str:
+    return f"{model} ({experiment})" if several else model
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def pareto_plot(results: Results, cost: str, xlabel: str, path: Path, log_x: bool = False) -> Path:
+    """Every successful trial by model, early-stopped ones hollow, and the Pareto front as a line."""
+    trials = succeeded(results.trials)
+    several = trials["experiment"].nunique() > 1
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for (experiment, model), group in trials.groupby(["experiment", "model"]):
+        full = group[group["status"] != "stopped_early"]
+        early = group[group["status"] == "stopped_early"]
+        points = ax.scatter(full[cost], full["best_val_acc"], label=_label(experiment, model, several), s=28)
+        ax.scatter(early[cost], early["best_val_acc"], facecolors="none", edgecolors=points.get_facecolor(), s=28)
+    front = pareto_front(trials, cost)
+    ax.step(front[cost], front["best_val_acc"], where="post", color="black", lw=1, label="Pareto front")
+    ax.set_xlabel(xlabel + (" (log)" if log_x else ""))
+    ax.set_ylabel("best validation accuracy")
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_title("accuracy versus cost (hollow: stopped early)")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def learning_curves(results: Results, rankings: dict, path: Path) -> Path:
+    """Validation accuracy per epoch of each model's top-ranked trials."""
+    groups = [g for g in results.groups if g in rankings]
+    fig, axes = plt.subplots(1, max(len(groups), 1), figsize=(4 * max(len(groups), 1), 3.5), squeeze=False)
+    for ax, (experiment, model) in zip(axes[0], groups):
+        top = rankings[(experiment, model)]["trial_id"].tolist()
+        epochs = results.epochs[(results.epochs["experiment"] == experiment) & results.epochs["trial_id"].isin(top)]
+        for trial_id in top:
+            curve = epochs[epochs["trial_id"] == trial_id].sort_values("epoch")
+            ax.plot(curve["epoch"], curve["val_acc"], marker="o", ms=3, label=trial_id)
+        ax.set_title(_label(experiment, model, len({g[0] for g in groups}) > 1), fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation accuracy")
+        ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def best_so_far_plot(curve: pd.DataFrame, path: Path) -> Path:
+    """The search's best validation accuracy per model over the search's wall clock."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    several = curve["experiment"].nunique() > 1
+    for (experiment, model), group in curve.groupby(["experiment", "model"]):
+        ax.step(group["search_time_s"], group["best_val_acc"], where="post", label=_label(experiment, model, several))
+    ax.set_xlabel("search wall clock (s)")
+    ax.set_ylabel("best validation accuracy so far")
+    ax.set_title("time to accuracy")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def importance_plot(scores: dict[str, pd.Series], path: Path) -> Path:
+    """Horizontal bars of hyperparameter importance, one panel per model."""
+    fig, axes = plt.subplots(1, len(scores), figsize=(4.5 * len(scores), 3.5), squeeze=False)
+    for ax, (name, series) in zip(axes[0], scores.items()):
+        series.sort_values().plot.barh(ax=ax)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("importance (share)")
+    return _save(fig, path)

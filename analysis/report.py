@@ -1,0 +1,157 @@
+"""``report.md``, its plots and its tables, written from the exported Parquet files alone."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from analysis import plots
+from analysis.load import Results
+from analysis.tables import best_so_far, comparison, importance, pareto_front, rank, succeeded, winning_ranges
+
+
+def _cell(value) -> str:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else ""
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 10 else f"{value:,.1f}"
+    return str(value).replace("|", "\\|")
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table (readable as plain text in a terminal too)."""
+    header = [str(c).removeprefix("config.") for c in table.columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+COMPARISON_COLUMNS = ["experiment", "model", "test_acc", "test_f1", "test_loss", "best_val_acc", "train_time_s",
+                      "wall_clock_s", "params", "winner_budget", "trials", "stopped_early", "errors", "search_trial_s"]
+
+
+def _overview(results: Results) -> list[str]:
+    t = results.trials
+    lines = ["# Search report", ""]
+    for experiment, group in t.groupby("experiment"):
+        devices = ", ".join(sorted(map(str, group["device"].dropna().unique()))) or "unknown"
+        lines.append(f"- **{experiment}**: dataset {', '.join(group['dataset'].astype(str).unique())}, "
+                     f"{len(group)} trials of {', '.join(sorted(group['model'].unique()))}, seed "
+                     f"{', '.join(map(str, group['seed'].unique()))}, ran on {devices}")
+    lines += ["", "Validation numbers come from the split the search optimized; test numbers from one evaluation "
+              "of each model's winner on the test split.", ""]
+    return lines
+
+
+def _warnings(compare: pd.DataFrame, results: Results) -> list[str]:
+    lines = []
+    for row in compare.itertuples():
+        if getattr(row, "winner_low_budget", False) is True:
+            lines.append(f"- **{row.model}** ({row.experiment}): the winner was stopped early at "
+                         f"{row.winner_budget} epochs; its configuration was never seen at the full budget.")
+        if pd.isna(getattr(row, "test_acc", float("nan"))):
+            lines.append(f"- **{row.model}** ({row.experiment}): no successful trial "
+                         f"({row.errors} errors of {row.trials}); see the `error` column of trials.parquet.")
+    return (["## Warnings", "", *lines, ""]) if lines else []
+
+
+def write_report(results: Results, out: Path, metric: str = "val_acc", top_k: int = 5) -> Path:
+    """Write ``report.md``, PNG plots and ranking tables (Parquet and CSV) into ``out``.
+
+    Everything is written into a temporary folder first and then moved into place, so an
+    interrupted run leaves the previous report, not half of a new one.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".report-", dir=out.parent))
+    try:
+        _write(results, staging, metric, top_k)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out / "report.md"
+
+
+def _write(results: Results, folder: Path, metric: str, top_k: int) -> None:
+    rankings = rank(results, metric, top_k)
+    compare = comparison(results, metric)
+    ok = succeeded(results.trials)
+    curve = best_so_far(results)
+    scores = {f"{m} ({e})" if results.trials["experiment"].nunique() > 1 else m: importance(results.trials_of(e, m))
+              for e, m in results.groups}
+    scores = {k: v for k, v in scores.items() if len(v)}
+
+    lines = _overview(results)
+    lines += _warnings(compare, results)
+    lines += ["## Comparison of the models (winners on the test split)", "",
+              markdown_table(compare.reindex(columns=[c for c in COMPARISON_COLUMNS if c in compare])), "",
+              "`search_trial_s`: the trials' wall clock added up (what the search of that model cost).", ""]
+    compare.to_csv(folder / "comparison.csv", index=False)
+    compare.to_parquet(folder / "comparison.parquet", index=False)
+
+    lines += [f"## Top {top_k} configurations per model (by {metric})", "",
+              "Only hyperparameters that differ between a model's trials are shown. `low_budget` marks trials "
+              "stopped early (by ASHA or the time budget): their numbers are from fewer epochs than the others'.", ""]
+    all_ranks = []
+    for (experiment, model), table in rankings.items():
+        lines += [f"### {model} ({experiment})", "", markdown_table(table), ""]
+        all_ranks.append(table.assign(experiment=experiment, model=model))
+    if all_ranks:
+        ranked = pd.concat(all_ranks, ignore_index=True)
+        ranked.to_csv(folder / "rankings.csv", index=False)
+        ranked.to_parquet(folder / "rankings.parquet", index=False)
+
+    front_time = pareto_front(ok, "wall_clock_s")
+    front_params = pareto_front(ok, "params")
+    columns = ["experiment", "model", "trial_id", "status", "best_val_acc", "wall_clock_s", "params"]
+    lines += ["## Accuracy versus cost", "",
+              "Pareto front (no other trial is both cheaper and more accurate) of validation accuracy versus a "
+              "trial's wall clock:", "", markdown_table(front_time[columns]), "",
+              "![accuracy versus wall clock](pareto_time.png)", "",
+              "and versus the number of parameters:", "", markdown_table(front_params[columns]), "",
+              "![accuracy versus parameters](pareto_params.png)", ""]
+    pd.concat([front_time.assign(front="wall_clock_s"), front_params.assign(front="params")]).to_csv(
+        folder / "pareto.csv", index=False)
+    plots.pareto_plot(results, "wall_clock_s", "trial wall clock (s)", folder / "pareto_time.png")
+    plots.pareto_plot(results, "params", "parameters", folder / "pareto_params.png", log_x=True)
+
+    if rankings:
+        plots.learning_curves(results, rankings, folder / "learning_curves.png")
+        lines += ["## Learning curves of the top trials", "", "![learning curves](learning_curves.png)", ""]
+    if len(curve):
+        plots.best_so_far_plot(curve, folder / "best_so_far.png")
+        reach = curve.groupby(["experiment", "model"])["best_val_acc"].max()
+        lines += ["## Time to accuracy", "", "The search's best validation accuracy per model over the search's "
+                  "own wall clock (from its first trial's start):", "", "![best so far](best_so_far.png)", ""]
+        lines += [f"- {m} ({e}): {acc:.4f} reached at {_first_time(curve, e, m, acc):.0f} s" for (e, m), acc in reach.items()]
+        lines.append("")
+
+    lines += ["## What mattered", ""]
+    if scores:
+        plots.importance_plot(scores, folder / "importance.png")
+        lines += ["Hyperparameter importance for `best_val_acc` (random forest on the trials' configs, "
+                  "scikit-learn; shares sum to 1):", "", "![importance](importance.png)", ""]
+        for name, series in scores.items():
+            lines.append(f"- **{name}**: " + ", ".join(f"{p} {v:.2f}" for p, v in series.head(5).items()))
+        lines.append("")
+    else:
+        lines += ["Too few successful trials per model (6 or more) to estimate importance.", ""]
+    for experiment, model in results.groups:
+        ranges = winning_ranges(results.trials_of(experiment, model))
+        if len(ranges):
+            lines += [f"Ranges of the best trials of **{model}** ({experiment}):", "", markdown_table(ranges), ""]
+    (folder / "report.md").write_text("\n".join(lines))
+
+
+def _first_time(curve: pd.DataFrame, experiment: str, model: str, acc: float) -> float:
+    rows = curve[(curve["experiment"] == experiment) & (curve["model"] == model) & (curve["best_val_acc"] >= acc)]
+    return float(rows["search_time_s"].min())

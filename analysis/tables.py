@@ -1,0 +1,169 @@
+"""The numbers of the report: rankings, the cross-model comparison, Pareto fronts, the search's
+best-so-far curve, hyperparameter importance and the ranges that won. Pure pandas/scikit-learn."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from analysis.load import Results
+from search.export import CONFIG_PREFIX
+
+# metric name on the command line -> (column, higher is better)
+METRICS = {
+    "val_acc": ("best_val_acc", True),
+    "val_f1": ("best_val_f1", True),
+    "test_acc": ("test_acc", True),
+    "wall_clock": ("wall_clock_s", False),
+}
+SHOWN = ["trial_id", "status", "budget", "best_val_acc", "best_val_f1", "best_val_loss", "train_time_s",
+         "wall_clock_s", "params"]
+
+
+def succeeded(trials: pd.DataFrame) -> pd.DataFrame:
+    """Trials that reported at least one epoch and did not fail."""
+    return trials[(trials["status"] != "error") & trials["best_val_acc"].notna()]
+
+
+def differing_params(trials: pd.DataFrame) -> list[str]:
+    """Config columns whose value is not the same in every trial: the only ones worth showing."""
+    cols = [c for c in trials.columns if c.startswith(CONFIG_PREFIX) and c != f"{CONFIG_PREFIX}epochs"]
+    return [c for c in cols if trials[c].dropna().astype(str).nunique() > 1]
+
+
+def with_budget(trials: pd.DataFrame) -> pd.DataFrame:
+    """Adds ``budget`` ('2/3 epochs') and ``low_budget`` (True where ASHA or the time budget stopped
+    the trial before its full budget: its numbers were never seen at the budget of the others)."""
+    planned = trials.get(f"{CONFIG_PREFIX}epochs", pd.Series(np.nan, index=trials.index))
+    budget = [f"{int(e)}/{int(p)}" if pd.notna(p) else f"{int(e)}" for e, p in zip(trials["epochs"], planned)]
+    return trials.assign(budget=budget, low_budget=trials["status"] == "stopped_early")
+
+
+def rank(results: Results, metric: str = "val_acc", top_k: int = 5) -> dict[tuple[str, str], pd.DataFrame]:
+    """Per (experiment, model), the top-k trials by ``metric`` with the hyperparameters that differ.
+
+    ``test_acc`` exists only for finalists, so it ranks per model by ``val_acc`` (the selection
+    criterion) and the comparison table carries the test numbers.
+    """
+    column, higher = METRICS["val_acc" if metric == "test_acc" else metric]
+    out = {}
+    for experiment, model in results.groups:
+        trials = with_budget(succeeded(results.trials_of(experiment, model)))
+        if trials.empty:
+            continue
+        ordered = trials.sort_values([column, "wall_clock_s"], ascending=[not higher, True]).head(top_k)
+        table = ordered[SHOWN + ["low_budget"] + differing_params(trials)].reset_index(drop=True)
+        table.insert(0, "rank", range(1, len(table) + 1))
+        out[(experiment, model)] = table
+    return out
+
+
+def comparison(results: Results, metric: str = "test_acc") -> pd.DataFrame:
+    """One row per (experiment, model): the finalist's test numbers, its cost, and the search's.
+
+    In the spirit of the lab's table (accuracy, F1, loss, training time per architecture), but from
+    the winners' single test evaluation, with the search's total cost beside them.
+    """
+    rows = []
+    finalists = results.finalists.set_index(["experiment", "model"]) if len(results.finalists) else None
+    for experiment, model in results.groups:
+        trials = results.trials_of(experiment, model)
+        counts = trials["status"].value_counts()
+        row = dict(experiment=experiment, model=model, trials=len(trials),
+                   stopped_early=int(counts.get("stopped_early", 0)), errors=int(counts.get("error", 0)),
+                   search_trial_s=float(trials["wall_clock_s"].sum(skipna=True)))
+        if finalists is not None and (experiment, model) in finalists.index:
+            f = finalists.loc[(experiment, model)]
+            winner = trials[trials["trial_id"] == f["trial_id"]]
+            row.update(trial_id=f["trial_id"], test_acc=f["test_acc"], test_f1=f["test_f1"], test_loss=f["test_loss"],
+                       best_val_acc=f["best_val_acc"], train_time_s=f["train_time_s"], wall_clock_s=f["wall_clock_s"],
+                       params=f["params"], winner_budget=with_budget(winner)["budget"].iloc[0] if len(winner) else None,
+                       winner_low_budget=bool(len(winner) and winner["status"].iloc[0] == "stopped_early"))
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    column, higher = METRICS.get(metric, METRICS["test_acc"])
+    if column in table:
+        table = table.sort_values(column, ascending=not higher, na_position="last")
+    return table.reset_index(drop=True)
+
+
+def pareto_front(points: pd.DataFrame, cost: str, value: str = "best_val_acc") -> pd.DataFrame:
+    """Rows not dominated by any other: no other row is at most as costly and at least as good,
+    and strictly better in one. Sorted by cost, so accuracy rises along the front."""
+    data = points.dropna(subset=[cost, value]).sort_values([cost, value], ascending=[True, False])
+    front, best = [], -np.inf
+    for index, row in data.iterrows():
+        if row[value] > best:
+            front.append(index)
+            best = row[value]
+    return data.loc[front]
+
+
+def best_so_far(results: Results) -> pd.DataFrame:
+    """The search's best validation accuracy per model over the search's own wall clock.
+
+    Time is measured from the experiment's first trial start (``started_at``), so models searched
+    in the same experiment share one clock: this is what time-to-accuracy means for a search.
+    """
+    epochs = results.epochs.merge(results.trials[["experiment", "trial_id", "started_at"]],
+                                  on=["experiment", "trial_id"], how="left")
+    if "reported_at" not in epochs or epochs["reported_at"].isna().all():
+        return pd.DataFrame(columns=["experiment", "model", "search_time_s", "best_val_acc"])
+    start = results.trials.groupby("experiment")["started_at"].min()
+    epochs = epochs.dropna(subset=["reported_at"]).assign(
+        search_time_s=lambda e: e["reported_at"] - e["experiment"].map(start))
+    epochs = epochs.sort_values("search_time_s")
+    epochs["best_val_acc"] = epochs.groupby(["experiment", "model"])["val_acc"].cummax()
+    return epochs[["experiment", "model", "search_time_s", "best_val_acc", "trial_id"]].reset_index(drop=True)
+
+
+def importance(trials: pd.DataFrame, target: str = "best_val_acc", min_trials: int = 6) -> pd.Series:
+    """How much each hyperparameter explains ``target`` across one model's trials.
+
+    A random forest on the configs (categorical values one-hot encoded, missing conditional values
+    as their own category), with each parameter's impurity importance summed over its encoded
+    columns and normalized to 1. Too few trials, or nothing varied, gives an empty series.
+    """
+    from sklearn.ensemble import RandomForestRegressor
+
+    ok = succeeded(trials)
+    params = differing_params(ok)
+    if len(ok) < min_trials or not params:
+        return pd.Series(dtype=float)
+    features, owners = [], []
+    for p in params:
+        column = ok[p]
+        if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+            features.append(column.astype(float).fillna(column.astype(float).median()).rename(p))
+            owners.append(p)
+        else:
+            encoded = pd.get_dummies(column.astype(str), prefix=p).astype(float)
+            features += [encoded[c] for c in encoded]
+            owners += [p] * encoded.shape[1]
+    X = pd.concat(features, axis=1).to_numpy()
+    forest = RandomForestRegressor(n_estimators=200, random_state=0, min_samples_leaf=1)
+    forest.fit(X, ok[target].to_numpy())
+    scores = pd.Series(forest.feature_importances_, index=owners).groupby(level=0).sum()
+    total = scores.sum()
+    scores = scores / total if total > 0 else scores
+    scores.index = [i[len(CONFIG_PREFIX):] for i in scores.index]
+    return scores.sort_values(ascending=False)
+
+
+def winning_ranges(trials: pd.DataFrame, top_fraction: float = 0.25, min_top: int = 2) -> pd.DataFrame:
+    """For one model, the values the best trials (top quarter by ``best_val_acc``, at least two)
+    used: a range for continuous settings, else the values seen with their counts."""
+    ok = succeeded(trials).sort_values("best_val_acc", ascending=False)
+    params = differing_params(ok)
+    top = ok.head(max(min_top, int(np.ceil(len(ok) * top_fraction))))
+    rows = []
+    for p in params:
+        values = top[p].dropna()
+        if values.empty:
+            continue
+        if pd.api.types.is_float_dtype(values):  # continuous: a range; ints (sizes, counts) read better as values
+            shown = f"{values.min():.3g} to {values.max():.3g}"
+        else:
+            shown = ", ".join(f"{v} ({n})" for v, n in values.astype(str).value_counts().items())
+        rows.append(dict(parameter=p[len(CONFIG_PREFIX):], winning=shown, top_trials=len(top)))
+    return pd.DataFrame(rows, columns=["parameter", "winning", "top_trials"])
