@@ -9,7 +9,7 @@ from typing import Any
 from torch import nn
 
 from models.config import check, choice, from_flat
-from models.registry import Config, ModelSpec, register
+from models.registry import BuildContext, Config, ModelSpec, register
 
 IMAGE_SIZE = 28
 
@@ -84,9 +84,9 @@ class CNN(nn.Module):
         return self.head(self.features(x))  # (B, C, s, s) -> (B, num_classes)
 
 
-def build(config: Config, num_classes: int = 10) -> nn.Module:
+def build(config: Config, ctx: BuildContext = BuildContext()) -> nn.Module:
     """The CNN described by the architecture keys of a flat config."""
-    return CNN(from_flat(CNNConfig, config), num_classes)
+    return CNN(from_flat(CNNConfig, config), ctx.num_classes)
 
 
 def space(trial: Any) -> dict[str, Any] | None:

@@ -16,6 +16,22 @@ from torch import nn
 Config = Mapping[str, Any]
 
 
+@dataclass(frozen=True)
+class BuildContext:
+    """What a builder needs beside the config: the task and the input it will be fed.
+
+    ``mean``/``std`` are the normalization the batches arrive with (models that re-normalize, such as
+    ImageNet-pretrained ones, undo it); ``weights_dir`` is searched first for pretrained weight files;
+    ``load_weights=False`` skips pretrained weights that a checkpoint is about to replace.
+    """
+
+    num_classes: int = 10
+    mean: float = 0.1307
+    std: float = 0.3081
+    weights_dir: str | None = None
+    load_weights: bool = True
+
+
 class UnknownModelError(KeyError):
     """Raised for a name that is not registered; the message lists the known names."""
 
@@ -29,19 +45,21 @@ class ModelSpec:
 
     - ``config_cls`` is the dataclass of its architecture settings; the shared training settings
       are ``trainables.config.TrainConfig``.
-    - ``build(config, num_classes)`` returns a module mapping (B, 1, 28, 28) normalized images to
-      (B, num_classes) logits.
+    - ``build(config, ctx)`` returns a module mapping (B, 1, 28, 28) normalized images to
+      (B, ctx.num_classes) logits.
     - ``space(trial)`` is an Optuna define-by-run space: it only suggests values, and may return a
       dict of constants to add to the config.
     - ``default_config`` is tried first by the search and used by ``trainables.train``.
     - ``max_epochs`` / ``grace_period`` are this model's ASHA budget (CLI flags override them).
     - ``cpus`` / ``gpus`` are what one trial takes from Ray by default.
+    - ``pretrained_weights``: the weights the model starts from; such a model's config has a
+      ``pretrained`` setting, and the search checks the file is available before any trial starts.
     - ``cpu_bf16``: whether bf16 autocast speeds this model up on CPUs (it always does on GPUs).
     """
 
     name: str
     config_cls: type  # the dataclass of the architecture's settings (see models.config)
-    build: Callable[[Config, int], nn.Module]
+    build: Callable[[Config, BuildContext], nn.Module]
     space: Callable[[Any], dict[str, Any] | None]
     default_config: dict[str, Any]
     max_epochs: int = 3
@@ -49,6 +67,7 @@ class ModelSpec:
     cpus: float = 1.0
     gpus: float = 0.25
     cpu_bf16: bool = False  # bf16 autocast on CPUs with fast bf16: only where measured to be faster
+    pretrained_weights: Any = None  # a torchvision weights enum member, for models fine-tuned from it
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.config import check, choice, from_flat
-from models.registry import Config, ModelSpec, register
+from models.registry import BuildContext, Config, ModelSpec, register
 
 IMAGE_SIZE = 28
 
@@ -145,9 +145,9 @@ class ViT(nn.Module):
         return self.head(self.norm(x[:, 0]))  # class token -> (B, num_classes)
 
 
-def build(config: Config, num_classes: int = 10) -> nn.Module:
+def build(config: Config, ctx: BuildContext = BuildContext()) -> nn.Module:
     """The ViT described by the architecture keys of a flat config."""
-    return ViT(from_flat(ViTConfig, config), num_classes)
+    return ViT(from_flat(ViTConfig, config), ctx.num_classes)
 
 
 def space(trial: Any) -> dict[str, Any] | None:

@@ -39,7 +39,8 @@ def start_ray(settings: Settings) -> None:
 
 def make_tuner(settings: Settings, data: Dataset) -> tune.Tuner:
     trial_data = TrialData(data.train, data.val, data.info.mean, data.info.std, data.info.num_classes,
-                           settings.seed, amp=settings.amp, channels_last=settings.channels_last)
+                           settings.seed, amp=settings.amp, channels_last=settings.channels_last,
+                           weights_dir=settings.weights_dir)
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, data=trial_data),  # one copy in the object store for all trials
         resources_for(settings.plans, use_gpu=settings.gpus > 0),

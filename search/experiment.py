@@ -7,6 +7,7 @@ TPE samples, and a slow-starting model is never cut by a fast one's learning cur
 
 from __future__ import annotations
 
+import functools
 import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,6 +36,9 @@ class ModelPlan:
     grace_period: int
     cpus: float
     gpus: float
+    # For models fine-tuned from pretrained weights: the values ``pretrained`` may take. (True,) by
+    # default, (False,) with --no-pretrained, (True, False) with --compare-scratch; () otherwise.
+    pretrained: tuple[bool, ...] = ()
 
 
 class _PickledState:
@@ -131,6 +135,16 @@ class PerModelScheduler(_PickledState, FIFOScheduler):
         return "\n".join(f"[{name}] {s.debug_string()}" for name, s in self._schedulers.items())
 
 
+def space_with_pretrained(model: str, choices: tuple[bool, ...], trial: Any) -> dict[str, Any] | None:
+    """The model's space, after ``pretrained`` is fixed (one choice) or searched (both).
+
+    It is suggested first, as a parameter, so that the model's space can depend on it (a frozen
+    backbone only makes sense when it is pretrained) and so Optuna learns from it when compared.
+    """
+    trial.suggest_categorical("pretrained", list(choices))
+    return models.get(model).space(trial)
+
+
 def tpe_sampler(num_samples: int, seed: int) -> optuna.samplers.TPESampler:
     """TPE that starts modelling after a quarter of the budget (2 to 10 random trials).
 
@@ -147,7 +161,7 @@ def build_searcher(plans: list[ModelPlan], seed: int) -> PerModelSearcher:
     for i, plan in enumerate(plans):
         spec = models.get(plan.name)
         searchers[plan.name] = OptunaSearch(
-            space=spec.space,
+            space=functools.partial(space_with_pretrained, plan.name, plan.pretrained) if plan.pretrained else spec.space,
             metric=METRIC,
             mode=MODE,
             points_to_evaluate=[dict(spec.default_config)],

@@ -44,7 +44,9 @@ def evaluate_finalists(
         if checkpoint is None:
             continue
         spec = models.get(winner["model"])
-        model = spec.build(config, num_classes).to(runtime.device)
+        # The checkpoint holds every weight: no pretrained file needs loading first.
+        ctx = models.BuildContext(num_classes, runtime.mean, runtime.std, load_weights=False)
+        model = spec.build(config, ctx).to(runtime.device)
         if runtime.channels_last:
             model = model.to(memory_format=torch.channels_last)
         with _local(checkpoint) as folder:

@@ -20,7 +20,8 @@ from pathlib import Path
 import models
 from search.experiment import ModelPlan
 
-SMOKE = dict(limit=(4_000, 1_000, 2_000), num_samples=2, max_epochs=2, grace_period=1)
+# Small enough that VGG16 on a CPU core takes about a minute an epoch: the whole path, not accuracy.
+SMOKE = dict(limit=(1_024, 512, 1_024), num_samples=2, max_epochs=2, grace_period=1)
 EXIT_BAD_INPUT = 2
 
 
@@ -42,6 +43,7 @@ class Settings:
     name: str
     seed: int
     time_budget: float | None
+    weights_dir: str | None
     limit: tuple[int | None, int | None, int | None]
     val_size: int
     reduction_factor: float
@@ -76,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seeds Optuna's samplers and the trials")
     p.add_argument("--time-budget", type=float, default=None, help="seconds; running trials stop when it is spent")
     p.add_argument("--smoke", action="store_true", help="tiny data and budget: the whole path in a few minutes")
+    p.add_argument("--weights-dir", default=None,
+                   help="folder holding pretrained weight files under torchvision's names, searched before "
+                        "torchvision's cache ($TORCH_HOME/hub/checkpoints); on a cluster, a path every node has")
+    p.add_argument("--no-pretrained", action="store_true",
+                   help="train fine-tunable models (vgg16, alexnet) from random initialization (pretrained=False)")
+    p.add_argument("--compare-scratch", action="store_true",
+                   help="search pretrained=True/False as a hyperparameter of fine-tunable models")
     p.add_argument("--no-dashboard", action="store_true", help="do not start the Ray dashboard")
     p.add_argument("--no-amp", action="store_true", help="no bf16 autocast (by default on where the GPU or CPU has fast bf16)")
     p.add_argument("--no-channels-last", action="store_true", help="keep convolutions in NCHW layout")
@@ -124,6 +133,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         _positive(value, flag)
     max_epochs = per_model(args.max_epochs, "--max-epochs", chosen)
     grace = per_model(args.grace_period, "--grace-period", chosen)
+    if args.no_pretrained and args.compare_scratch:
+        raise UsageError("--no-pretrained and --compare-scratch contradict each other: --compare-scratch already "
+                         "searches both; pass one of them")
+    pretrained = (False,) if args.no_pretrained else (True, False) if args.compare_scratch else (True,)
     if args.reduction_factor <= 1:
         raise UsageError(f"--reduction-factor must be above 1, got {args.reduction_factor}")
     if args.gpus < 0:
@@ -145,19 +158,21 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
                              f"lower it or raise --max-epochs")
         if spec.cpus > cpus:
             raise UsageError(f"{name} trials need {spec.cpus} CPUs but only {cpus} are available (--cpus)")
-        plans.append(ModelPlan(name, num_samples, epochs, first_rung, spec.cpus, spec.gpus if args.gpus else 0.0))
+        plans.append(ModelPlan(name, num_samples, epochs, first_rung, spec.cpus, spec.gpus if args.gpus else 0.0,
+                               pretrained if spec.pretrained_weights is not None else ()))
     storage = Path(args.storage_path).expanduser().resolve()
     name = args.name or f"{'-'.join(chosen)}-{args.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
     if not name or "/" in name or name.startswith("."):
         raise UsageError(f"--name {name!r} must be a plain folder name")
     settings = Settings(
         models=chosen, plans=plans, gpus=args.gpus, cpus=cpus, dataset=args.dataset, data_dir=args.data_dir,
-        storage=storage, name=name, seed=args.seed, time_budget=args.time_budget,
+        storage=storage, name=name, seed=args.seed, weights_dir=args.weights_dir, time_budget=args.time_budget,
         limit=SMOKE["limit"] if args.smoke else (None, None, None), val_size=args.val_size,
         reduction_factor=args.reduction_factor, dashboard=not args.no_dashboard,
         amp=not args.no_amp, channels_last=not args.no_channels_last, verbose=args.verbose,
     )
     check_storage(settings)
+    check_weights(settings)
     return settings
 
 
@@ -174,6 +189,20 @@ def check_storage(settings: Settings) -> None:
     except OSError as e:
         raise UsageError(f"--storage-path {settings.storage} is not writable ({e.strerror}); "
                          "choose a folder you can write to") from None
+
+
+def check_weights(settings: Settings) -> None:
+    """Every pretrained file a trial may load must be here (or downloadable) before any trial starts."""
+    from models.finetune import WeightsError, ensure_weights
+
+    if settings.weights_dir and not Path(settings.weights_dir).expanduser().is_dir():
+        raise UsageError(f"--weights-dir {settings.weights_dir} is not a folder")
+    for plan in settings.plans:
+        if True in plan.pretrained:
+            try:
+                ensure_weights(models.get(plan.name).pretrained_weights, settings.weights_dir)
+            except WeightsError as e:
+                raise UsageError(f"{plan.name}: {e}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

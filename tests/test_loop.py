@@ -34,7 +34,7 @@ def test_one_epoch_on_a_subset_learns(mnist_small, runtime):
 
 
 def test_evaluation_matches_scikit_learn(mnist_small, runtime):
-    model = models.get("cnn").build(models.get("cnn").default_config, 10)
+    model = models.get("cnn").build(models.get("cnn").default_config)
     scores = evaluate(model, mnist_small.val, runtime)
     labels = mnist_small.val.labels.numpy()
     assert scores.acc == pytest.approx(float(np.mean(scores.predictions == labels)))

@@ -8,6 +8,7 @@ import torch
 
 import models
 from models.config import ConfigError
+from search.experiment import space_with_pretrained
 from trainables.config import TrainConfig, split_config
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -16,13 +17,20 @@ PLAIN = (int, float, str, bool, type(None))
 
 
 def sampled_configs(name: str, n: int = 6) -> list[dict]:
-    """Configs drawn from the model's space by a seeded random sampler, plus its default."""
+    """Configs drawn from the model's space by a seeded random sampler, plus its default. Models
+    fine-tuned from pretrained weights are sampled as ``--no-pretrained`` searches them (no weights
+    can be downloaded here; test_finetune.py covers loading them)."""
     spec = models.get(name)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     configs = [dict(spec.default_config)]
+    if spec.pretrained_weights is not None:
+        configs = [{**configs[0], "pretrained": False, "strategy": "all"}]
     for _ in range(n):
         trial = study.ask()
-        extra = spec.space(trial) or {}
+        if spec.pretrained_weights is not None:
+            extra = space_with_pretrained(name, (False,), trial) or {}
+        else:
+            extra = spec.space(trial) or {}
         configs.append({**trial.params, **extra})
     return configs
 
@@ -31,7 +39,7 @@ def sampled_configs(name: str, n: int = 6) -> list[dict]:
 def test_forward_and_backward_shapes(name):
     spec = models.get(name)
     for config in sampled_configs(name):
-        model = spec.build(config, 10)
+        model = spec.build(config)
         x = torch.randn(3, 1, 28, 28)
         logits = model(x)
         assert logits.shape == (3, 10)
@@ -76,14 +84,14 @@ def test_bad_settings_are_named():
 def test_cnn_that_shrinks_the_image_to_nothing_is_explained():
     cnn = models.get("cnn")
     with pytest.raises(ConfigError, match="shrinks a 28x28 image.*padding='same'"):
-        cnn.build({"blocks": 4, "kernel_size": 7, "padding": "valid", "stride": 2}, 10)
+        cnn.build({"blocks": 4, "kernel_size": 7, "padding": "valid", "stride": 2})
 
 
 def test_cnn_settings_change_the_network():
     cnn = models.get("cnn")
-    small = cnn.build({"blocks": 1, "channels": 8, "fc_width": 0}, 10)
-    big = cnn.build({"blocks": 3, "channels": 32, "fc_width": 256}, 10)
+    small = cnn.build({"blocks": 1, "channels": 8, "fc_width": 0})
+    big = cnn.build({"blocks": 3, "channels": 32, "fc_width": 256})
     count = lambda m: sum(p.numel() for p in m.parameters())
     assert count(big) > 10 * count(small)
-    assert any(isinstance(m, torch.nn.AvgPool2d) for m in cnn.build({"pool": "avg"}, 10).modules())
-    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in cnn.build({"batch_norm": False}, 10).modules())
+    assert any(isinstance(m, torch.nn.AvgPool2d) for m in cnn.build({"pool": "avg"}).modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in cnn.build({"batch_norm": False}).modules())

@@ -23,7 +23,7 @@ def test_fused_attention_equals_softmax_qk_v():
 ])
 def test_invalid_shapes_are_explained(settings, needle):
     with pytest.raises(ConfigError, match=needle.replace("(", r"\(").replace(".", r"\.")):
-        models.get("vit").build(settings, 10)
+        models.get("vit").build(settings)
 
 
 @pytest.mark.parametrize("patch_size,tokens", [(4, 50), (7, 17)])

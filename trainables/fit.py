@@ -28,11 +28,13 @@ class Prepared:
     params: int
 
 
-def prepare(model_name: str, config: Mapping[str, Any], train: Split, runtime: Runtime, num_classes: int = 10) -> Prepared:
+def prepare(model_name: str, config: Mapping[str, Any], train: Split, runtime: Runtime, num_classes: int = 10,
+            weights_dir: str | None = None) -> Prepared:
     """Validate ``config`` for ``model_name`` and build model, optimizer and schedule on the device."""
     spec = models.get(model_name)
     train_cfg = split_config(config, spec.config_cls, model_name)
-    model = spec.build(config, num_classes).to(runtime.device)
+    ctx = models.BuildContext(num_classes, runtime.mean, runtime.std, weights_dir)
+    model = spec.build(config, ctx).to(runtime.device)
     if runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, train_cfg)

@@ -94,11 +94,19 @@ class EvalStats:
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """The optimizer named by ``cfg``. Weight decay skips biases and norm scales (1-D tensors),
-    which regularizing only slows down."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    """The optimizer named by ``cfg``, over the parameters that train (frozen ones are left out).
+
+    A model may split its parameters into groups with learning-rate multipliers (``param_groups()``,
+    e.g. a pretrained backbone learning slower). Weight decay skips biases and norm scales (1-D
+    tensors), which regularizing only slows down.
+    """
+    split = model.param_groups() if hasattr(model, "param_groups") else [(list(model.parameters()), 1.0)]
+    groups = []
+    for params, lr_mult in split:
+        params = [p for p in params if p.requires_grad]
+        groups += [{"params": [p for p in params if p.ndim > 1], "weight_decay": cfg.weight_decay, "lr": cfg.lr * lr_mult},
+                   {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0, "lr": cfg.lr * lr_mult}]
+    groups = [g for g in groups if g["params"]]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
     if cfg.optimizer == "adam":

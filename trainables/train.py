@@ -17,6 +17,7 @@ import torch
 
 import models
 from models.config import ConfigError, from_flat
+from models.finetune import WeightsError
 from trainables.data import DATASETS, DataError, load_dataset
 from trainables.fit import fit, prepare
 from trainables.loop import DivergedError, Runtime, evaluate
@@ -47,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     p.add_argument("--no-amp", action="store_true", help="no bf16 autocast (on by default where the device has fast bf16)")
     p.add_argument("--no-channels-last", action="store_true")
+    p.add_argument("--weights-dir", default=None, help="folder of pretrained weight files (torchvision's names)")
+    p.add_argument("--no-pretrained", action="store_true", help="random initialization for fine-tunable models")
     p.add_argument("--test", action="store_true", help="evaluate once on the test split at the end")
     return p
 
@@ -56,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         spec = models.get(args.model)
         config = dict(spec.default_config)
+        if args.no_pretrained and spec.pretrained_weights is not None:
+            config.update(pretrained=False, strategy="all")
         config.update(parse_sets(args.set))
         config["epochs"] = args.epochs if args.epochs is not None else config.get("epochs", spec.max_epochs)
         data = load_dataset(args.dataset, args.data_dir, limit=(args.limit, None, None))
@@ -69,8 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                       channels_last=not args.no_channels_last).for_model(spec)
     train, val = data.train.to(device), data.val.to(device)
     try:
-        prepared = prepare(args.model, config, train, runtime)
-    except ConfigError as e:
+        prepared = prepare(args.model, config, train, runtime, data.info.num_classes, args.weights_dir)
+    except (ConfigError, WeightsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"{args.model}: {prepared.params:,} parameters on {device}, {runtime.precision}")

@@ -34,6 +34,7 @@ class TrialData:
     seed: int
     amp: bool = True
     channels_last: bool = True
+    weights_dir: str | None = None
 
 
 def trial_device() -> torch.device:
@@ -70,7 +71,7 @@ def train_trial(config: dict[str, Any], data: TrialData) -> None:
     runtime = runtime.for_model(models.get(config["model"]))
     train, val = data.train.to(device), data.val.to(device)
     torch.manual_seed(data.seed)
-    prepared = prepare(config["model"], config, train, runtime, data.num_classes)
+    prepared = prepare(config["model"], config, train, runtime, data.num_classes, data.weights_dir)
     where = describe(device)
     best = float("-inf")
     for metrics in fit(prepared, train, val, runtime, seed=data.seed):

@@ -1,0 +1,197 @@
+"""Fine-tuning torchvision's ImageNet classifiers on 28x28 grayscale digits: one helper for every
+such architecture (VGG16, AlexNet), holding the settings, the input adapter, the weight loading and
+the shared part of the search space.
+
+Input: batches arrive as (B, 1, 28, 28) normalized with the data set's mean and std. The adapter
+resizes them on the device to the searched input size and re-normalizes them the way ImageNet
+images were, using the mean and std of ImageNet's three channels averaged (0.449, 0.226): a gray
+image is then the same in all three channels, so the first convolution's RGB filters are summed into
+one input channel, exactly equal to repeating the channel and a third of that layer's work.
+
+Weights: torchvision's own loading path (its cache under ``$TORCH_HOME/hub/checkpoints``, filled by
+a download when online), with ``--weights-dir`` searched first for the same file names. Files are
+loaded with ``torch.load(weights_only=True)``. Missing weights are an error naming the file and where
+it goes, never a silent random initialization.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.config import check, choice
+from models.registry import BuildContext
+
+IMAGENET_GRAY_MEAN = 0.449  # mean of (0.485, 0.456, 0.406)
+IMAGENET_GRAY_STD = 0.226  # mean of (0.229, 0.224, 0.225)
+STRATEGIES = ("head", "all", "discriminative")
+
+
+class WeightsError(RuntimeError):
+    """Pretrained weights that cannot be had; the message names the file, its place and the fix."""
+
+
+@dataclass(frozen=True)
+class FineTuneConfig:
+    """Settings shared by every fine-tuned architecture; subclasses set the input size bounds.
+
+    strategy: ``head`` trains the classifier only (the convolutional backbone is frozen); ``all``
+    trains everything at one learning rate; ``discriminative`` trains everything with the backbone
+    at ``backbone_lr_mult`` times the learning rate (the pretrained features move less).
+    """
+
+    pretrained: bool = True
+    strategy: str = "discriminative"
+    backbone_lr_mult: float = 0.1
+    input_size: int = 64
+    classifier_dropout: float = 0.5
+
+    MIN_INPUT = 32  # what the architecture accepts; overridden per architecture
+
+    def __post_init__(self) -> None:
+        choice("strategy", self.strategy, STRATEGIES)
+        check(0 < self.backbone_lr_mult <= 1, f"backbone_lr_mult={self.backbone_lr_mult} must be in (0, 1]")
+        check(self.MIN_INPUT <= self.input_size <= 512,
+              f"input_size={self.input_size} is below what this network accepts ({self.MIN_INPUT} pixels) "
+              f"or above 512: choose {self.MIN_INPUT} or more" if self.input_size < self.MIN_INPUT else
+              f"input_size={self.input_size} must be at most 512")
+        check(0.0 <= self.classifier_dropout < 1.0, f"classifier_dropout={self.classifier_dropout} must be in [0, 1)")
+        check(not (self.strategy == "head" and not self.pretrained),
+              "strategy='head' with pretrained=False would train a classifier on random features; "
+              "use strategy='all' when training from scratch")
+
+
+def weights_file_name(weights: Any) -> str:
+    """The file name torchvision stores ``weights`` under (the last part of its URL)."""
+    return os.path.basename(urlparse(weights.url).path)
+
+
+def torchvision_cache() -> Path:
+    """Where torchvision keeps downloaded weights: ``$TORCH_HOME/hub/checkpoints``."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def find_weights(weights: Any, weights_dir: str | os.PathLike | None) -> Path | None:
+    """The local file of ``weights``: in ``weights_dir`` first, then in torchvision's cache."""
+    name = weights_file_name(weights)
+    folders = ([Path(weights_dir).expanduser()] if weights_dir else []) + [torchvision_cache()]
+    return next((folder / name for folder in folders if (folder / name).is_file()), None)
+
+
+def ensure_weights(weights: Any, weights_dir: str | os.PathLike | None, download: bool = True) -> Path:
+    """Return the local file of ``weights``, downloading it into torchvision's cache when allowed.
+
+    Raises ``WeightsError`` naming the file, the folders searched and the ``--no-pretrained`` way out.
+    """
+    found = find_weights(weights, weights_dir)
+    if found:
+        return found
+    reason = "downloading is turned off"
+    if download:
+        try:
+            weights.get_state_dict(progress=False, check_hash=True)  # torchvision's own download path
+        except Exception as e:  # offline, a proxy, a hash mismatch: all end in the same advice
+            reason = f"downloading it failed ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+        else:
+            found = find_weights(weights, weights_dir)
+            if found:
+                return found
+            reason = "torchvision's download did not leave it in its cache"
+    name = weights_file_name(weights)
+    places = ([f"--weights-dir ({Path(weights_dir).expanduser()})"] if weights_dir else []) + \
+        [f"torchvision's cache ({torchvision_cache()})"]
+    raise WeightsError(
+        f"pretrained weights {name} ({weights}) not found in {' or '.join(places)}; {reason}. "
+        f"Download {weights.url} into {torchvision_cache()} or into a folder given as --weights-dir, "
+        "or pass --no-pretrained to train from random initialization (recorded as pretrained=False)."
+    )
+
+
+def load_pretrained(net: nn.Module, weights: Any, weights_dir: str | os.PathLike | None) -> Path:
+    """Load ``weights`` into ``net`` (whose layers are still ImageNet-shaped); returns the file used."""
+    path = ensure_weights(weights, weights_dir)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    net.load_state_dict(state)
+    return path
+
+
+def fold_rgb_conv(conv: nn.Conv2d) -> nn.Conv2d:
+    """A one-channel convolution equal to ``conv`` applied to a gray image repeated in 3 channels."""
+    gray = nn.Conv2d(1, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=conv.bias is not None)
+    with torch.no_grad():
+        gray.weight.copy_(conv.weight.sum(dim=1, keepdim=True))  # (out, 3, k, k) -> (out, 1, k, k)
+        if conv.bias is not None:
+            gray.bias.copy_(conv.bias)
+    return gray
+
+
+class FineTuned(nn.Module):
+    """A torchvision classifier (``features`` + ``classifier``) behind a gray-digit input adapter."""
+
+    def __init__(self, net: nn.Module, cfg: FineTuneConfig, ctx: BuildContext) -> None:
+        super().__init__()
+        self.net = net
+        self.size = cfg.input_size
+        self.strategy = cfg.strategy
+        self.backbone_lr_mult = cfg.backbone_lr_mult if cfg.strategy == "discriminative" else 1.0
+        # data-set normalization -> ImageNet gray normalization, as one affine map
+        self.scale = ctx.std / IMAGENET_GRAY_STD
+        self.shift = (ctx.mean - IMAGENET_GRAY_MEAN) / IMAGENET_GRAY_STD
+        if cfg.strategy == "head":
+            for p in self.net.features.parameters():
+                p.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, 1, 28, 28)
+        x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)  # (B, 1, S, S)
+        return self.net(x * self.scale + self.shift)  # (B, num_classes)
+
+    def param_groups(self) -> list[tuple[list[nn.Parameter], float]]:
+        """(parameters, learning-rate multiplier): the backbone may learn slower than the classifier."""
+        backbone = list(self.net.features.parameters())
+        ids = {id(p) for p in backbone}
+        rest = [p for p in self.parameters() if id(p) not in ids]
+        return [(backbone, self.backbone_lr_mult), (rest, 1.0)]
+
+
+def build_finetuned(cfg: FineTuneConfig, ctx: BuildContext, builder: Callable[..., nn.Module], weights: Any) -> nn.Module:
+    """Build ``builder`` (a torchvision constructor), load its ImageNet weights if ``cfg.pretrained``,
+    then give it a ``ctx.num_classes``-way last layer and a one-channel first convolution."""
+    net = builder(weights=None, dropout=cfg.classifier_dropout)
+    if cfg.pretrained and ctx.load_weights:
+        load_pretrained(net, weights, ctx.weights_dir)
+    last = net.classifier[-1]
+    net.classifier[-1] = nn.Linear(last.in_features, ctx.num_classes)
+    net.features[0] = fold_rgb_conv(net.features[0])
+    return FineTuned(net, cfg, ctx)
+
+
+def finetune_space(trial: Any, input_sizes: list[int]) -> dict[str, Any]:
+    """The search space every fine-tuned architecture shares: suggestions only."""
+    constants: dict[str, Any] = {"schedule": "cosine"}
+    if trial.params.get("pretrained", True):
+        strategy = trial.suggest_categorical("strategy", list(STRATEGIES))
+    else:  # from scratch there is nothing to keep: everything trains at one rate
+        strategy = constants["strategy"] = "all"
+    if strategy == "discriminative":
+        trial.suggest_float("backbone_lr_mult", 0.01, 0.3, log=True)
+    optimizer = trial.suggest_categorical("optimizer", ["adamw", "sgd"])
+    if optimizer == "sgd":
+        trial.suggest_float("lr", 1e-3, 5e-2, log=True)
+    else:
+        trial.suggest_float("lr", 1e-5, 1e-3, log=True)
+    trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True)
+    trial.suggest_categorical("batch_size", [64, 128, 256])
+    trial.suggest_float("classifier_dropout", 0.0, 0.6)
+    trial.suggest_categorical("warmup_epochs", [0.0, 0.5, 1.0])
+    trial.suggest_categorical("input_size", input_sizes)
+    trial.suggest_float("label_smoothing", 0.0, 0.1)
+    trial.suggest_categorical("augment", [True, False])
+    return constants

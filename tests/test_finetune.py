@@ -1,0 +1,165 @@
+"""VGG16 and AlexNet fine-tuned from pretrained weights: the offline weight-loading path, the
+gray-digit input adapter, the fine-tuning strategies, and refusing to run without weights."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+import models
+from conftest import run_cli
+from models.config import ConfigError
+from models.finetune import (IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD, WeightsError, ensure_weights, fold_rgb_conv,
+                             weights_file_name)
+from trainables.config import TrainConfig
+from trainables.loop import make_optimizer
+
+FINE_TUNED = ["vgg16", "alexnet"]
+BUILDERS = {"vgg16": "vgg16", "alexnet": "alexnet"}
+
+
+@pytest.fixture(scope="session")
+def weights_dir(tmp_path_factory):
+    """A weights folder holding, under torchvision's file names, state dicts of the architectures
+    that this test writes (random values, distinguishable from a fresh initialization)."""
+    import torchvision.models as tvm
+
+    folder = tmp_path_factory.mktemp("weights")
+    for name in FINE_TUNED:
+        torch.manual_seed(123)
+        state = getattr(tvm, BUILDERS[name])(weights=None).state_dict()
+        torch.save(state, folder / weights_file_name(models.get(name).pretrained_weights))
+    return folder
+
+
+@pytest.mark.parametrize("name", FINE_TUNED)
+def test_pretrained_weights_are_loaded_from_the_weights_folder(name, weights_dir):
+    saved = torch.load(weights_dir / weights_file_name(models.get(name).pretrained_weights), weights_only=True)
+    ctx = models.BuildContext(weights_dir=str(weights_dir))
+    model = models.get(name).build({"pretrained": True}, ctx)
+    net = model.net
+    # Every pretrained layer kept its weights; the first conv holds the RGB filters summed; the last
+    # layer is new and 10-way.
+    assert torch.equal(net.features[0].weight, saved["features.0.weight"].sum(dim=1, keepdim=True))
+    fc6 = min(i for i, m in enumerate(net.classifier) if isinstance(m, torch.nn.Linear))
+    assert torch.equal(net.classifier[fc6].weight, saved[f"classifier.{fc6}.weight"])
+    last_conv = max(i for i, m in enumerate(net.features) if isinstance(m, torch.nn.Conv2d))
+    assert torch.equal(net.features[last_conv].weight, saved[f"features.{last_conv}.weight"])
+    assert net.classifier[-1].out_features == 10
+
+
+@pytest.mark.parametrize("name", FINE_TUNED)
+def test_missing_weights_name_the_file_the_folders_and_the_way_out(name, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    weights = models.get(name).pretrained_weights
+    with pytest.raises(WeightsError) as info:
+        ensure_weights(weights, tmp_path / "empty", download=False)
+    message = str(info.value)
+    assert weights_file_name(weights) in message and str(tmp_path / "empty") in message
+    assert str(tmp_path / "torch-home" / "hub" / "checkpoints") in message and "--no-pretrained" in message
+    with pytest.raises(WeightsError):
+        models.get(name).build({"pretrained": True}, models.BuildContext(weights_dir=str(tmp_path)))
+
+
+def test_offline_download_failure_is_reported(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    weights = models.get("alexnet").pretrained_weights
+
+    def offline(*args, **kwargs):
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr(type(weights), "get_state_dict", offline)
+    with pytest.raises(WeightsError, match="downloading it failed.*Name or service not known"):
+        ensure_weights(weights, None)
+
+
+def test_folded_first_conv_equals_repeating_the_gray_channel():
+    torch.manual_seed(0)
+    rgb = torch.nn.Conv2d(3, 8, 3, padding=1)
+    gray = torch.rand(2, 1, 16, 16)
+    assert torch.allclose(fold_rgb_conv(rgb)(gray), rgb(gray.expand(-1, 3, -1, -1)), atol=1e-5)
+
+
+@pytest.mark.parametrize("name,size", [("vgg16", 64), ("alexnet", 112)])
+def test_input_is_resized_and_renormalized_on_the_way_in(name, size):
+    ctx = models.BuildContext(mean=0.1307, std=0.3081)
+    model = models.get(name).build({"pretrained": False, "strategy": "all", "input_size": size}, ctx)
+    seen = {}
+
+    def record(module, inputs) -> None:
+        seen["x"] = inputs[0]
+
+    model.net.features[0].register_forward_pre_hook(record)
+    black = torch.full((2, 1, 28, 28), (0.0 - 0.1307) / 0.3081)  # a black MNIST image, data-set normalized
+    assert model(black).shape == (2, 10)
+    assert seen["x"].shape == (2, 1, size, size)
+    assert torch.allclose(seen["x"], torch.full_like(seen["x"], (0.0 - IMAGENET_GRAY_MEAN) / IMAGENET_GRAY_STD), atol=1e-5)
+
+
+@pytest.mark.parametrize("name,too_small", [("vgg16", 28), ("alexnet", 32)])
+def test_input_below_what_the_network_accepts_is_an_error(name, too_small):
+    with pytest.raises(ConfigError, match=f"input_size={too_small} is below what this network accepts"):
+        models.get(name).build({"pretrained": False, "strategy": "all", "input_size": too_small})
+
+
+def test_strategies_freeze_or_slow_the_backbone():
+    spec = models.get("alexnet")
+    head = spec.build({"pretrained": False, "strategy": "all"})
+    assert all(p.requires_grad for p in head.parameters())
+    frozen = spec.build({"pretrained": True, "strategy": "head"}, models.BuildContext(load_weights=False))
+    assert not any(p.requires_grad for p in frozen.net.features.parameters())
+    optimizer = make_optimizer(frozen, TrainConfig(lr=0.01))
+    trained = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    assert not trained & {id(p) for p in frozen.net.features.parameters()}
+    slow = spec.build({"pretrained": True, "strategy": "discriminative", "backbone_lr_mult": 0.1},
+                      models.BuildContext(load_weights=False))
+    lrs = sorted({round(g["lr"], 9) for g in make_optimizer(slow, TrainConfig(lr=0.01)).param_groups})
+    assert lrs == pytest.approx([0.001, 0.01])
+    with pytest.raises(ConfigError, match="strategy='head' with pretrained=False"):
+        spec.build({"pretrained": False, "strategy": "head"})
+
+
+def test_search_without_weights_stops_before_any_trial(tmp_path):
+    start = time.monotonic()
+    proc = run_cli("search.run", "--model", "vgg16,alexnet", "--gpus", "0", "--smoke", "--storage-path",
+                   str(tmp_path / "out"), "--no-dashboard", env={"TORCH_HOME": str(tmp_path / "torch-home")},
+                   timeout=120)
+    assert proc.returncode == 2
+    assert time.monotonic() - start < 30
+    assert "vgg16-397923af.pth" in proc.stderr and "--no-pretrained" in proc.stderr
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_search_flags_that_contradict_are_refused(tmp_path):
+    proc = run_cli("search.run", "--model", "alexnet", "--no-pretrained", "--compare-scratch",
+                   "--storage-path", str(tmp_path), timeout=120)
+    assert proc.returncode == 2 and "contradict" in proc.stderr
+
+
+def test_smoke_search_without_pretraining_records_it(tmp_path, data_dir):
+    import pandas as pd
+
+    proc = run_cli("search.run", "--model", "vgg16,alexnet", "--gpus", "0", "--smoke", "--no-pretrained",
+                   "--storage-path", str(tmp_path), "--name", "ft", "--no-dashboard", "--data-dir", str(data_dir),
+                   "--verbose", "0", timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    trials = pd.read_parquet(tmp_path / "ft" / "trials.parquet")
+    assert sorted(trials["model"].unique()) == ["alexnet", "vgg16"]
+    assert (trials["pretrained"] == False).all()  # noqa: E712  (a column of booleans)
+    assert (trials["config.strategy"] == "all").all()  # from scratch, nothing is frozen
+    finalists = pd.read_parquet(tmp_path / "ft" / "finalists.parquet")
+    assert sorted(finalists["model"]) == ["alexnet", "vgg16"]
+
+
+def test_search_with_a_weights_folder_records_pretrained(tmp_path, weights_dir, data_dir):
+    import pandas as pd
+
+    proc = run_cli("search.run", "--model", "alexnet", "--gpus", "0", "--smoke", "--num-samples", "1",
+                   "--max-epochs", "1", "--weights-dir", str(weights_dir), "--storage-path", str(tmp_path),
+                   "--name", "pre", "--no-dashboard", "--data-dir", str(data_dir), "--verbose", "0",
+                   env={"TORCH_HOME": str(tmp_path / "torch-home")}, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trials = pd.read_parquet(tmp_path / "pre" / "trials.parquet")
+    assert trials["pretrained"].tolist() == [True] and trials["status"].tolist() == ["completed"]
