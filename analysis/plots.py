@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: works on servers and in CI without a display
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis.load import Results  # noqa: E402
@@ -58,6 +59,7 @@ def learning_curves(results: Results, rankings: dict, path: Path) -> Path:
             ax.plot(curve["epoch"], curve["val_acc"], marker="o", ms=3, label=trial_id)
         ax.set_title(_label(experiment, model, len({g[0] for g in groups}) > 1), fontsize=10)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_ylabel("validation accuracy")
         ax.legend(fontsize=7)
     return _save(fig, path)

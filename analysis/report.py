@@ -20,7 +20,9 @@ def _cell(value) -> str:
     if isinstance(value, bool):
         return "yes" if value else ""
     if isinstance(value, float):
-        return f"{value:.4f}" if abs(value) < 10 else f"{value:,.1f}"
+        if value.is_integer():  # sizes and counts read back as floats when a column has gaps
+            return f"{int(value)}"
+        return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.4g}"
     return str(value).replace("|", "\\|")
 
 

@@ -59,10 +59,9 @@ class FineTuneConfig:
     def __post_init__(self) -> None:
         choice("strategy", self.strategy, STRATEGIES)
         check(0 < self.backbone_lr_mult <= 1, f"backbone_lr_mult={self.backbone_lr_mult} must be in (0, 1]")
-        check(self.MIN_INPUT <= self.input_size <= 512,
-              f"input_size={self.input_size} is below what this network accepts ({self.MIN_INPUT} pixels) "
-              f"or above 512: choose {self.MIN_INPUT} or more" if self.input_size < self.MIN_INPUT else
-              f"input_size={self.input_size} must be at most 512")
+        check(self.input_size >= self.MIN_INPUT, f"input_size={self.input_size} is below what this network "
+              f"accepts ({self.MIN_INPUT} pixels): choose {self.MIN_INPUT} or more")
+        check(self.input_size <= 512, f"input_size={self.input_size} must be at most 512")
         check(0.0 <= self.classifier_dropout < 1.0, f"classifier_dropout={self.classifier_dropout} must be in [0, 1)")
         check(not (self.strategy == "head" and not self.pretrained),
               "strategy='head' with pretrained=False would train a classifier on random features; "

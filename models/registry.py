@@ -54,6 +54,8 @@ class ModelSpec:
     - ``cpus`` / ``gpus`` are what one trial takes from Ray by default.
     - ``pretrained_weights``: the weights the model starts from; such a model's config has a
       ``pretrained`` setting, and the search checks the file is available before any trial starts.
+    - ``smoke_config``: settings ``--smoke`` pins (e.g. the smallest input size), so a smoke run's
+      cost does not depend on what the sampler happens to draw.
     - ``cpu_bf16``: whether bf16 autocast speeds this model up on CPUs (it always does on GPUs).
     """
 
@@ -68,6 +70,7 @@ class ModelSpec:
     gpus: float = 0.25
     cpu_bf16: bool = False  # bf16 autocast on CPUs with fast bf16: only where measured to be faster
     pretrained_weights: Any = None  # a torchvision weights enum member, for models fine-tuned from it
+    smoke_config: dict[str, Any] = field(default_factory=dict)  # settings pinned by --smoke to keep it cheap
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 

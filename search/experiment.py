@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import pickle
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
@@ -39,6 +39,7 @@ class ModelPlan:
     # For models fine-tuned from pretrained weights: the values ``pretrained`` may take. (True,) by
     # default, (False,) with --no-pretrained, (True, False) with --compare-scratch; () otherwise.
     pretrained: tuple[bool, ...] = ()
+    fixed: dict[str, Any] = field(default_factory=dict)  # settings every trial gets (--smoke pins some)
 
 
 class _PickledState:
@@ -171,7 +172,7 @@ def build_searcher(plans: list[ModelPlan], seed: int) -> PerModelSearcher:
     return PerModelSearcher(
         searchers,
         {p.name: p.num_samples for p in plans},
-        {p.name: {"epochs": p.max_epochs} for p in plans},
+        {p.name: {"epochs": p.max_epochs, **p.fixed} for p in plans},
     )
 
 

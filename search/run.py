@@ -159,7 +159,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         if spec.cpus > cpus:
             raise UsageError(f"{name} trials need {spec.cpus} CPUs but only {cpus} are available (--cpus)")
         plans.append(ModelPlan(name, num_samples, epochs, first_rung, spec.cpus, spec.gpus if args.gpus else 0.0,
-                               pretrained if spec.pretrained_weights is not None else ()))
+                               pretrained if spec.pretrained_weights is not None else (),
+                               dict(spec.smoke_config) if args.smoke else {}))
     storage = Path(args.storage_path).expanduser().resolve()
     name = args.name or f"{'-'.join(chosen)}-{args.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
     if not name or "/" in name or name.startswith("."):

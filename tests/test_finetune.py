@@ -149,6 +149,8 @@ def test_smoke_search_without_pretraining_records_it(tmp_path, data_dir):
     assert sorted(trials["model"].unique()) == ["alexnet", "vgg16"]
     assert (trials["pretrained"] == False).all()  # noqa: E712  (a column of booleans)
     assert (trials["config.strategy"] == "all").all()  # from scratch, nothing is frozen
+    sizes = trials.groupby("model")["config.input_size"].unique().to_dict()
+    assert {m: list(v) for m, v in sizes.items()} == {"alexnet": [64], "vgg16": [32]}  # pinned by --smoke
     finalists = pd.read_parquet(tmp_path / "ft" / "finalists.parquet")
     assert sorted(finalists["model"]) == ["alexnet", "vgg16"]
 

@@ -74,7 +74,8 @@ def test_smoke_search_end_to_end(tmp_path, data_dir):
     for winner in finalists.itertuples():
         own = trials[trials["model"] == winner.model]
         assert winner.trial_id == own.loc[own["best_val_acc"].idxmax(), "trial_id"]
-        assert 0.3 < winner.test_acc <= 1.0 and 0.0 < winner.test_f1 <= 1.0
+        assert 0.1 < winner.test_acc <= 1.0 and 0.0 < winner.test_f1 <= 1.0  # above chance, on 1,024 images
+    assert finalists.set_index("model").loc["cnn", "test_acc"] > 0.3
 
     board = proc.stdout[proc.stdout.index("test_acc"):]  # the leaderboard
     assert "\ncnn " in board and "\nvit " in board
