@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from analysis.leaderboard import leaderboard
 from search.experiment import METRIC, MODE, build_scheduler, build_searcher, resources_for
 from search.export import epochs_table, record_from_result, trial_dirname, trials_table, write_atomic
 from search.finalists import evaluate_finalists
-from search.run import Settings
+from search.run import COMMAND_FILE, Settings
 from trainables.data import Dataset
 from trainables.loop import Runtime
 from trainables.runtime import pick_device
@@ -37,16 +38,20 @@ def start_ray(settings: Settings) -> None:
         print(f"Ray dashboard: http://{context.dashboard_url}  (open it in a browser on this machine)")
 
 
-def make_tuner(settings: Settings, data: Dataset) -> tune.Tuner:
+def make_trainable(settings: Settings, data: Dataset):
+    """The training function with its data and per-model resources attached."""
     trial_data = TrialData(data.train, data.val, data.info.mean, data.info.std, data.info.num_classes,
                            settings.seed, amp=settings.amp, channels_last=settings.channels_last,
                            weights_dir=settings.weights_dir)
-    trainable = tune.with_resources(
+    return tune.with_resources(
         tune.with_parameters(train_trial, data=trial_data),  # one copy in the object store for all trials
         resources_for(settings.plans, use_gpu=settings.gpus > 0),
     )
+
+
+def make_tuner(settings: Settings, data: Dataset) -> tune.Tuner:
     return tune.Tuner(
-        trainable,
+        make_trainable(settings, data),
         tune_config=tune.TuneConfig(
             metric=METRIC,
             mode=MODE,
@@ -63,6 +68,7 @@ def make_tuner(settings: Settings, data: Dataset) -> tune.Tuner:
             checkpoint_config=tune.CheckpointConfig(
                 num_to_keep=1, checkpoint_score_attribute=METRIC, checkpoint_score_order=MODE),
             verbose=settings.verbose,
+            failure_config=tune.FailureConfig(max_failures=settings.retries),
         ),
     )
 
@@ -97,11 +103,25 @@ def write_analysis(folder: Path) -> str:
                f"retry with: python -m analysis {folder}"
 
 
+def tuner_for(settings: Settings, data: Dataset) -> tune.Tuner:
+    """A new Tuner, or with --resume the interrupted one, restored from its experiment state: its
+    trials, each model's Optuna study and ASHA brackets (pickled with the searcher and scheduler)."""
+    if not settings.resume:
+        settings.folder.mkdir(parents=True, exist_ok=True)
+        (settings.folder / COMMAND_FILE).write_text(json.dumps({"argv": list(settings.argv)}))
+        return make_tuner(settings, data)
+    if not tune.Tuner.can_restore(str(settings.folder)):
+        raise SystemExit(f"error: {settings.folder} holds no Tune experiment state to resume "
+                         "(it was killed before its first trial started); start it again under a new --name")
+    return tune.Tuner.restore(str(settings.folder), trainable=make_trainable(settings, data),
+                              resume_unfinished=True, resume_errored=False, restart_errored=False)
+
+
 def run_search(settings: Settings, data: Dataset) -> int:
     """Run the search and export it; non-zero if a model had no successful trial."""
     start_ray(settings)
     try:
-        results = make_tuner(settings, data).fit()
+        results = tuner_for(settings, data).fit()
         tables = export(settings, data, results)
     finally:
         ray.shutdown()

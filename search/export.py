@@ -51,7 +51,9 @@ def record_from_result(result) -> TrialRecord:
     trial_id = (result.metrics or {}).get("trial_id") or (match["trial_id"] if match else Path(result.path).name)
     history = result.metrics_dataframe if result.metrics_dataframe is not None else pd.DataFrame()
     if "epoch" in history:
-        history = history.dropna(subset=["epoch"])
+        # A trial resumed from its best checkpoint reports the epochs after it again: the later
+        # report of an epoch is the one its checkpoint and the final numbers come from.
+        history = history.dropna(subset=["epoch"]).drop_duplicates("epoch", keep="last")
     return TrialRecord(trial_id, effective_config(result.config or {}), history, short_error(result.error))
 
 

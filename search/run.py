@@ -10,12 +10,15 @@ Everything is checked before Ray starts; results go to <storage-path>/<name>/ as
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import models
 from search.experiment import ModelPlan
@@ -51,6 +54,9 @@ class Settings:
     amp: bool
     channels_last: bool
     verbose: int
+    resume: bool = False
+    retries: int = 0
+    argv: tuple[str, ...] = ()  # the command line that defined the experiment, saved for --resume
 
     @property
     def folder(self) -> Path:
@@ -77,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="experiment name (default: models, dataset and time)")
     p.add_argument("--seed", type=int, default=0, help="seeds Optuna's samplers and the trials")
     p.add_argument("--time-budget", type=float, default=None, help="seconds; running trials stop when it is spent")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="pin a setting in every trial of the models that have it (e.g. --set batch_size=256); "
+                        "the rest is searched")
+    p.add_argument("--retries", type=int, default=0, help="times a failed trial is restarted (from its checkpoint)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the experiment --name in --storage-path after a crash or kill, with its "
+                        "original settings: finished trials are kept, running ones go on from their checkpoint")
     p.add_argument("--smoke", action="store_true", help="tiny data and budget: the whole path in a few minutes")
     p.add_argument("--weights-dir", default=None,
                    help="folder holding pretrained weight files under torchvision's names, searched before "
@@ -116,6 +129,36 @@ def per_model(text: str | None, flag: str, chosen: list[str]) -> dict[str, int]:
     return out
 
 
+def pinned_settings(pairs: list[str], chosen: list[str]) -> dict[str, dict[str, Any]]:
+    """``--set`` values per chosen model, each checked on top of that model's default config.
+
+    A key no chosen model has is an error; a key only some models have applies to those.
+    """
+    from models.config import ConfigError, field_names, from_flat
+    from trainables.config import TrainConfig, split_config
+    from trainables.train import parse_sets
+
+    try:
+        wanted = parse_sets(pairs)
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+    out = {}
+    for name in chosen:
+        spec = models.get(name)
+        known = field_names(TrainConfig, spec.config_cls)
+        out[name] = {k: v for k, v in wanted.items() if k in known}
+        merged = {**spec.default_config, **out[name]}
+        try:
+            typed = [split_config(merged, spec.config_cls, name), from_flat(spec.config_cls, merged)]
+        except ConfigError as e:
+            raise UsageError(f"--set for {name}: {e}") from None
+        out[name] = {k: getattr(next(c for c in typed if hasattr(c, k)), k) for k in out[name]}  # typed values
+    unused = sorted(set(wanted) - {k for values in out.values() for k in values})
+    if unused:
+        raise UsageError(f"--set {', '.join(unused)}: no chosen model ({', '.join(chosen)}) has such a setting")
+    return out
+
+
 def _gpus_found() -> int:
     import torch
 
@@ -146,6 +189,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         raise UsageError(f"--gpus {args.gpus} asked for, but {found} GPU(s) found on this machine "
                          f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); "
                          f"use --gpus {found}" + (" to run on CPUs" if found == 0 else ""))
+    if args.retries < 0:
+        raise UsageError(f"--retries must be 0 or more, got {args.retries}")
+    pinned = pinned_settings(args.set, chosen)
     cpus = args.cpus or os.cpu_count() or 1
     num_samples = args.num_samples or (SMOKE["num_samples"] if args.smoke else 8)
     plans = []
@@ -160,7 +206,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             raise UsageError(f"{name} trials need {spec.cpus} CPUs but only {cpus} are available (--cpus)")
         plans.append(ModelPlan(name, num_samples, epochs, first_rung, spec.cpus, spec.gpus if args.gpus else 0.0,
                                pretrained if spec.pretrained_weights is not None else (),
-                               dict(spec.smoke_config) if args.smoke else {}))
+                               {**(spec.smoke_config if args.smoke else {}), **pinned[name]}))
     storage = Path(args.storage_path).expanduser().resolve()
     name = args.name or f"{'-'.join(chosen)}-{args.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
     if not name or "/" in name or name.startswith("."):
@@ -170,7 +216,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         storage=storage, name=name, seed=args.seed, weights_dir=args.weights_dir, time_budget=args.time_budget,
         limit=SMOKE["limit"] if args.smoke else (None, None, None), val_size=args.val_size,
         reduction_factor=args.reduction_factor, dashboard=not args.no_dashboard,
-        amp=not args.no_amp, channels_last=not args.no_channels_last, verbose=args.verbose,
+        amp=not args.no_amp, channels_last=not args.no_channels_last, verbose=args.verbose, resume=args.resume,
+        retries=args.retries,
     )
     check_storage(settings)
     check_weights(settings)
@@ -179,9 +226,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 def check_storage(settings: Settings) -> None:
     """The results folder must be writable and must not hold an earlier experiment of that name."""
-    if settings.folder.exists():
+    if settings.folder.exists() and not settings.resume:
         raise UsageError(f"an experiment named {settings.name!r} already exists in {settings.storage}; "
-                         "choose another --name (results are never overwritten)")
+                         f"continue it with --resume --name {settings.name}, or choose another --name "
+                         "(results are never overwritten)")
     try:
         settings.storage.mkdir(parents=True, exist_ok=True)
         probe = settings.storage / f".write-test-{os.getpid()}"
@@ -206,13 +254,37 @@ def check_weights(settings: Settings) -> None:
                 raise UsageError(f"{plan.name}: {e}") from None
 
 
+COMMAND_FILE = "command.json"
+
+
+def resumed_args(args: argparse.Namespace) -> tuple[argparse.Namespace, list[str]]:
+    """The saved command line of the experiment ``--name`` (what --resume continues)."""
+    if not args.name:
+        raise UsageError("--resume needs the --name of the experiment to continue")
+    folder = Path(args.storage_path).expanduser().resolve() / args.name
+    saved = folder / COMMAND_FILE
+    if not saved.is_file():
+        raise UsageError(f"nothing to resume: {folder} holds no experiment started by this tool "
+                         f"({COMMAND_FILE} missing); check --name and --storage-path, or start it without --resume")
+    argv = json.loads(saved.read_text())["argv"]
+    original = build_parser().parse_args(argv)
+    # Where it was found is where it is, whatever the working directory was when it started.
+    original.resume, original.name, original.storage_path = True, args.name, args.storage_path
+    return original, argv
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     from trainables.data import DataError, get_dataset_info, load_dataset
 
     try:
+        if args.resume:
+            args, argv = resumed_args(args)
         get_dataset_info(args.dataset)
         settings = settings_from_args(args)
+        named = argv if "--name" in argv else [*argv, "--name", settings.name]  # a generated name is kept
+        settings = dataclasses.replace(settings, argv=tuple(named))
         data = load_dataset(settings.dataset, settings.data_dir, settings.val_size, limit=settings.limit)
     except (UsageError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -49,8 +49,27 @@ def test_diverging_training_stops_with_a_reason(mnist_small, runtime):
     with torch.no_grad():
         for p in prepared.model.parameters():
             p.mul_(1e6)
-    with pytest.raises(DivergedError):
+    with pytest.raises(DivergedError, match="^diverged: training loss became"):
         train_one_epoch(prepared.model, mnist_small.train, prepared.optimizer, None, prepared.train_cfg, runtime)
+
+
+def test_a_checkpoint_resumes_model_optimizer_and_schedule(mnist_small, runtime, tmp_path):
+    from trainables.trainable import resume_state, save_checkpoint
+
+    config = {**models.get("cnn").default_config, "epochs": 2}
+    first = prepare("cnn", config, mnist_small.train, runtime)
+    metrics = next(fit(first, mnist_small.train, mnist_small.val, runtime))  # stop after epoch 1
+    save_checkpoint(first, metrics, tmp_path)
+    again = prepare("cnn", config, mnist_small.train, runtime)
+    epoch, best, spent = resume_state(again, tmp_path)
+    assert (epoch, best) == (1, metrics["val_acc"]) and spent == (metrics["train_time_s"], metrics["elapsed_s"])
+    assert again.scheduler.last_epoch == first.scheduler.last_epoch > 0  # the schedule goes on, not restarts
+    assert again.optimizer.param_groups[0]["lr"] == first.optimizer.param_groups[0]["lr"]
+    for a, b in zip(first.model.state_dict().values(), again.model.state_dict().values()):
+        assert torch.equal(a, b)
+    resumed = list(fit(again, mnist_small.train, mnist_small.val, runtime, start_epoch=epoch, spent=spent))
+    assert [m["epoch"] for m in resumed] == [2]  # only what was left
+    assert resumed[0]["train_time_s"] > spent[0]
 
 
 @pytest.mark.parametrize("schedule", ["constant", "cosine", "onecycle"])

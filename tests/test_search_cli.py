@@ -88,6 +88,13 @@ def test_smoke_search_end_to_end(tmp_path, data_dir):
     assert again.returncode == 2 and "already exists" in again.stderr
 
 
+def test_unwritable_storage_is_refused(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    proc, _ = refused("--model", "cnn", "--storage-path", str(blocker / "results"))
+    assert proc.returncode == 2 and "is not writable" in proc.stderr
+
+
 def test_per_model_budgets_on_the_command_line(tmp_path):
     from search.run import UsageError, build_parser, settings_from_args
 

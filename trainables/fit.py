@@ -50,15 +50,17 @@ def fit(
     runtime: Runtime,
     seed: int = 0,
     start_epoch: int = 0,
+    spent: tuple[float, float] = (0.0, 0.0),
 ) -> Iterator[dict[str, float]]:
     """Train for ``train_cfg.epochs`` epochs, yielding after each one the metrics the search reports:
     ``epoch, train_loss, val_loss, val_acc, val_f1, epoch_time_s, train_time_s, elapsed_s,
     samples_per_s, params``. ``train_time_s`` counts training passes only; ``elapsed_s`` is wall
-    clock since this call, evaluation included.
+    clock of the trial, evaluation included. A resumed trial passes the epoch it resumes after and
+    the (train, elapsed) seconds already spent, so both keep counting from there.
     """
-    generator = torch.Generator().manual_seed(seed)
-    started = time.perf_counter()
-    train_time = 0.0
+    generator = torch.Generator().manual_seed(seed + start_epoch)
+    started = time.perf_counter() - spent[1]
+    train_time = spent[0]
     for epoch in range(start_epoch + 1, prepared.train_cfg.epochs + 1):
         stats = train_one_epoch(prepared.model, train, prepared.optimizer, prepared.scheduler,
                                 prepared.train_cfg, runtime, generator)

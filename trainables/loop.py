@@ -167,10 +167,10 @@ def train_one_epoch(
         total_loss += loss.detach() * len(y)  # stays on the device: no sync per batch
         seen += len(y)
         if step % 50 == 0 and not torch.isfinite(loss):
-            raise DivergedError(f"training loss became {loss.item()} at batch {step}")
+            raise DivergedError(f"diverged: training loss became {loss.item()} at batch {step}")
     mean_loss = (total_loss / max(seen, 1)).item()
     if not math.isfinite(mean_loss):
-        raise DivergedError(f"training loss became {mean_loss}")
+        raise DivergedError(f"diverged: training loss became {mean_loss}")
     if runtime.device.type == "cuda":
         torch.cuda.synchronize(runtime.device)
     return EpochStats(mean_loss, seen, time.perf_counter() - start)

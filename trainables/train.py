@@ -88,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"train {m['train_time_s']:.1f}s  elapsed {m['elapsed_s']:.1f}s  {m['samples_per_s']:,.0f} img/s",
                   flush=True)
     except DivergedError as e:
-        print(f"error: diverged: {e}", file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
         return 1
     if args.test:
         scores = evaluate(prepared.model, data.test.to(device), runtime)

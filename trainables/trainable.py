@@ -12,7 +12,7 @@ import torch
 
 import models
 from trainables.data import Split
-from trainables.fit import fit, prepare
+from trainables.fit import Prepared, fit, prepare
 from trainables.loop import Runtime
 from trainables.runtime import describe, set_threads
 
@@ -44,8 +44,21 @@ def trial_device() -> torch.device:
     return torch.device("cuda:0") if ray.get_gpu_ids() and torch.cuda.is_available() else torch.device("cpu")
 
 
-def save_checkpoint(model: torch.nn.Module, epoch: int, folder: Path) -> None:
-    torch.save({"model": model.state_dict(), "epoch": epoch}, folder / CHECKPOINT_FILE)
+def save_checkpoint(prepared: Prepared, metrics: dict[str, Any], folder: Path) -> None:
+    """Weights for the finalists' test, plus what a resumed trial needs to go on from this epoch."""
+    torch.save({"model": prepared.model.state_dict(), "epoch": metrics["epoch"],
+                "optimizer": prepared.optimizer.state_dict(), "scheduler": prepared.scheduler.state_dict(),
+                "val_acc": metrics["val_acc"], "spent": (metrics["train_time_s"], metrics["elapsed_s"])},
+               folder / CHECKPOINT_FILE)
+
+
+def resume_state(prepared: Prepared, folder: str | Path) -> tuple[int, float, tuple[float, float]]:
+    """Load a checkpoint into model, optimizer and schedule: (epoch, best val_acc, seconds spent)."""
+    state = torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    prepared.model.load_state_dict(state["model"])
+    prepared.optimizer.load_state_dict(state["optimizer"])
+    prepared.scheduler.load_state_dict(state["scheduler"])
+    return int(state["epoch"]), float(state["val_acc"]), tuple(state["spent"])
 
 
 def load_weights(model: torch.nn.Module, folder: str | Path) -> int:
@@ -59,7 +72,8 @@ def train_trial(config: dict[str, Any], data: TrialData) -> None:
     """Train one configuration, reporting every epoch; checkpoint only when ``val_acc`` improves.
 
     Tune keeps a single checkpoint per trial (``CheckpointConfig(num_to_keep=1)`` scored on
-    ``val_acc``), so the one on disk is always the trial's best epoch.
+    ``val_acc``), so the one on disk is always the trial's best epoch. A trial restarted after a
+    crash (``--resume``) goes on from that checkpoint: the epochs after it are trained again.
     """
     from ray import tune
 
@@ -73,15 +87,20 @@ def train_trial(config: dict[str, Any], data: TrialData) -> None:
     torch.manual_seed(data.seed)
     prepared = prepare(config["model"], config, train, runtime, data.num_classes, data.weights_dir)
     where = describe(device)
-    best = float("-inf")
-    for metrics in fit(prepared, train, val, runtime, seed=data.seed):
+    start_epoch, best, spent = 0, float("-inf"), (0.0, 0.0)
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            start_epoch, best, spent = resume_state(prepared, folder)
+        started_at -= spent[1]
+    for metrics in fit(prepared, train, val, runtime, seed=data.seed, start_epoch=start_epoch, spent=spent):
         metrics["device"] = where
         metrics["precision"] = runtime.precision
         metrics["started_at"], metrics["reported_at"] = started_at, time.time()
         if metrics["val_acc"] > best:
             best = metrics["val_acc"]
             with tempfile.TemporaryDirectory() as folder:
-                save_checkpoint(prepared.model, metrics["epoch"], Path(folder))
+                save_checkpoint(prepared, metrics, Path(folder))
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
         else:
             tune.report(metrics)

@@ -1,0 +1,107 @@
+"""A search killed with SIGKILL is continued with --resume: finished trials and their rows survive
+unchanged, and the final number of trials is the number asked for."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+
+from conftest import ROOT, run_cli
+
+ARGS = ["--model", "cnn", "--gpus", "0", "--smoke", "--num-samples", "6", "--max-epochs", "3", "--no-dashboard",
+        "--verbose", "0"]
+
+
+def finished_trials(folder) -> dict[str, list[tuple[int, float]]]:
+    """(epoch, val_acc) of every trial whose result file already holds its last epoch."""
+    done = {}
+    for result in folder.glob("cnn_*/result.json"):
+        rows = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
+        if rows and rows[-1].get("epoch") == 3:
+            done[result.parent.name.split("_", 1)[1]] = [(r["epoch"], r["val_acc"]) for r in rows]
+    return done
+
+
+def kill_session(proc: subprocess.Popen) -> None:
+    """SIGKILL the search and everything it started (Ray's processes share its session)."""
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    subprocess.run(["pkill", "-9", "-s", str(proc.pid)], check=False)
+
+
+def test_killed_search_resumes_without_losing_or_repeating_trials(tmp_path, data_dir):
+    folder = tmp_path / "exp"
+    env = {**os.environ, "SEARCH_DATA_DIR": str(data_dir), "RAY_USAGE_STATS_ENABLED": "0"}
+    proc = subprocess.Popen([sys.executable, "-m", "search.run", *ARGS, "--storage-path", str(tmp_path),
+                             "--name", "exp"], cwd=ROOT, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    before = {}
+    while time.monotonic() < deadline and not before:
+        time.sleep(0.2)
+        before = finished_trials(folder)
+    kill_session(proc)
+    assert before, "no trial finished before the kill"
+    assert not (folder / "trials.parquet").exists(), "the search was killed before its end"
+
+    refused = run_cli("search.run", *ARGS, "--storage-path", str(tmp_path), "--name", "exp")
+    assert refused.returncode == 2 and "--resume --name exp" in refused.stderr
+
+    resumed = run_cli("search.run", "--resume", "--name", "exp", "--storage-path", str(tmp_path),
+                      env={"SEARCH_DATA_DIR": str(data_dir)}, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    trials = pd.read_parquet(folder / "trials.parquet")
+    epochs = pd.read_parquet(folder / "epochs.parquet")
+    assert len(trials) == 6 and trials["trial_id"].is_unique
+    assert not epochs.duplicated(["trial_id", "epoch"]).any()
+    for trial_id, rows in before.items():
+        kept = epochs[epochs["trial_id"] == trial_id].sort_values("epoch")
+        assert list(zip(kept["epoch"], kept["val_acc"])) == rows, f"trial {trial_id} changed or was re-run"
+
+
+def test_resume_of_an_unknown_experiment_is_explained(tmp_path):
+    proc = run_cli("search.run", "--resume", "--name", "nope", "--storage-path", str(tmp_path))
+    assert proc.returncode == 2 and "nothing to resume" in proc.stderr
+
+
+def test_failing_trials_are_recorded_and_an_all_failed_model_fails_the_run(tmp_path, data_dir):
+    # Each value is valid on its own, together they shrink the image to nothing: every trial raises.
+    proc = run_cli("search.run", "--model", "cnn", "--smoke", "--no-dashboard", "--verbose", "0",
+                   "--set", "blocks=4", "--set", "kernel_size=7", "--set", "padding=valid", "--set", "stride=2",
+                   "--storage-path", str(tmp_path), "--name", "bad", "--data-dir", str(data_dir), timeout=600)
+    assert proc.returncode == 1
+    assert "every trial of cnn failed" in proc.stdout
+    trials = pd.read_parquet(tmp_path / "bad" / "trials.parquet")
+    assert len(trials) == 2 and (trials["status"] == "error").all()
+    assert trials["error"].str.contains("shrinks a 28x28 image").all()
+    assert (trials["config.blocks"] == 4).all()
+
+
+def test_a_pinned_setting_no_model_has_is_refused(tmp_path):
+    proc = run_cli("search.run", "--model", "cnn", "--set", "patch_size=4", "--storage-path", str(tmp_path))
+    assert proc.returncode == 2 and "--set patch_size: no chosen model (cnn) has such a setting" in proc.stderr
+
+
+def test_searcher_state_survives_a_save_and_restore(tmp_path):
+    import optuna
+
+    from search.experiment import ModelPlan, PerModelSearcher, build_searcher
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    searcher = build_searcher([ModelPlan("cnn", 4, 3, 1, 1.0, 0.0)], seed=0)
+    for i in range(2):
+        searcher.suggest(f"t{i}")
+    searcher.on_trial_complete("t0", {"val_acc": 0.9, "epoch": 3, "training_iteration": 3})
+    searcher.save(str(tmp_path / "state.pkl"))
+    restored = PerModelSearcher.__new__(PerModelSearcher)
+    restored.restore(str(tmp_path / "state.pkl"))
+    study = restored._searchers["cnn"]._ot_study
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "RUNNING"]  # the same study, not a fresh one
+    assert [restored.suggest(f"t{i}") is not None for i in (2, 3)] == [True, True]
+    assert restored.suggest("t4") == "FINISHED"  # 4 asked for, 4 suggested across the restart
