@@ -16,6 +16,7 @@ it goes, never a silent random initialization.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.config import check, choice
-from models.registry import BuildContext
+from models.config import check, choice, from_flat
+from models.registry import BuildContext, Config, ModelSpec
 
 IMAGENET_GRAY_MEAN = 0.449  # mean of (0.485, 0.456, 0.406)
 IMAGENET_GRAY_STD = 0.226  # mean of (0.229, 0.224, 0.225)
@@ -194,3 +195,34 @@ def finetune_space(trial: Any, input_sizes: list[int]) -> dict[str, Any]:
     trial.suggest_float("label_smoothing", 0.0, 0.1)
     trial.suggest_categorical("augment", [True, False])
     return constants
+
+
+def finetuned_spec(name: str, config_cls: type[FineTuneConfig], builder: Callable[..., nn.Module], weights: Any,
+                   input_sizes: list[int], gpus: float) -> ModelSpec:
+    """The registry entry of a torchvision classifier fine-tuned here: everything but the network,
+    its weights, its input sizes and its share of a GPU is common to all of them."""
+
+    def build(config: Config, ctx: BuildContext = BuildContext()) -> nn.Module:
+        return build_finetuned(from_flat(config_cls, config), ctx, builder, weights)
+
+    smallest = config_cls().input_size
+    return ModelSpec(
+        name=name,
+        config_cls=config_cls,
+        build=build,
+        space=functools.partial(finetune_space, input_sizes=input_sizes),
+        # SGD with momentum, the backbone at a tenth of the head's rate: the classic fine-tuning recipe.
+        default_config=dict(
+            strategy="discriminative", backbone_lr_mult=0.1, optimizer="sgd", lr=0.01, momentum=0.9,
+            weight_decay=5e-4, batch_size=128, classifier_dropout=0.5, warmup_epochs=0.5, input_size=smallest,
+            schedule="cosine", label_smoothing=0.0, augment=False,
+        ),
+        max_epochs=3,
+        grace_period=1,
+        cpus=1.0,
+        gpus=gpus,
+        cpu_bf16=True,  # 1.3-2x per training step on a 2-core AVX-512 BF16 CPU (benchmarks/epoch_cost.py)
+        pretrained_weights=weights,
+        smoke_config={"input_size": smallest},  # a larger draw would make a smoke run minutes longer
+        description=f"{name} fine-tuned from {weights}",
+    )
