@@ -140,7 +140,6 @@ class FineTuned(nn.Module):
         super().__init__()
         self.net = net
         self.size = cfg.input_size
-        self.strategy = cfg.strategy
         self.backbone_lr_mult = cfg.backbone_lr_mult if cfg.strategy == "discriminative" else 1.0
         # data-set normalization -> ImageNet gray normalization, as one affine map
         self.scale = ctx.std / IMAGENET_GRAY_STD

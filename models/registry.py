@@ -72,7 +72,6 @@ class ModelSpec:
     pretrained_weights: Any = None  # a torchvision weights enum member, for models fine-tuned from it
     smoke_config: dict[str, Any] = field(default_factory=dict)  # settings pinned by --smoke to keep it cheap
     description: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
