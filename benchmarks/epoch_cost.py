@@ -37,9 +37,7 @@ def measure(name: str, overrides: dict, runtime: Runtime, batch: int, steps: int
     if spec.pretrained_weights is not None:
         config.update(pretrained=False, strategy="all")
     train_cfg = split_config(config, spec.config_cls, name)
-    model = spec.build(config, models.BuildContext()).to(runtime.device)
-    if runtime.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = runtime.place(spec.build(config, models.BuildContext()))
     optimizer = make_optimizer(model, train_cfg)
     x = torch.randn(batch, 1, 28, 28, device=runtime.device)
     y = torch.randint(0, 10, (batch,), device=runtime.device)

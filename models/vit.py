@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.config import check, choice, from_flat
+from models.config import check, from_flat
 from models.registry import BuildContext, Config, ModelSpec, register
 
 IMAGE_SIZE = 28

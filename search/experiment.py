@@ -96,9 +96,6 @@ class PerModelSearcher(_PickledState, Searcher):
             # An errored trial must be a failure to Optuna, not a result at its last value.
             self._searchers[self._owner[trial_id]].on_trial_complete(trial_id, None if error else result, error)
 
-    def model_of(self, trial_id: str) -> str | None:
-        return self._owner.get(trial_id)
-
 
 class PerModelScheduler(_PickledState, FIFOScheduler):
     """Routes every trial event to its model's own ``ASHAScheduler``: separate brackets per model.

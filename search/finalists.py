@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
-import torch
 
 import models
 from search.export import CONFIG_PREFIX, FINALIST_COLUMNS, config_columns
@@ -46,9 +45,7 @@ def evaluate_finalists(
         spec = models.get(winner["model"])
         # The checkpoint holds every weight: no pretrained file needs loading first.
         ctx = models.BuildContext(num_classes, runtime.mean, runtime.std, load_weights=False)
-        model = spec.build(config, ctx).to(runtime.device)
-        if runtime.channels_last:
-            model = model.to(memory_format=torch.channels_last)
+        model = runtime.place(spec.build(config, ctx))
         with _local(checkpoint) as folder:
             load_weights(model, folder)
         scores = evaluate(model, test, runtime.for_model(spec))

@@ -4,7 +4,6 @@ report, and the errors a user can run into."""
 from __future__ import annotations
 
 import struct
-import zlib
 
 import pandas as pd
 import pytest

@@ -34,9 +34,7 @@ def prepare(model_name: str, config: Mapping[str, Any], train: Split, runtime: R
     spec = models.get(model_name)
     train_cfg = split_config(config, spec.config_cls, model_name)
     ctx = models.BuildContext(num_classes, runtime.mean, runtime.std, weights_dir)
-    model = spec.build(config, ctx).to(runtime.device)
-    if runtime.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = runtime.place(spec.build(config, ctx))
     optimizer = make_optimizer(model, train_cfg)
     steps_per_epoch = -(-len(train) // train_cfg.batch_size)
     scheduler = make_scheduler(optimizer, train_cfg, steps_per_epoch)

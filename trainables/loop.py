@@ -52,6 +52,11 @@ class Runtime:
     # so a model's registry entry says whether to use it there (``ModelSpec.cpu_bf16``).
     cpu_bf16: bool = False
 
+    def place(self, model: nn.Module) -> nn.Module:
+        """``model`` on this device, in channels_last layout when that is on."""
+        model = model.to(self.device)
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
     def for_model(self, spec) -> "Runtime":
         """This runtime with the CPU bf16 choice of the model ``spec``."""
         return dataclasses.replace(self, cpu_bf16=spec.cpu_bf16)
