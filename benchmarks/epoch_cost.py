@@ -35,7 +35,7 @@ def measure(name: str, overrides: dict, runtime: Runtime, batch: int, steps: int
     spec = models.get(name)
     config = {**spec.default_config, **overrides, "batch_size": batch}
     if spec.pretrained_weights is not None:
-        config.update(pretrained=False, strategy="all")
+        config.update(spec.scratch_config)
     train_cfg = split_config(config, spec.config_cls, name)
     model = runtime.place(spec.build(config, models.BuildContext()))
     optimizer = make_optimizer(model, train_cfg)

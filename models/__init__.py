@@ -9,7 +9,7 @@ import pkgutil
 
 from models.registry import BuildContext, ModelSpec, UnknownModelError, get, names, parse_models, register, unregister
 
-_INFRASTRUCTURE = {"registry", "config", "finetune"}
+_INFRASTRUCTURE = {"registry", "config", "finetune", "task"}
 
 for _module in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
     if _module.name not in _INFRASTRUCTURE and not _module.name.startswith("_"):

@@ -222,6 +222,7 @@ def finetuned_spec(name: str, config_cls: type[FineTuneConfig], builder: Callabl
         gpus=gpus,
         cpu_bf16=True,  # 1.3-2x per training step on a 2-core AVX-512 BF16 CPU (benchmarks/epoch_cost.py)
         pretrained_weights=weights,
+        scratch_config={"pretrained": False, "strategy": "all"},  # from scratch nothing is kept frozen
         smoke_config={"input_size": smallest},  # a larger draw would make a smoke run minutes longer
         description=f"{name} fine-tuned from {weights}",
     )

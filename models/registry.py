@@ -13,6 +13,8 @@ from typing import Any
 
 from torch import nn
 
+from models.task import CLASSIFICATION, Task
+
 Config = Mapping[str, Any]
 
 
@@ -54,6 +56,12 @@ class ModelSpec:
     - ``cpus`` / ``gpus`` are what one trial takes from Ray by default.
     - ``pretrained_weights``: the weights the model starts from; such a model's config has a
       ``pretrained`` setting, and the search checks the file is available before any trial starts.
+      Where a setting picks among several (Faster R-CNN's ``backbone``), it is a dict from that
+      setting's values to weights, and ``weights_by`` names the setting. ``scratch_config`` is
+      what training from random initialization changes in ``default_config`` (``pretrained=False``
+      and whatever only makes sense with it).
+    - ``task``: how the trainable computes the loss and the class predictions (``models.task``);
+      classification unless the model says otherwise.
     - ``smoke_config``: settings ``--smoke`` pins (e.g. the smallest input size), so a smoke run's
       cost does not depend on what the sampler happens to draw.
     - ``cpu_bf16``: whether bf16 autocast speeds this model up on CPUs (it always does on GPUs).
@@ -69,9 +77,26 @@ class ModelSpec:
     cpus: float = 1.0
     gpus: float = 0.25
     cpu_bf16: bool = False  # bf16 autocast on CPUs with fast bf16: only where measured to be faster
-    pretrained_weights: Any = None  # a torchvision weights enum member, for models fine-tuned from it
+    pretrained_weights: Any = None  # a torchvision weights enum member (or a dict of them, see weights_by)
+    weights_by: str | None = None  # the setting whose value picks the weights in pretrained_weights
+    scratch_config: dict[str, Any] = field(default_factory=dict)  # what --no-pretrained changes in default_config
     smoke_config: dict[str, Any] = field(default_factory=dict)  # settings pinned by --smoke to keep it cheap
     description: str = ""
+    task: Task = CLASSIFICATION
+
+    def weights_for(self, config: Config) -> Any:
+        """The pretrained weights a trial with ``config`` starts from."""
+        if self.weights_by is None:
+            return self.pretrained_weights
+        return self.pretrained_weights[config.get(self.weights_by, self.default_config[self.weights_by])]
+
+    def weights_needed(self, fixed: Config) -> list[Any]:
+        """Every pretrained weights a search whose trials all get the settings ``fixed`` may load."""
+        if self.weights_by is None:
+            return [self.pretrained_weights]
+        if self.weights_by in fixed:
+            return [self.weights_for(fixed)]
+        return list(self.pretrained_weights.values())
 
 
 _REGISTRY: dict[str, ModelSpec] = {}

@@ -18,9 +18,10 @@ import pandas as pd
 
 from trainables.config import MODEL_KEY, effective_config
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# no_box_rate: share of validation images a detector found no box in (empty for classifiers)
 EPOCH_COLUMNS = ["trial_id", "model", "epoch", "train_loss", "val_loss", "val_acc", "val_f1",
-                 "epoch_time_s", "elapsed_s", "reported_at"]
+                 "epoch_time_s", "elapsed_s", "reported_at", "no_box_rate"]
 TRIAL_COLUMNS = ["experiment", "trial_id", "model", "status", "epochs", "best_val_acc", "best_val_f1",
                  "best_val_loss", "train_time_s", "wall_clock_s", "time_to_best_s", "params", "device", "precision",
                  "dataset", "seed", "pretrained", "error", "started_at"]

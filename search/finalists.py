@@ -48,7 +48,7 @@ def evaluate_finalists(
         model = runtime.place(spec.build(config, ctx))
         with _local(checkpoint) as folder:
             load_weights(model, folder)
-        scores = evaluate(model, test, runtime.for_model(spec))
+        scores = evaluate(model, test, runtime.for_model(spec), task=spec.task)
         rows.append(dict(
             model=winner["model"], trial_id=trial_id, test_acc=scores.acc, test_f1=scores.f1,
             test_loss=scores.loss, best_val_acc=winner["best_val_acc"], train_time_s=winner["train_time_s"],

@@ -247,11 +247,16 @@ def check_weights(settings: Settings) -> None:
     if settings.weights_dir and not Path(settings.weights_dir).expanduser().is_dir():
         raise UsageError(f"--weights-dir {settings.weights_dir} is not a folder")
     for plan in settings.plans:
-        if True in plan.pretrained:
+        if True not in plan.pretrained:
+            continue
+        spec = models.get(plan.name)
+        for weights in spec.weights_needed(plan.fixed):
             try:
-                ensure_weights(models.get(plan.name).pretrained_weights, settings.weights_dir)
+                ensure_weights(weights, settings.weights_dir)
             except WeightsError as e:
-                raise UsageError(f"{plan.name}: {e}") from None
+                pin = (f" To search one {spec.weights_by} only, pin it with --set {spec.weights_by}=VALUE."
+                       if spec.weights_by and spec.weights_by not in plan.fixed else "")
+                raise UsageError(f"{plan.name}: {e}{pin}") from None
 
 
 COMMAND_FILE = "command.json"

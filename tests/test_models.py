@@ -24,7 +24,7 @@ def sampled_configs(name: str, n: int = 6) -> list[dict]:
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     configs = [dict(spec.default_config)]
     if spec.pretrained_weights is not None:
-        configs = [{**configs[0], "pretrained": False, "strategy": "all"}]
+        configs = [{**configs[0], **spec.scratch_config}]
     for _ in range(n):
         trial = study.ask()
         if spec.pretrained_weights is not None:
@@ -36,15 +36,22 @@ def sampled_configs(name: str, n: int = 6) -> list[dict]:
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_forward_and_backward_shapes(name):
+def test_training_step_and_predictions_through_the_task(name):
+    """Through its registry entry's task: a training loss every trainable parameter gets a gradient
+    from, and one predicted class and ten class scores per image."""
     spec = models.get(name)
-    for config in sampled_configs(name):
-        model = spec.build(config)
-        x = torch.randn(3, 1, 28, 28)
-        logits = model(x)
-        assert logits.shape == (3, 10)
-        logits.sum().backward()
-        assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    for config in sampled_configs(name, n=3 if spec.task.rates else 6):
+        model = spec.build(config).train()
+        x, y = torch.randn(3, 1, 28, 28), torch.tensor([0, 4, 9])
+        loss = spec.task.loss(model, x, y)
+        assert loss.ndim == 0 and torch.isfinite(loss)
+        loss.backward()
+        assert all(p.grad is not None for p in model.parameters() if p.requires_grad), config
+        with torch.no_grad():
+            out = spec.task.predict(model.eval(), x)
+        assert out.logits.shape == (3, 10) and out.classes.shape == (3,)
+        assert ((out.classes >= 0) & (out.classes < 10)).all()
+        assert set(out.counts) == set(spec.task.rates)
 
 
 @pytest.mark.parametrize("name", ALL)

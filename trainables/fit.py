@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 import models
+from models.task import CLASSIFICATION, Task
 from trainables.config import TrainConfig, split_config
 from trainables.data import Split
 from trainables.loop import Runtime, count_parameters, evaluate, make_optimizer, make_scheduler, train_one_epoch
@@ -26,6 +27,7 @@ class Prepared:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     params: int
+    task: Task = CLASSIFICATION  # how the loop gets losses and predictions (from the registry entry)
 
 
 def prepare(model_name: str, config: Mapping[str, Any], train: Split, runtime: Runtime, num_classes: int = 10,
@@ -38,7 +40,7 @@ def prepare(model_name: str, config: Mapping[str, Any], train: Split, runtime: R
     optimizer = make_optimizer(model, train_cfg)
     steps_per_epoch = -(-len(train) // train_cfg.batch_size)
     scheduler = make_scheduler(optimizer, train_cfg, steps_per_epoch)
-    return Prepared(model, train_cfg, optimizer, scheduler, count_parameters(model))
+    return Prepared(model, train_cfg, optimizer, scheduler, count_parameters(model), spec.task)
 
 
 def fit(
@@ -52,8 +54,9 @@ def fit(
 ) -> Iterator[dict[str, float]]:
     """Train for ``train_cfg.epochs`` epochs, yielding after each one the metrics the search reports:
     ``epoch, train_loss, val_loss, val_acc, val_f1, epoch_time_s, train_time_s, elapsed_s,
-    samples_per_s, params``. ``train_time_s`` counts training passes only; ``elapsed_s`` is wall
-    clock of the trial, evaluation included. A resumed trial passes the epoch it resumes after and
+    samples_per_s, params``, and the task's rates (``no_box_rate`` for a detector).
+    ``train_time_s`` counts training passes only; ``elapsed_s`` is wall clock of the trial,
+    evaluation included. A resumed trial passes the epoch it resumes after and
     the (train, elapsed) seconds already spent, so both keep counting from there.
     """
     generator = torch.Generator().manual_seed(seed + start_epoch)
@@ -61,9 +64,9 @@ def fit(
     train_time = spent[0]
     for epoch in range(start_epoch + 1, prepared.train_cfg.epochs + 1):
         stats = train_one_epoch(prepared.model, train, prepared.optimizer, prepared.scheduler,
-                                prepared.train_cfg, runtime, generator)
+                                prepared.train_cfg, runtime, generator, prepared.task)
         train_time += stats.seconds
-        scores = evaluate(prepared.model, val, runtime)
+        scores = evaluate(prepared.model, val, runtime, task=prepared.task)
         yield {
             "epoch": epoch,
             "train_loss": stats.loss,
@@ -75,4 +78,5 @@ def fit(
             "elapsed_s": time.perf_counter() - started,
             "samples_per_s": stats.samples_per_s,
             "params": prepared.params,
+            **scores.rates,
         }

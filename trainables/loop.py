@@ -15,9 +15,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from sklearn.metrics import f1_score
 from torch import nn
 
+from models.task import CLASSIFICATION, Task
 from trainables.batches import iterate
 from trainables.config import TrainConfig
 from trainables.data import Split
@@ -96,6 +98,7 @@ class EvalStats:
     acc: float
     f1: float  # macro F1 from scikit-learn
     predictions: np.ndarray
+    rates: dict[str, float] = dataclasses.field(default_factory=dict)  # the task's, e.g. no_box_rate
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -149,13 +152,14 @@ def train_one_epoch(
     cfg: TrainConfig,
     runtime: Runtime,
     generator: torch.Generator | None = None,
+    task: Task = CLASSIFICATION,
 ) -> EpochStats:
-    """One pass over ``data`` (shuffled, augmented if ``cfg.augment``); returns the mean loss.
+    """One pass over ``data`` (shuffled, augmented if ``cfg.augment``); returns the mean of the
+    task's training loss.
 
     Raises ``DivergedError`` as soon as the loss stops being finite.
     """
     model.train()
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     total_loss = torch.zeros((), device=runtime.device)
     seen = 0
     start = time.perf_counter()
@@ -163,7 +167,7 @@ def train_one_epoch(
                       generator=generator, channels_last=runtime.channels_last)
     for step, (x, y) in enumerate(batches):
         with runtime.autocast:
-            loss = criterion(model(x), y)
+            loss = task.loss(model, x, y, cfg.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -182,17 +186,22 @@ def train_one_epoch(
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: Split, runtime: Runtime, batch_size: int = 1024) -> EvalStats:
-    """Loss, accuracy and macro F1 (scikit-learn) of ``model`` on ``data``, without augmentation."""
+def evaluate(model: nn.Module, data: Split, runtime: Runtime, batch_size: int = 1024,
+             task: Task = CLASSIFICATION) -> EvalStats:
+    """Loss, accuracy and macro F1 (scikit-learn) of ``model`` on ``data``, without augmentation,
+    plus the task's rates (per image). The loss is the cross-entropy of the task's class scores."""
     model.eval()
-    criterion = nn.CrossEntropyLoss(reduction="sum")
     total_loss = torch.zeros((), device=runtime.device)
+    counts = {name: torch.zeros((), device=runtime.device) for name in task.rates}
     predictions = []
-    for x, y in iterate(data, batch_size, runtime.mean, runtime.std, channels_last=runtime.channels_last):
+    for x, y in iterate(data, min(batch_size, task.eval_batch_size), runtime.mean, runtime.std,
+                        channels_last=runtime.channels_last):
         with runtime.autocast:
-            logits = model(x)
-        total_loss += criterion(logits.float(), y)
-        predictions.append(logits.argmax(dim=1))
+            out = task.predict(model, x)
+        total_loss += F.cross_entropy(out.logits.float(), y, reduction="sum")
+        predictions.append(out.classes)
+        for name in task.rates:
+            counts[name] += out.counts[name]
     predicted = torch.cat(predictions).cpu().numpy()
     labels = data.labels.cpu().numpy()
     return EvalStats(
@@ -200,6 +209,7 @@ def evaluate(model: nn.Module, data: Split, runtime: Runtime, batch_size: int = 
         acc=float((predicted == labels).mean()),
         f1=float(f1_score(labels, predicted, average="macro")),
         predictions=predicted,
+        rates={name: (count / len(labels)).item() for name, count in counts.items()},
     )
 
 

@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         spec = models.get(args.model)
         config = dict(spec.default_config)
         if args.no_pretrained and spec.pretrained_weights is not None:
-            config.update(pretrained=False, strategy="all")
+            config.update(spec.scratch_config)
         config.update(parse_sets(args.set))
         config["epochs"] = args.epochs if args.epochs is not None else config.get("epochs", spec.max_epochs)
         data = load_dataset(args.dataset, args.data_dir, limit=(args.limit, None, None))
@@ -91,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     if args.test:
-        scores = evaluate(prepared.model, data.test.to(device), runtime)
+        scores = evaluate(prepared.model, data.test.to(device), runtime, task=prepared.task)
         print(f"test  loss {scores.loss:.4f}  acc {scores.acc:.4f}  f1 {scores.f1:.4f}")
     return 0
 
