@@ -37,7 +37,7 @@ def measure(name: str, overrides: dict, runtime: Runtime, batch: int, steps: int
     if spec.pretrained_weights is not None:
         config.update(spec.scratch_config)
     train_cfg = split_config(config, spec.config_cls, name)
-    model = runtime.place(spec.build(config, models.BuildContext()))
+    model = runtime.place(spec.build(config, models.BuildContext())).train()
     optimizer = make_optimizer(model, train_cfg)
     x = torch.randn(batch, 1, 28, 28, device=runtime.device)
     y = torch.randint(0, 10, (batch,), device=runtime.device)
@@ -47,7 +47,7 @@ def measure(name: str, overrides: dict, runtime: Runtime, batch: int, steps: int
                 torch.cuda.synchronize()
             start = time.perf_counter()
         with runtime.autocast:
-            loss = torch.nn.functional.cross_entropy(model(x), y)
+            loss = spec.task.loss(model, x, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
