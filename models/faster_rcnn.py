@@ -259,7 +259,8 @@ SPEC = register(ModelSpec(
     cpu_bf16=True,  # 1.4x per training step on a 2-core AVX-512 BF16 CPU (benchmarks/epoch_cost.py)
     pretrained_weights={name: weights for name, (_, weights, _) in BACKBONES.items()},
     weights_by="backbone",
-    smoke_config={"backbone": "mobilenet_v3_large_320", "input_size": 64},
+    # the smallest input and half the sampled proposals: a smoke trial costs minutes on a CPU, not tens
+    smoke_config={"backbone": "mobilenet_v3_large_320", "input_size": 64, "box_batch_size_per_image": 32},
     scratch_config={"pretrained": False},
     description="Faster R-CNN (torchvision) fine-tuned from COCO, class = best detection",
     task=DETECTION,

@@ -11,7 +11,7 @@ import ray
 from ray import tune
 
 from analysis.leaderboard import leaderboard
-from search.experiment import METRIC, MODE, build_scheduler, build_searcher, resources_for
+from search.experiment import OPTUNA_FILE, METRIC, MODE, build_scheduler, build_searcher, optuna_storage, resources_for
 from search.export import epochs_table, record_from_result, trial_dirname, trials_table, write_atomic
 from search.finalists import evaluate_finalists
 from search.run import COMMAND_FILE, Settings
@@ -22,20 +22,51 @@ from trainables.trainable import TrialData, train_trial
 
 
 def start_ray(settings: Settings) -> None:
-    """Ray embedded in this process, with exactly the CPUs and GPUs the search may use."""
+    """Ray embedded in this process with exactly the CPUs and GPUs the search may use, or, with
+    ``--address``, a connection to a running cluster (whose nodes bring their own resources)."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # Keeping only the best checkpoint forces a state snapshot at each one: cheap here, so Tune's
     # warning about it would only be noise in the progress output.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    context = ray.init(
-        num_cpus=settings.cpus,
-        num_gpus=settings.gpus,
-        include_dashboard=settings.dashboard,
-        dashboard_host="127.0.0.1",
-        log_to_driver=settings.verbose > 1,
-    )
-    if settings.dashboard and context.dashboard_url:
-        print(f"Ray dashboard: http://{context.dashboard_url}  (open it in a browser on this machine)")
+    if settings.address:
+        context = ray.init(address=settings.address, log_to_driver=settings.verbose > 1)
+        print(describe_cluster(settings))
+    else:
+        context = ray.init(
+            num_cpus=settings.cpus,
+            num_gpus=settings.gpus,
+            include_dashboard=settings.dashboard,
+            dashboard_host=settings.dashboard_host,
+            dashboard_port=settings.dashboard_port,
+            log_to_driver=settings.verbose > 1,
+        )
+    print(monitoring_help(settings, context.dashboard_url if settings.dashboard or settings.address else None))
+
+
+def describe_cluster(settings: Settings) -> str:
+    """The cluster the search joined; a cluster still short of GPUs is waiting for its autoscaler."""
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    total = ray.cluster_resources()
+    text = (f"Ray cluster at {settings.address}: {len(nodes)} node(s), {total.get('CPU', 0):g} CPUs, "
+            f"{total.get('GPU', 0):g} GPUs. Results go to {settings.storage}: every node must reach it "
+            "(a shared filesystem path).")
+    if settings.gpus and total.get("GPU", 0) < settings.gpus:
+        text += (f"\nnote: --gpus {settings.gpus} but the cluster has {total.get('GPU', 0):g} GPU(s) now; trials "
+                 "wait until its autoscaler adds GPU nodes (cluster.yaml: max_workers)")
+    return text
+
+
+def monitoring_help(settings: Settings, dashboard_url: str | None) -> str:
+    """Where to watch the search: the Ray dashboard and optuna-dashboard over the studies."""
+    lines = []
+    if dashboard_url:
+        lines.append(f"Ray dashboard: http://{dashboard_url}  (trials appear as actors named after their model "
+                     "and trial, e.g. cnn_3f2a1_00004)")
+        if dashboard_url.split(":")[0] in ("127.0.0.1", "localhost") and not settings.address:
+            lines.append("  from another machine: ssh -L 8265:127.0.0.1:8265 THIS_HOST, then open "
+                         f"http://127.0.0.1:{settings.dashboard_port}")
+    lines.append(f"Optuna studies: pip install optuna-dashboard && optuna-dashboard {settings.folder / OPTUNA_FILE}")
+    return "\n".join(lines)
 
 
 def make_trainable(settings: Settings, data: Dataset):
@@ -55,7 +86,7 @@ def make_tuner(settings: Settings, data: Dataset) -> tune.Tuner:
         tune_config=tune.TuneConfig(
             metric=METRIC,
             mode=MODE,
-            search_alg=build_searcher(settings.plans, settings.seed),
+            search_alg=build_searcher(settings.plans, settings.seed, optuna_storage(settings.folder)),
             scheduler=build_scheduler(settings.plans, settings.reduction_factor),
             num_samples=sum(p.num_samples for p in settings.plans),
             time_budget_s=settings.time_budget,
@@ -82,7 +113,8 @@ def export(settings: Settings, data: Dataset, results: tune.ResultGrid) -> dict[
     for rec, result in pairs:
         best = result.get_best_checkpoint(METRIC, MODE) if result.best_checkpoints else None
         checkpoints[rec.trial_id] = best or result.checkpoint
-    device = pick_device("cuda:0" if settings.gpus else "cpu")
+    # The driver tests the finalists; on a cluster it may run on a head node without a GPU.
+    device = pick_device(None if settings.gpus else "cpu")
     runtime = Runtime(device, data.info.mean, data.info.std, amp=settings.amp, channels_last=settings.channels_last)
     finalists = evaluate_finalists(trials, checkpoints, {rec.trial_id: rec.config for rec in records},
                                    data.test, runtime, data.info.num_classes)

@@ -11,6 +11,7 @@ import functools
 import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -153,8 +154,23 @@ def tpe_sampler(num_samples: int, seed: int) -> optuna.samplers.TPESampler:
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, constant_liar=True)
 
 
-def build_searcher(plans: list[ModelPlan], seed: int) -> PerModelSearcher:
-    """One seeded TPE study per model, each trying the model's default configuration first."""
+OPTUNA_FILE = "optuna.journal"
+
+
+def optuna_storage(folder: Path) -> optuna.storages.BaseStorage:
+    """Optuna's journal file in the experiment's folder: every model's study, written as trials are
+    asked and told, so ``optuna-dashboard <folder>/optuna.journal`` shows the search live."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    folder.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(str(folder / OPTUNA_FILE)))
+
+
+def build_searcher(plans: list[ModelPlan], seed: int,
+                   storage: optuna.storages.BaseStorage | None = None) -> PerModelSearcher:
+    """One seeded TPE study per model (named after it, kept in ``storage`` if given, else in
+    memory), each trying the model's default configuration first."""
     searchers = {}
     for i, plan in enumerate(plans):
         spec = models.get(plan.name)
@@ -165,6 +181,7 @@ def build_searcher(plans: list[ModelPlan], seed: int) -> PerModelSearcher:
             points_to_evaluate=[dict(spec.default_config)],
             sampler=tpe_sampler(plan.num_samples, seed + i),  # seeds differ so studies do not mirror
             study_name=plan.name,
+            storage=storage,
         )
     return PerModelSearcher(
         searchers,

@@ -21,10 +21,10 @@ from trainables.config import MODEL_KEY, effective_config
 SCHEMA_VERSION = 2
 # no_box_rate: share of validation images a detector found no box in (empty for classifiers)
 EPOCH_COLUMNS = ["trial_id", "model", "epoch", "train_loss", "val_loss", "val_acc", "val_f1",
-                 "epoch_time_s", "elapsed_s", "reported_at", "no_box_rate"]
+                 "epoch_time_s", "elapsed_s", "reported_at", "no_box_rate", "node"]
 TRIAL_COLUMNS = ["experiment", "trial_id", "model", "status", "epochs", "best_val_acc", "best_val_f1",
-                 "best_val_loss", "train_time_s", "wall_clock_s", "time_to_best_s", "params", "device", "precision",
-                 "dataset", "seed", "pretrained", "error", "started_at"]
+                 "best_val_loss", "train_time_s", "wall_clock_s", "time_to_best_s", "params", "device", "node",
+                 "precision", "dataset", "seed", "pretrained", "error", "started_at"]
 FINALIST_COLUMNS = ["model", "trial_id", "test_acc", "test_f1", "test_loss", "best_val_acc", "train_time_s",
                     "wall_clock_s", "params"]
 CONFIG_PREFIX = "config."
@@ -85,7 +85,7 @@ def trial_row(record: TrialRecord, experiment: str, dataset: str, seed: int) -> 
         experiment=experiment, trial_id=record.trial_id, model=record.config.get(MODEL_KEY),
         status=status_of(record), epochs=int(h["epoch"].max()) if len(h) else 0,
         best_val_acc=None, best_val_f1=None, best_val_loss=None, train_time_s=None, wall_clock_s=None,
-        time_to_best_s=None, params=None, device=None, precision=None, dataset=dataset, seed=seed,
+        time_to_best_s=None, params=None, device=None, node=None, precision=None, dataset=dataset, seed=seed,
         pretrained=record.config.get("pretrained"), error=record.error, started_at=None,
     )
     if len(h):
@@ -95,7 +95,7 @@ def trial_row(record: TrialRecord, experiment: str, dataset: str, seed: int) -> 
             best_val_acc=float(best["val_acc"]), best_val_f1=float(best["val_f1"]),
             best_val_loss=float(best["val_loss"]), train_time_s=float(last["train_time_s"]),
             wall_clock_s=float(last["elapsed_s"]), time_to_best_s=float(best["elapsed_s"]),
-            params=int(last["params"]), device=last.get("device"), precision=last.get("precision"),
+            params=int(last["params"]), device=last.get("device"), node=last.get("node"), precision=last.get("precision"),
             started_at=float(last["started_at"]) if "started_at" in last else None,
         )
     row.update(config_columns(record.config))

@@ -56,6 +56,9 @@ class Settings:
     verbose: int
     resume: bool = False
     retries: int = 0
+    address: str | None = None  # a running Ray cluster ("auto" or HOST:PORT); None starts Ray here
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = 8265
     argv: tuple[str, ...] = ()  # the command line that defined the experiment, saved for --resume
 
     @property
@@ -69,6 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="cnn", help=f"a name, a comma list, or 'all' ({', '.join(models.names())})")
     p.add_argument("--gpus", type=int, default=0, help="GPUs to use; 0 runs on CPUs")
     p.add_argument("--cpus", type=int, default=None, help="CPUs for trials (default: all cores)")
+    p.add_argument("--gpu-per-trial", default=None, metavar="F|MODEL=F,...",
+                   help="share of a GPU each trial takes, for every model or per model, e.g. cnn=0.5,vgg16=1 "
+                        "(default: each model's own: cnn 0.25, vit 0.5, vgg16 1 ...)")
+    p.add_argument("--cpu-per-trial", default=None, metavar="N|MODEL=N,...",
+                   help="CPUs each trial takes, for every model or per model (default: each model's own, 1)")
+    p.add_argument("--address", default=None, metavar="auto|HOST:PORT",
+                   help="run on an existing Ray cluster instead of starting Ray here; --storage-path must then "
+                        "be reachable by every node (a shared filesystem path)")
     p.add_argument("--num-samples", type=int, default=None, help="trials per model (default 8; 2 with --smoke)")
     p.add_argument("--max-epochs", default=None, metavar="N|MODEL=N,...",
                    help="ASHA's epoch budget: N for every model, or per model, e.g. vit=20,cnn=3 "
@@ -99,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare-scratch", action="store_true",
                    help="search pretrained=True/False as a hyperparameter of fine-tunable models")
     p.add_argument("--no-dashboard", action="store_true", help="do not start the Ray dashboard")
+    p.add_argument("--dashboard-host", default="127.0.0.1",
+                   help="interface the dashboard listens on; 0.0.0.0 exposes it to the network (token "
+                        "authentication stays on)")
+    p.add_argument("--dashboard-port", type=int, default=8265, help="the dashboard's port")
     p.add_argument("--no-amp", action="store_true", help="no bf16 autocast (by default on where the GPU or CPU has fast bf16)")
     p.add_argument("--no-channels-last", action="store_true", help="keep convolutions in NCHW layout")
     p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Tune's output: 0 quiet, 1 table, 2 all")
@@ -110,23 +125,34 @@ def _positive(value: float | None, flag: str) -> None:
         raise UsageError(f"{flag} must be positive, got {value}")
 
 
-def per_model(text: str | None, flag: str, chosen: list[str]) -> dict[str, int]:
+def per_model(text: str | None, flag: str, chosen: list[str], kind: type = int) -> dict[str, Any]:
     """``"5"`` -> every chosen model gets 5; ``"vit=20,cnn=3"`` -> those models get those values."""
     if not text:
         return {}
-    out: dict[str, int] = {}
+    out: dict[str, Any] = {}
     for part in text.split(","):
         name, sep, value = part.strip().rpartition("=")
         targets = [name.strip()] if sep else chosen
         if sep and name.strip() not in chosen:
             raise UsageError(f"{flag} {text!r}: {name.strip()!r} is not among the chosen models ({', '.join(chosen)})")
         try:
-            number = int(value)
+            number = kind(value)
         except ValueError:
-            raise UsageError(f"{flag} {text!r}: {value!r} is not a whole number; write N or model=N,model=N") from None
+            what = "a whole number" if kind is int else "a number"
+            raise UsageError(f"{flag} {text!r}: {value!r} is not {what}; write N or model=N,model=N") from None
         _positive(number, flag)
         out.update({target: number for target in targets})
     return out
+
+
+def check_gpu_share(share: float, name: str, gpus: int) -> None:
+    """Ray gives a trial a fraction of one GPU or a whole number of GPUs, never more than there are."""
+    if share > 1 and not float(share).is_integer():
+        raise UsageError(f"--gpu-per-trial {name}={share}: Ray shares out a fraction of one GPU (up to 1) or "
+                         "whole GPUs (2, 3...), not a mix; use e.g. 0.5 or 2")
+    if gpus and share > gpus:
+        raise UsageError(f"--gpu-per-trial {name}={share}: more than the {gpus} GPU(s) given with --gpus; "
+                         f"no {name} trial could ever start")
 
 
 def pinned_settings(pairs: list[str], chosen: list[str]) -> dict[str, dict[str, Any]]:
@@ -176,6 +202,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         _positive(value, flag)
     max_epochs = per_model(args.max_epochs, "--max-epochs", chosen)
     grace = per_model(args.grace_period, "--grace-period", chosen)
+    gpu_share = per_model(args.gpu_per_trial, "--gpu-per-trial", chosen, kind=float)
+    cpu_share = per_model(args.cpu_per_trial, "--cpu-per-trial", chosen, kind=float)
+    if gpu_share and not args.gpus:
+        raise UsageError("--gpu-per-trial needs GPUs: add --gpus N (0 runs every trial on CPUs)")
     if args.no_pretrained and args.compare_scratch:
         raise UsageError("--no-pretrained and --compare-scratch contradict each other: --compare-scratch already "
                          "searches both; pass one of them")
@@ -184,7 +214,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         raise UsageError(f"--reduction-factor must be above 1, got {args.reduction_factor}")
     if args.gpus < 0:
         raise UsageError(f"--gpus must be 0 (CPU) or more, got {args.gpus}")
-    found = _gpus_found()
+    found = _gpus_found() if args.address is None else args.gpus  # a cluster's GPUs are counted once connected
     if args.gpus > found:
         raise UsageError(f"--gpus {args.gpus} asked for, but {found} GPU(s) found on this machine "
                          f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); "
@@ -202,9 +232,12 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         if first_rung > epochs:
             raise UsageError(f"--grace-period {first_rung} is longer than {name}'s budget of {epochs} epochs; "
                              f"lower it or raise --max-epochs")
-        if spec.cpus > cpus:
-            raise UsageError(f"{name} trials need {spec.cpus} CPUs but only {cpus} are available (--cpus)")
-        plans.append(ModelPlan(name, num_samples, epochs, first_rung, spec.cpus, spec.gpus if args.gpus else 0.0,
+        trial_cpus = cpu_share.get(name, spec.cpus)
+        if trial_cpus > cpus and args.address is None:
+            raise UsageError(f"{name} trials need {trial_cpus} CPUs but only {cpus} are available (--cpus)")
+        trial_gpus = gpu_share.get(name, spec.gpus) if args.gpus else 0.0
+        check_gpu_share(trial_gpus, name, args.gpus)
+        plans.append(ModelPlan(name, num_samples, epochs, first_rung, trial_cpus, trial_gpus,
                                pretrained if spec.pretrained_weights is not None else (),
                                {**(spec.smoke_config if args.smoke else {}), **pinned[name]}))
     storage = Path(args.storage_path).expanduser().resolve()
@@ -217,7 +250,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         limit=SMOKE["limit"] if args.smoke else (None, None, None), val_size=args.val_size,
         reduction_factor=args.reduction_factor, dashboard=not args.no_dashboard,
         amp=not args.no_amp, channels_last=not args.no_channels_last, verbose=args.verbose, resume=args.resume,
-        retries=args.retries,
+        retries=args.retries, address=args.address, dashboard_host=args.dashboard_host,
+        dashboard_port=args.dashboard_port,
     )
     check_storage(settings)
     check_weights(settings)

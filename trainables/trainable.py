@@ -44,6 +44,15 @@ def trial_device() -> torch.device:
     return torch.device("cuda:0") if ray.get_gpu_ids() and torch.cuda.is_available() else torch.device("cpu")
 
 
+def node_name() -> str:
+    """The Ray node a trial runs on, as ``hostname/node-id-prefix``: two nodes on one host differ."""
+    import socket
+
+    import ray
+
+    return f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:8]}"
+
+
 def save_checkpoint(prepared: Prepared, metrics: dict[str, Any], folder: Path) -> None:
     """Weights for the finalists' test, plus what a resumed trial needs to go on from this epoch."""
     torch.save({"model": prepared.model.state_dict(), "epoch": metrics["epoch"],
@@ -86,7 +95,7 @@ def train_trial(config: dict[str, Any], data: TrialData) -> None:
     train, val = data.train.to(device), data.val.to(device)
     torch.manual_seed(data.seed)
     prepared = prepare(config["model"], config, train, runtime, data.num_classes, data.weights_dir)
-    where = describe(device)
+    where, node = describe(device), node_name()
     start_epoch, best, spent = 0, float("-inf"), (0.0, 0.0)
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
@@ -94,7 +103,7 @@ def train_trial(config: dict[str, Any], data: TrialData) -> None:
             start_epoch, best, spent = resume_state(prepared, folder)
         started_at -= spent[1]
     for metrics in fit(prepared, train, val, runtime, seed=data.seed, start_epoch=start_epoch, spent=spent):
-        metrics["device"] = where
+        metrics["device"], metrics["node"] = where, node
         metrics["precision"] = runtime.precision
         metrics["started_at"], metrics["reported_at"] = started_at, time.time()
         if metrics["val_acc"] > best:

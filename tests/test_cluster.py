@@ -1,0 +1,145 @@
+"""Across GPUs and machines, on this CPU machine: GPUs declared to Ray as a resource show how many
+trials of each model run at once, and a real two-node Ray cluster on loopback runs a search given
+with --address, trials landing on both nodes."""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+import pytest
+import ray
+from ray import tune
+
+import search.run as run
+from conftest import run_cli
+from search.experiment import resources_for
+from search.run import UsageError, build_parser, settings_from_args
+
+GPUS = 4
+
+
+def plans_for(tmp_path, monkeypatch, *flags):
+    """The per-model plans ``search.run`` makes from a command line, on a machine with 4 GPUs."""
+    monkeypatch.setattr(run, "_gpus_found", lambda: GPUS)
+    args = build_parser().parse_args([*flags, "--gpus", str(GPUS), "--no-pretrained", "--storage-path", str(tmp_path)])
+    return settings_from_args(args).plans
+
+
+@ray.remote(num_cpus=0)
+class Gauge:
+    """How many trials are inside at once, and the most there ever were."""
+
+    def __init__(self) -> None:
+        self.now, self.peak, self.gpu_ids = 0, 0, []
+
+    def enter(self, gpu_ids: list) -> None:
+        self.now += 1
+        self.peak = max(self.peak, self.now)
+        self.gpu_ids.append(gpu_ids)
+
+    def leave(self) -> None:
+        self.now -= 1
+
+    def inside(self) -> int:
+        return self.now
+
+    def report(self) -> tuple[int, list]:
+        return self.peak, self.gpu_ids
+
+
+def run_packed(plans, model: str, trials: int, expect_together: int) -> tuple[int, list]:
+    """Run ``trials`` placeholder trials of ``model`` with the resources the search would request;
+    each waits until ``expect_together`` are running (or 40 s), so the peak shows how many fit."""
+    gauge = Gauge.remote()
+
+    def trial(config):
+        ray.get(gauge.enter.remote(ray.get_gpu_ids()))
+        deadline = time.time() + 40
+        while ray.get(gauge.inside.remote()) < expect_together and time.time() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.0)  # stay a moment: a trial beyond the capacity would show as a higher peak
+        ray.get(gauge.leave.remote())
+        tune.report({"done": 1})
+
+    trainable = tune.with_resources(trial, resources_for(plans, use_gpu=True))
+    tuner = tune.Tuner(trainable, param_space={"model": model, "i": tune.grid_search(list(range(trials)))},
+                       tune_config=tune.TuneConfig(max_concurrent_trials=trials),
+                       run_config=tune.RunConfig(verbose=0, storage_path=None))
+    results = tuner.fit()
+    assert not results.errors
+    return ray.get(gauge.report.remote())
+
+
+@pytest.fixture(scope="module")
+def four_gpus_declared():
+    """Ray told there are 4 GPUs and 16 CPUs: no CUDA needed to check how trials are packed."""
+    ray.init(num_cpus=16, num_gpus=GPUS, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_sixteen_quarter_gpu_cnn_trials_run_together_and_vgg16_one_per_gpu(four_gpus_declared, tmp_path, monkeypatch):
+    plans = plans_for(tmp_path, monkeypatch, "--model", "cnn,vgg16")
+    assert {p.name: p.gpus for p in plans} == {"cnn": 0.25, "vgg16": 1.0}  # the registry's defaults
+
+    peak, gpu_ids = run_packed(plans, "cnn", trials=16, expect_together=16)
+    assert peak == 16
+    assert all(len(ids) == 1 for ids in gpu_ids) and len({ids[0] for ids in gpu_ids}) == GPUS  # 4 per GPU
+
+    peak, gpu_ids = run_packed(plans, "vgg16", trials=6, expect_together=GPUS)
+    assert peak == GPUS  # never more than one VGG16 trial per GPU
+    assert all(len(ids) == 1 for ids in gpu_ids)
+
+
+def test_gpu_share_is_overridable_per_model(tmp_path, monkeypatch):
+    plans = plans_for(tmp_path, monkeypatch, "--model", "cnn,vit", "--gpu-per-trial", "cnn=0.5",
+                      "--cpu-per-trial", "vit=2")
+    assert {p.name: (p.gpus, p.cpus) for p in plans} == {"cnn": (0.5, 1.0), "vit": (0.5, 2.0)}
+    resources = resources_for(plans, use_gpu=True)
+    assert resources({"model": "cnn"}).required_resources == {"CPU": 1.0, "GPU": 0.5}  # 8 trials on 4 GPUs
+    assert resources({"model": "vit"}).required_resources == {"CPU": 2.0, "GPU": 0.5}
+
+
+@pytest.mark.parametrize("flags,needle", [
+    (["--gpu-per-trial", "cnn=1.5"], "a fraction of one GPU (up to 1) or whole GPUs"),
+    (["--gpu-per-trial", "cnn=8"], "more than the 4 GPU(s) given with --gpus"),
+    (["--gpu-per-trial", "resnet=1"], "'resnet' is not among the chosen models"),
+    (["--gpu-per-trial", "cnn=half"], "'half' is not a number"),
+])
+def test_impossible_gpu_shares_are_refused(tmp_path, monkeypatch, flags, needle):
+    with pytest.raises(UsageError, match=needle.replace("(", r"\(").replace(")", r"\)")):
+        plans_for(tmp_path, monkeypatch, "--model", "cnn", *flags)
+
+
+def test_gpu_share_without_gpus_is_refused(tmp_path):
+    proc = run_cli("search.run", "--model", "cnn", "--gpu-per-trial", "0.5", "--storage-path", str(tmp_path),
+                   timeout=120)
+    assert proc.returncode == 2 and "--gpu-per-trial needs GPUs" in proc.stderr
+
+
+@pytest.fixture
+def two_node_cluster():
+    """A head and a worker node on loopback, as Ray's own tests start them, one trial slot each."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, connect=False,
+                      head_node_args={"num_cpus": 1, "num_gpus": 0, "include_dashboard": False})
+    cluster.add_node(num_cpus=1, num_gpus=0)
+    cluster.wait_for_nodes()
+    yield cluster
+    cluster.shutdown()
+
+
+def test_search_through_address_runs_trials_on_both_nodes(two_node_cluster, tmp_path, data_dir):
+    proc = run_cli("search.run", "--address", two_node_cluster.address, "--model", "cnn", "--smoke",
+                   "--num-samples", "2", "--max-epochs", "1", "--grace-period", "1", "--gpus", "0",
+                   "--storage-path", str(tmp_path), "--name", "two-nodes", "--data-dir", str(data_dir),
+                   "--set", "batch_size=512", timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "2 node(s)" in proc.stdout
+    trials = pd.read_parquet(tmp_path / "two-nodes" / "trials.parquet")
+    assert len(trials) == 2 and trials["node"].notna().all()
+    assert trials["node"].nunique() == 2, trials[["trial_id", "node"]]
+    epochs = pd.read_parquet(tmp_path / "two-nodes" / "epochs.parquet")
+    assert epochs["node"].nunique() == 2
