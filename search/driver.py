@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import ray
 from ray import tune
+from ray.tune.trainable import wrap_function
 
 from analysis.leaderboard import leaderboard
 from search.experiment import OPTUNA_FILE, METRIC, MODE, build_scheduler, build_searcher, optuna_storage, resources_for
@@ -33,6 +34,7 @@ def start_ray(settings: Settings) -> None:
         print(describe_cluster(settings))
     else:
         context = ray.init(
+            address="local",  # a new Ray here, even if this machine also runs a cluster (`ray start`)
             num_cpus=settings.cpus,
             num_gpus=settings.gpus,
             include_dashboard=settings.dashboard,
@@ -60,11 +62,16 @@ def monitoring_help(settings: Settings, dashboard_url: str | None) -> str:
     """Where to watch the search: the Ray dashboard and optuna-dashboard over the studies."""
     lines = []
     if dashboard_url:
-        lines.append(f"Ray dashboard: http://{dashboard_url}  (trials appear as actors named after their model "
-                     "and trial, e.g. cnn_3f2a1_00004)")
-        if dashboard_url.split(":")[0] in ("127.0.0.1", "localhost") and not settings.address:
-            lines.append("  from another machine: ssh -L 8265:127.0.0.1:8265 THIS_HOST, then open "
-                         f"http://127.0.0.1:{settings.dashboard_port}")
+        port = dashboard_url.rsplit(":", 1)[-1]
+        lines.append(f"Ray dashboard: http://{dashboard_url}  (Actors: one per trial, named after model and trial, "
+                     "e.g. cnn_3f2a1_00004)")
+        if os.environ.get("RAY_AUTH_MODE") == "token":
+            # Ray's token authentication (on by default since Ray 2.5x) guards the dashboard and its API.
+            lines.append("  it asks for Ray's token: print it with `ray get-auth-token` (or read ~/.ray/auth_token, "
+                         "or $RAY_AUTH_TOKEN if you set one) and paste it into the prompt")
+        if dashboard_url.startswith(("127.0.0.1", "localhost")) and not settings.address:
+            lines.append(f"  from another machine: ssh -L {port}:127.0.0.1:{port} THIS_HOST, then open "
+                         f"http://127.0.0.1:{port}")
     lines.append(f"Optuna studies: pip install optuna-dashboard && optuna-dashboard {settings.folder / OPTUNA_FILE}")
     return "\n".join(lines)
 
@@ -74,10 +81,20 @@ def make_trainable(settings: Settings, data: Dataset):
     trial_data = TrialData(data.train, data.val, data.info.mean, data.info.std, data.info.num_classes,
                            settings.seed, amp=settings.amp, channels_last=settings.channels_last,
                            weights_dir=settings.weights_dir)
-    return tune.with_resources(
+    function = tune.with_resources(
         tune.with_parameters(train_trial, data=trial_data),  # one copy in the object store for all trials
         resources_for(settings.plans, use_gpu=settings.gpus > 0),
     )
+
+    class SearchTrial(wrap_function(function)):
+        """Tune's actor for one trial. The dashboard's actor view shows an actor's repr, and Tune's
+        own is the function's name for every trial; this one is the trial's: ``cnn_3f2a1_00004``."""
+
+        def __repr__(self) -> str:
+            return self.trial_name
+
+    SearchTrial.__qualname__ = "SearchTrial"  # the dashboard's Class column, without "<locals>"
+    return SearchTrial
 
 
 def make_tuner(settings: Settings, data: Dataset) -> tune.Tuner:

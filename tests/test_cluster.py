@@ -74,7 +74,7 @@ def run_packed(plans, model: str, trials: int, expect_together: int) -> tuple[in
 @pytest.fixture(scope="module")
 def four_gpus_declared():
     """Ray told there are 4 GPUs and 16 CPUs: no CUDA needed to check how trials are packed."""
-    ray.init(num_cpus=16, num_gpus=GPUS, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=16, num_gpus=GPUS, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
