@@ -12,7 +12,8 @@ from ray import tune
 from ray.tune.trainable import wrap_function
 
 from analysis.leaderboard import leaderboard
-from search.experiment import OPTUNA_FILE, METRIC, MODE, build_scheduler, build_searcher, optuna_storage, resources_for
+from search import storage
+from search.experiment import METRIC, MODE, OPTUNA_FILE, build_scheduler, build_searcher, optuna_storage, resources_for
 from search.export import epochs_table, record_from_result, trial_dirname, trials_table, write_atomic
 from search.finalists import evaluate_finalists
 from search.run import COMMAND_FILE, Settings
@@ -50,8 +51,8 @@ def describe_cluster(settings: Settings) -> str:
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     total = ray.cluster_resources()
     text = (f"Ray cluster at {settings.address}: {len(nodes)} node(s), {total.get('CPU', 0):g} CPUs, "
-            f"{total.get('GPU', 0):g} GPUs. Results go to {settings.storage}: every node must reach it "
-            "(a shared filesystem path).")
+            f"{total.get('GPU', 0):g} GPUs. Results go to {settings.tune_storage}: every node must reach it "
+            "(a shared filesystem path or a storage URI).")
     if settings.gpus and total.get("GPU", 0) < settings.gpus:
         text += (f"\nnote: --gpus {settings.gpus} but the cluster has {total.get('GPU', 0):g} GPU(s) now; trials "
                  "wait until its autoscaler adds GPU nodes (cluster.yaml: max_workers)")
@@ -112,7 +113,7 @@ def make_tuner(settings: Settings, data: Dataset) -> tune.Tuner:
         ),
         run_config=tune.RunConfig(
             name=settings.name,
-            storage_path=str(settings.storage),
+            storage_path=settings.tune_storage,
             checkpoint_config=tune.CheckpointConfig(
                 num_to_keep=1, checkpoint_score_attribute=METRIC, checkpoint_score_order=MODE),
             verbose=settings.verbose,
@@ -158,11 +159,13 @@ def tuner_for(settings: Settings, data: Dataset) -> tune.Tuner:
     if not settings.resume:
         settings.folder.mkdir(parents=True, exist_ok=True)
         (settings.folder / COMMAND_FILE).write_text(json.dumps({"argv": list(settings.argv)}))
+        if settings.remote:  # --resume reads it there, from any machine
+            storage.upload(settings.folder, settings.tune_folder)
         return make_tuner(settings, data)
-    if not tune.Tuner.can_restore(str(settings.folder)):
-        raise SystemExit(f"error: {settings.folder} holds no Tune experiment state to resume "
+    if not tune.Tuner.can_restore(settings.tune_folder):
+        raise SystemExit(f"error: {settings.tune_folder} holds no Tune experiment state to resume "
                          "(it was killed before its first trial started); start it again under a new --name")
-    return tune.Tuner.restore(str(settings.folder), trainable=make_trainable(settings, data),
+    return tune.Tuner.restore(settings.tune_folder, trainable=make_trainable(settings, data),
                               resume_unfinished=True, resume_errored=False, restart_errored=False)
 
 
@@ -178,6 +181,9 @@ def run_search(settings: Settings, data: Dataset) -> int:
     print(leaderboard(tables["trials"], tables["finalists"]))
     print(f"\nResults: {Path(settings.folder)}/{{trials,epochs,finalists}}.parquet")
     print(write_analysis(settings.folder))
+    if settings.remote:
+        storage.upload(settings.folder, settings.tune_folder)  # complete local files, then each uploaded
+        print(f"Uploaded to {settings.tune_folder}")
     failed = sorted(set(settings.models) - set(tables["finalists"]["model"]))
     if failed:
         print(f"error: every trial of {', '.join(failed)} failed; see the 'error' column of trials.parquet")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import models
+from search import storage
 from search.experiment import ModelPlan
 
 # Small enough that VGG16 on a CPU core takes about a minute an epoch: the whole path, not accuracy.
@@ -59,11 +60,24 @@ class Settings:
     address: str | None = None  # a running Ray cluster ("auto" or HOST:PORT); None starts Ray here
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = 8265
+    # --storage-path as a URI (s3://, gs://, file://): Tune's state and checkpoints go there, and this
+    # project's files are written under ``storage`` (./results) and uploaded at the end.
+    remote: str | None = None
     argv: tuple[str, ...] = ()  # the command line that defined the experiment, saved for --resume
 
     @property
     def folder(self) -> Path:
+        """The local folder of this experiment's exports, report and Optuna journal."""
         return self.storage / self.name
+
+    @property
+    def tune_storage(self) -> str:
+        return self.remote or str(self.storage)
+
+    @property
+    def tune_folder(self) -> str:
+        """Where Tune keeps this experiment: the folder, or its place under the storage URI."""
+        return storage.join(self.remote, self.name) if self.remote else str(self.folder)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="mnist", help="mnist or fashion_mnist")
     p.add_argument("--data-dir", default=None, help="folder in torchvision's layout (default: $SEARCH_DATA_DIR, else ./data)")
     p.add_argument("--val-size", type=int, default=5_000, help="validation images carved from the training set")
-    p.add_argument("--storage-path", default="results", help="where <name>/ with the results is written")
+    p.add_argument("--storage-path", default="results",
+                   help="where <name>/ with the results is written: a folder (on a cluster, one every node "
+                        "reaches) or a URI Ray Tune accepts (s3://, gs://, file://; exports are also kept in ./results)")
     p.add_argument("--name", default=None, help="experiment name (default: models, dataset and time)")
     p.add_argument("--seed", type=int, default=0, help="seeds Optuna's samplers and the trials")
     p.add_argument("--time-budget", type=float, default=None, help="seconds; running trials stop when it is spent")
@@ -240,18 +256,19 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         plans.append(ModelPlan(name, num_samples, epochs, first_rung, trial_cpus, trial_gpus,
                                pretrained if spec.pretrained_weights is not None else (),
                                {**(spec.smoke_config if args.smoke else {}), **pinned[name]}))
-    storage = Path(args.storage_path).expanduser().resolve()
+    remote = args.storage_path if storage.is_uri(args.storage_path) else None
+    local = Path("results" if remote else args.storage_path).expanduser().resolve()
     name = args.name or f"{'-'.join(chosen)}-{args.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
     if not name or "/" in name or name.startswith("."):
         raise UsageError(f"--name {name!r} must be a plain folder name")
     settings = Settings(
         models=chosen, plans=plans, gpus=args.gpus, cpus=cpus, dataset=args.dataset, data_dir=args.data_dir,
-        storage=storage, name=name, seed=args.seed, weights_dir=args.weights_dir, time_budget=args.time_budget,
+        storage=local, name=name, seed=args.seed, weights_dir=args.weights_dir, time_budget=args.time_budget,
         limit=SMOKE["limit"] if args.smoke else (None, None, None), val_size=args.val_size,
         reduction_factor=args.reduction_factor, dashboard=not args.no_dashboard,
         amp=not args.no_amp, channels_last=not args.no_channels_last, verbose=args.verbose, resume=args.resume,
         retries=args.retries, address=args.address, dashboard_host=args.dashboard_host,
-        dashboard_port=args.dashboard_port,
+        dashboard_port=args.dashboard_port, remote=remote,
     )
     check_storage(settings)
     check_weights(settings)
@@ -259,9 +276,18 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def check_storage(settings: Settings) -> None:
-    """The results folder must be writable and must not hold an earlier experiment of that name."""
-    if settings.folder.exists() and not settings.resume:
-        raise UsageError(f"an experiment named {settings.name!r} already exists in {settings.storage}; "
+    """The results folder (and the storage URI) must be writable and must not hold an earlier
+    experiment of that name."""
+    taken_remotely = False
+    if settings.remote:
+        try:
+            storage.check_writable(settings.remote)
+            taken_remotely = storage.exists(settings.tune_folder)
+        except storage.StorageError as e:
+            raise UsageError(str(e)) from None
+    if (settings.folder.exists() or taken_remotely) and not settings.resume:
+        where = settings.remote or settings.storage
+        raise UsageError(f"an experiment named {settings.name!r} already exists in {where}; "
                          f"continue it with --resume --name {settings.name}, or choose another --name "
                          "(results are never overwritten)")
     try:
@@ -300,12 +326,19 @@ def resumed_args(args: argparse.Namespace) -> tuple[argparse.Namespace, list[str
     """The saved command line of the experiment ``--name`` (what --resume continues)."""
     if not args.name:
         raise UsageError("--resume needs the --name of the experiment to continue")
-    folder = Path(args.storage_path).expanduser().resolve() / args.name
-    saved = folder / COMMAND_FILE
-    if not saved.is_file():
+    if storage.is_uri(args.storage_path):
+        folder = storage.join(args.storage_path, args.name)
+        try:
+            saved = storage.read_text(storage.join(folder, COMMAND_FILE))
+        except storage.StorageError as e:
+            raise UsageError(str(e)) from None
+    else:
+        folder = Path(args.storage_path).expanduser().resolve() / args.name
+        saved = (folder / COMMAND_FILE).read_text() if (folder / COMMAND_FILE).is_file() else None
+    if saved is None:
         raise UsageError(f"nothing to resume: {folder} holds no experiment started by this tool "
                          f"({COMMAND_FILE} missing); check --name and --storage-path, or start it without --resume")
-    argv = json.loads(saved.read_text())["argv"]
+    argv = json.loads(saved)["argv"]
     original = build_parser().parse_args(argv)
     # Where it was found is where it is, whatever the working directory was when it started.
     original.resume, original.name, original.storage_path = True, args.name, args.storage_path

@@ -123,3 +123,27 @@ def test_eight_trial_search_reaches_99_percent(tmp_path, data_dir):
     finalists = pd.read_parquet(tmp_path / "cnn-8x3" / "finalists.parquet")
     assert len(trials) == 8 and (trials["status"] == "stopped_early").any()
     assert finalists.loc[finalists["model"] == "cnn", "test_acc"].item() >= 0.99
+
+
+def test_storage_uri_gets_tune_state_checkpoints_and_the_exports(tmp_path, data_dir, monkeypatch):
+    """A URI (here file://, resolved by pyarrow like s3:// or gs://) is Tune's storage; the exports are
+    complete locally in ./results/<name> and then uploaded beside Tune's files."""
+    remote = tmp_path / "bucket"
+    uri = f"file://{remote}"
+    proc = run_cli("search.run", "--model", "cnn", "--gpus", "0", "--smoke", "--num-samples", "1", "--max-epochs", "1",
+                   "--grace-period", "1", "--storage-path", uri, "--name", "remote", "--no-dashboard",
+                   "--data-dir", str(data_dir), timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"Uploaded to {uri}/remote" in proc.stdout
+    for folder in (remote / "remote", tmp_path / "results" / "remote"):
+        assert pd.read_parquet(folder / "trials.parquet")["status"].tolist() == ["completed"]
+        assert (folder / "report" / "report.md").is_file() and (folder / "command.json").is_file()
+    assert any((remote / "remote").glob("cnn_*/checkpoint_*/model.pt"))  # Tune wrote its checkpoints there
+    again = run_cli("search.run", "--model", "cnn", "--storage-path", uri, "--name", "remote", timeout=120,
+                    cwd=tmp_path)
+    assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_unusable_storage_uri_is_refused_before_ray_starts(tmp_path):
+    proc, seconds = refused("--model", "cnn", "--storage-path", "nosuchscheme://bucket/x")
+    assert proc.returncode == 2 and "--storage-path nosuchscheme://bucket/x cannot be opened" in proc.stderr
