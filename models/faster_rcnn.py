@@ -182,7 +182,8 @@ def torchvision_reads(path: Path) -> Iterator[None]:
     if path.parent.resolve() == torchvision_cache().resolve():
         yield
         return
-    previous = torch.hub.get_dir()
+    # torch.hub has set_dir but no "unset": restoring its variable keeps $TORCH_HOME meaningful after.
+    previous = torch.hub._hub_dir
     with tempfile.TemporaryDirectory() as hub:
         (Path(hub) / "checkpoints").mkdir()
         (Path(hub) / "checkpoints" / path.name).symlink_to(path.resolve())
@@ -190,7 +191,7 @@ def torchvision_reads(path: Path) -> Iterator[None]:
         try:
             yield
         finally:
-            torch.hub.set_dir(previous)
+            torch.hub._hub_dir = previous
 
 
 def build(config: Config, ctx: BuildContext = BuildContext()) -> nn.Module:

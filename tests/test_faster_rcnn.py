@@ -146,3 +146,10 @@ def test_smoke_search_records_accuracy_f1_loss_time_and_no_box_rate(tmp_path, da
     assert trials[["best_val_acc", "best_val_f1", "best_val_loss", "train_time_s"]].notna().all().all()
     assert epochs["no_box_rate"].between(0, 1).all() and epochs["train_loss"].gt(0).all()
     assert finalists["model"].tolist() == ["faster_rcnn"] and finalists["test_acc"].between(0, 1).all()
+
+
+def test_loading_from_the_weights_folder_leaves_torchs_cache_setting_alone(coco_file, tmp_path, monkeypatch):
+    folder, _ = coco_file
+    SPEC.build({"pretrained": True}, models.BuildContext(weights_dir=str(folder)))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "elsewhere"))
+    assert torch.hub.get_dir() == str(tmp_path / "elsewhere" / "hub")
