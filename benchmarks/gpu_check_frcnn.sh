@@ -1,3 +1,6 @@
+#!/usr/bin/env bash
+# GPU check of Faster R-CNN (learning from scratch on 12,000 images, timed) and of every model through
+# Ray Tune on one GPU: source .gpu/install.sh && bash benchmarks/gpu_check_frcnn.sh (see gpu_session.sh)
 set -uo pipefail
 out=${OUT:-gpu-out}; mkdir -p "$out"
 s=$SECONDS
