@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     value = os.environ.get("SEARCH_DATA_DIR")
-    path = Path(value) if value else None
+    path = Path(value).resolve() if value else None  # absolute: some tests run commands from elsewhere
     if path is None or not (path / "MNIST" / "raw").is_dir():
         message = f"real MNIST needed: set SEARCH_DATA_DIR to a folder holding MNIST/raw (got {value!r})"
         if os.environ.get("CI") == "true":
