@@ -101,9 +101,6 @@ class DigitDetector(nn.Module):
         targets: use ``DETECTION.loss``)."""
         return DETECTION.predict(self, x).logits
 
-    def param_groups(self) -> list[tuple[list[nn.Parameter], float]]:
-        return [(list(self.parameters()), 1.0)]
-
 
 def digit_boxes(gray: torch.Tensor, threshold: float = DIGIT_THRESHOLD) -> torch.Tensor:
     """(B, H, W) intensities -> (B, 4) boxes (x1, y1, x2, y2) around the pixels above ``threshold``.
