@@ -34,6 +34,9 @@ def start_ray(settings: Settings) -> None:
         context = ray.init(address=settings.address, log_to_driver=settings.verbose > 1)
         print(describe_cluster(settings))
     else:
+        if os.environ.get("RAY_ADDRESS"):
+            print(f"note: RAY_ADDRESS is set ({os.environ['RAY_ADDRESS']}) but --address is not: starting a "
+                  "separate Ray here; pass --address auto to run on that cluster")
         context = ray.init(
             address="local",  # a new Ray here, even if this machine also runs a cluster (`ray start`)
             num_cpus=settings.cpus,
