@@ -82,7 +82,8 @@ def main() -> int:
             rate = measure(name, mine, runtime, args.batch, args.steps)
             settings = " ".join(f"{k}={v}" for k, v in mine.items()) or "default"
             rows.append(dict(model=name, settings=settings, precision=runtime.precision, images_per_s=rate,
-                             epoch_s=EPOCH_IMAGES / rate, registry_cpu_bf16=spec.cpu_bf16))
+                             epoch_s=EPOCH_IMAGES / rate, registry_cpu_bf16=spec.cpu_bf16,
+                             registry_gpu_bf16=spec.gpu_bf16))
             print(f"| {name} | {settings} | {runtime.precision} | {rate:,.0f} | {EPOCH_IMAGES / rate / 60:.1f} min |",
                   flush=True)
     if args.out:

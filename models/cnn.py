@@ -132,6 +132,7 @@ SPEC = register(
         cpus=1.0,
         gpus=0.25,
         cpu_bf16=True,  # 1.7x per epoch on a 2-core AVX-512 BF16 machine, same accuracy (README)
+        gpu_bf16=False,  # H100, batch 128: 61k img/s in fp32, 47k in bf16 (benchmarks/results/epoch_cost_gpu_h100.json)
         description="conv blocks + fully connected head",
     )
 )

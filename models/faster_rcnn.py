@@ -255,6 +255,7 @@ SPEC = register(ModelSpec(
     cpus=1.0,
     gpus=0.5,
     cpu_bf16=True,  # 1.4x per training step on a 2-core AVX-512 BF16 CPU (benchmarks/epoch_cost.py)
+    gpu_bf16=False,  # H100: 333 img/s in fp32, 311 in bf16 (launch-bound, benchmarks/results/epoch_cost_gpu_h100.json)
     pretrained_weights={name: weights for name, (_, weights, _) in BACKBONES.items()},
     weights_by="backbone",
     # the smallest input and half the sampled proposals: a smoke trial costs minutes on a CPU, not tens

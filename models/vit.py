@@ -186,6 +186,7 @@ SPEC = register(
         grace_period=3,
         cpus=1.0,
         gpus=0.5,
+        gpu_bf16=False,  # H100, default size, batch 128: 19.7k img/s in fp32, 14.0k in bf16 (launch-bound)
         description="Vision Transformer written from scratch",
     )
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -94,3 +95,13 @@ def test_train_command_prints_each_epoch(data_dir, capsys):
 def test_train_command_rejects_a_bad_setting(data_dir, capsys):
     assert train_main(["--model", "cnn", "--set", "lr", "--data-dir", str(data_dir)]) == 2
     assert "not key=value" in capsys.readouterr().err
+
+
+def test_bf16_is_used_on_gpus_only_for_models_it_was_measured_to_speed_up(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    gpu = Runtime(torch.device("cuda"), 0.1307, 0.3081)
+    assert gpu.for_model(models.get("vgg16")).precision == "bf16"
+    assert gpu.for_model(models.get("cnn")).precision == "fp32"  # launch-bound on an H100: fp32 is faster
+    assert dataclasses.replace(gpu, amp=False).for_model(models.get("vgg16")).precision == "fp32"  # --no-amp
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert Runtime(torch.device("cuda"), 0.1307, 0.3081).for_model(models.get("vgg16")).precision == "fp32"

@@ -50,9 +50,11 @@ class Runtime:
     std: float
     amp: bool = True  # bf16 autocast where the device has fast bf16 (recent GPUs; CPUs, see below)
     channels_last: bool = True  # faster convolutions on CPU (about 1.4x) and on tensor cores
-    # On CPUs bf16 pays off for convolutions (the CNN: 1.7x) but slows small matmuls (the ViT: 0.7x),
-    # so a model's registry entry says whether to use it there (``ModelSpec.cpu_bf16``).
+    # On CPUs bf16 pays off for convolutions (the CNN: 1.7x) but slows small matmuls (the ViT: 0.7x);
+    # on an H100 it speeds up VGG16 and AlexNet but slows the small CNN and ViT (launch-bound). A
+    # model's registry entry says where to use it (``ModelSpec.cpu_bf16``, ``ModelSpec.gpu_bf16``).
     cpu_bf16: bool = False
+    gpu_bf16: bool = True
 
     def place(self, model: nn.Module) -> nn.Module:
         """``model`` on this device, in channels_last layout when that is on."""
@@ -60,8 +62,8 @@ class Runtime:
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
 
     def for_model(self, spec) -> "Runtime":
-        """This runtime with the CPU bf16 choice of the model ``spec``."""
-        return dataclasses.replace(self, cpu_bf16=spec.cpu_bf16)
+        """This runtime with the bf16 choices of the model ``spec``."""
+        return dataclasses.replace(self, cpu_bf16=spec.cpu_bf16, gpu_bf16=spec.gpu_bf16)
 
     @functools.cached_property
     def precision(self) -> str:
@@ -69,7 +71,7 @@ class Runtime:
         if not self.amp:
             return "fp32"
         if self.device.type == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+            return "bf16" if self.gpu_bf16 and torch.cuda.is_bf16_supported() else "fp32"
         return "bf16" if self.device.type == "cpu" and self.cpu_bf16 and cpu_supports_bf16() else "fp32"
 
     @property
