@@ -6,6 +6,7 @@ import textwrap
 
 import pandas as pd
 
+from analysis.efficiency import describe, efficiency
 from search.export import CONFIG_PREFIX
 
 
@@ -22,8 +23,9 @@ def short_config(row: pd.Series) -> str:
     return " ".join(parts)
 
 
-def leaderboard(trials: pd.DataFrame, finalists: pd.DataFrame) -> str:
-    """One block per model: its trial counts, and its winner's validation and test numbers."""
+def leaderboard(trials: pd.DataFrame, finalists: pd.DataFrame, epochs: pd.DataFrame | None = None) -> str:
+    """One block per model: its trial counts, and its winner's validation and test numbers; then
+    how full the machine was kept (``analysis.efficiency``)."""
     lines = []
     header = f"{'model':<12} {'trials':>6} {'early':>5} {'error':>5} {'val_acc':>8} {'test_acc':>8} {'test_f1':>8} " \
              f"{'train_s':>8} {'wall_s':>8}"
@@ -41,4 +43,9 @@ def leaderboard(trials: pd.DataFrame, finalists: pd.DataFrame) -> str:
                      f"{w['train_time_s']:>8.1f} {w['wall_clock_s']:>8.1f}")
         lines += textwrap.wrap(short_config(w), width=len(header), initial_indent=" " * 13 + "best: ",
                                subsequent_indent=" " * 19)
+    if len(trials):
+        experiment = trials["experiment"].iloc[0]
+        stamped = epochs.assign(experiment=experiment) if epochs is not None and "experiment" not in epochs else epochs
+        lines += [""] + textwrap.wrap(describe(efficiency(trials, stamped).iloc[0]), width=len(header),
+                                      subsequent_indent=" " * 12)
     return "\n".join(lines)

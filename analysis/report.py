@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import plots
+from analysis.efficiency import efficiency
 from analysis.load import Results
 from analysis.tables import best_so_far, comparison, importance, pareto_front, rank, succeeded, winning_ranges
 
@@ -63,6 +64,19 @@ def _warnings(compare: pd.DataFrame, results: Results) -> list[str]:
     return (["## Warnings", "", *lines, ""]) if lines else []
 
 
+def _efficiency(results: Results, folder: Path) -> list[str]:
+    """How full each search kept its slots (``analysis.efficiency`` defines every figure)."""
+    table = efficiency(results.trials, results.epochs)
+    table.to_csv(folder / "efficiency.csv", index=False)
+    return ["## How full the machine was kept", "",
+            markdown_table(table), "",
+            "`slots`: trials the search admitted at once (what the CPUs/GPUs hold, or `--max-concurrent`); "
+            "`mean_at_once`/`max_at_once`: trials running at once, setup included, over `span_s` (first trial's "
+            "start to last report); `slot_share`: training passes' share of span x slots; `startup_s`: command "
+            "start to the first reported epoch; `mean_gap_s`: a freed slot's wait until its next trial trains; "
+            "`processes`/`reused`: worker processes, and trials that ran in a process another trial had used.", ""]
+
+
 def write_report(results: Results, out: Path, metric: str = "val_acc", top_k: int = 5) -> Path:
     """Write ``report.md``, PNG plots and ranking tables (Parquet and CSV) into ``out``.
 
@@ -94,6 +108,7 @@ def _write(results: Results, folder: Path, metric: str, top_k: int) -> None:
 
     lines = _overview(results)
     lines += _warnings(compare, results)
+    lines += _efficiency(results, folder)
     lines += ["## Comparison of the models (winners on the test split)", "",
               markdown_table(compare.reindex(columns=[c for c in COMPARISON_COLUMNS if c in compare])), "",
               "`search_trial_s`: the trials' wall clock added up (what the search of that model cost).", ""]

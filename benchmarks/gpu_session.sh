@@ -16,23 +16,17 @@ step() {  # step NAME SECONDS COMMAND...
 }
 nvidia-smi -L
 python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
-# 1. training cost per epoch of every model (fp32 and bf16), default settings, batch 128
-step epoch_cost 90 python3 benchmarks/epoch_cost.py --device cuda --steps 10 --out "$out/epoch_cost_gpu.json"
-# 2. Faster R-CNN's default configuration from scratch on all of MNIST, then the test split once
-step frcnn_train 170 python3 -m trainables.train --model faster_rcnn --no-pretrained --epochs 2 --test
-# 3. every model through Ray Tune on the GPU (fractional GPUs, device recorded)
-step smoke_all 150 python3 -m search.run --model all --gpus 1 --smoke --no-pretrained --no-dashboard \
-  --storage-path "$out/results" --name smoke-all --verbose 0
-# 4. a real CNN search: 8 trials packed four to a GPU
-step cnn_search 110 python3 -m search.run --model cnn --gpus 1 --num-samples 8 --max-epochs 3 --no-dashboard \
-  --storage-path "$out/results" --name cnn-search --verbose 0
-python3 - "$out/results" <<'EOF'
-import sys, pathlib, pandas as pd
-for folder in sorted(pathlib.Path(sys.argv[1]).glob("*")):
-    for name in ("trials", "finalists"):
-        path = folder / f"{name}.parquet"
-        if path.exists():
-            t = pd.read_parquet(path)
-            cols = [c for c in ("model", "status", "best_val_acc", "test_acc", "train_time_s", "device", "precision") if c in t]
-            print(f"--- {folder.name}/{name}\n{t[cols].to_string()}")
-EOF
+# 1. the issue-12 targets: whole command, trials at once, slot-time share, GPU busy (nvidia-smi every 0.5 s)
+step eff_cnn16 120 python3 benchmarks/search_efficiency.py -- \
+  --model cnn --gpus 1 --num-samples 16 --max-epochs 6
+step eff_smoke_all 150 python3 benchmarks/search_efficiency.py -- \
+  --model all --gpus 1 --smoke --no-pretrained
+step eff_vit8 160 python3 benchmarks/search_efficiency.py -- --model vit --gpus 1 --num-samples 8
+# 2. the same CNN search with NVIDIA MPS on: do four trial processes sharing the GPU gain from it?
+if command -v nvidia-cuda-mps-control > /dev/null; then
+  nvidia-cuda-mps-control -d && step eff_cnn16_mps 120 python3 benchmarks/search_efficiency.py \
+    -- --model cnn --gpus 1 --num-samples 16 --max-epochs 6
+  echo quit | nvidia-cuda-mps-control
+else
+  echo "== MPS: nvidia-cuda-mps-control not found"
+fi

@@ -13,7 +13,8 @@ from ray.tune.trainable import wrap_function
 
 from analysis.leaderboard import leaderboard
 from search import storage
-from search.experiment import METRIC, MODE, OPTUNA_FILE, build_scheduler, build_searcher, optuna_storage, resources_for
+from search.experiment import (METRIC, MODE, OPTUNA_FILE, build_scheduler, build_searcher, concurrency, optuna_storage,
+                               resources_for)
 from search.export import epochs_table, record_from_result, trial_dirname, trials_table, write_atomic
 from search.finalists import evaluate_finalists
 from search.run import COMMAND_FILE, Settings
@@ -67,8 +68,8 @@ def monitoring_help(settings: Settings, dashboard_url: str | None) -> str:
     lines = []
     if dashboard_url:
         port = dashboard_url.rsplit(":", 1)[-1]
-        lines.append(f"Ray dashboard: http://{dashboard_url}  (Actors: one per trial, named after model and trial, "
-                     "e.g. cnn_3f2a1_00004)")
+        lines.append(f"Ray dashboard: http://{dashboard_url}  (Actors: trial processes, each shown as the trial "
+                     "it runs, e.g. cnn_3f2a1_00004)")
         if os.environ.get("RAY_AUTH_MODE") == "token":
             # Ray's token authentication (on by default since Ray 2.5x) guards the dashboard and its API.
             lines.append("  it asks for Ray's token: print it with `ray get-auth-token` (or read ~/.ray/auth_token, "
@@ -101,13 +102,36 @@ def make_trainable(settings: Settings, data: Dataset):
     return SearchTrial
 
 
-def make_tuner(settings: Settings, data: Dataset) -> tune.Tuner:
+def node_resources(settings: Settings) -> list[dict[str, float]]:
+    """CPUs and GPUs of every live node Ray knows. A cluster still short of the GPUs asked for
+    (its autoscaler adds them as trials wait) is counted as if it had them, so that the search asks
+    for enough trials to make it scale."""
+    nodes = [{k: float(n["Resources"].get(k, 0)) for k in ("CPU", "GPU")} for n in ray.nodes() if n.get("Alive")]
+    missing = settings.gpus - sum(n["GPU"] for n in nodes)
+    if settings.address and missing > 0:
+        nodes.append({"CPU": float(max((n["CPU"] for n in nodes), default=1)), "GPU": float(missing)})
+    return nodes
+
+
+def search_slots(settings: Settings) -> tuple[int, dict[str, int]]:
+    """Trials run at once (all models), and per model, from the resources Ray has (see ``concurrency``)."""
+    return concurrency(settings.plans, node_resources(settings), settings.gpus > 0, settings.max_concurrent)
+
+
+def make_tuner(settings: Settings, data: Dataset, slots: tuple[int, dict[str, int]]) -> tune.Tuner:
+    """One Tuner over every model: ``slots[0]`` trials at once, each model's TPE start sized by its
+    own slots; a finished trial's process takes the next trial of its shape (``reuse_actors``)."""
+    admitted, per_model = slots
     return tune.Tuner(
         make_trainable(settings, data),
         tune_config=tune.TuneConfig(
             metric=METRIC,
             mode=MODE,
-            search_alg=build_searcher(settings.plans, settings.seed, optuna_storage(settings.folder)),
+            search_alg=build_searcher(settings.plans, settings.seed, optuna_storage(settings.folder), per_model),
+            # Without it Tune creates one trial at a time for a searcher of its own (the pending-trial
+            # limit is 1 unless max_concurrent_trials is set): trials then start one after another.
+            max_concurrent_trials=admitted,
+            reuse_actors=settings.reuse_processes,
             scheduler=build_scheduler(settings.plans, settings.reduction_factor),
             num_samples=sum(p.num_samples for p in settings.plans),
             time_budget_s=settings.time_budget,
@@ -125,11 +149,12 @@ def make_tuner(settings: Settings, data: Dataset) -> tune.Tuner:
     )
 
 
-def export(settings: Settings, data: Dataset, results: tune.ResultGrid) -> dict[str, pd.DataFrame]:
+def export(settings: Settings, data: Dataset, results: tune.ResultGrid, slots: int) -> dict[str, pd.DataFrame]:
     """Build and atomically write trials, epochs and finalists (winners tested once)."""
     pairs = [(record_from_result(r), r) for r in results]
     records = [rec for rec, _ in pairs]
-    trials = trials_table(records, settings.name, settings.dataset, settings.seed)
+    trials = trials_table(records, settings.name, settings.dataset, settings.seed,
+                          search=dict(slots=slots, search_started_at=settings.started_at))
     checkpoints = {}
     for rec, result in pairs:
         best = result.get_best_checkpoint(METRIC, MODE) if result.best_checkpoints else None
@@ -156,7 +181,7 @@ def write_analysis(folder: Path) -> str:
                f"retry with: python -m analysis {folder}"
 
 
-def tuner_for(settings: Settings, data: Dataset) -> tune.Tuner:
+def tuner_for(settings: Settings, data: Dataset, slots: tuple[int, dict[str, int]]) -> tune.Tuner:
     """A new Tuner, or with --resume the interrupted one, restored from its experiment state: its
     trials, each model's Optuna study and ASHA brackets (pickled with the searcher and scheduler)."""
     if not settings.resume:
@@ -164,7 +189,7 @@ def tuner_for(settings: Settings, data: Dataset) -> tune.Tuner:
         (settings.folder / COMMAND_FILE).write_text(json.dumps({"argv": list(settings.argv)}))
         if settings.remote:  # --resume reads it there, from any machine
             storage.upload(settings.folder, settings.tune_folder)
-        return make_tuner(settings, data)
+        return make_tuner(settings, data, slots)
     if not tune.Tuner.can_restore(settings.tune_folder):
         raise SystemExit(f"error: {settings.tune_folder} holds no Tune experiment state to resume "
                          "(it was killed before its first trial started); start it again under a new --name")
@@ -176,12 +201,16 @@ def run_search(settings: Settings, data: Dataset) -> int:
     """Run the search and export it; non-zero if a model had no successful trial."""
     start_ray(settings)
     try:
-        results = tuner_for(settings, data).fit()
-        tables = export(settings, data, results)
+        slots = search_slots(settings)
+        print(f"Trials at once: up to {slots[0]} ("
+              + ", ".join(f"{name} {n}" for name, n in slots[1].items()) + " by the resources"
+              + (f", --max-concurrent {settings.max_concurrent}" if settings.max_concurrent else "") + ")")
+        results = tuner_for(settings, data, slots).fit()
+        tables = export(settings, data, results, slots[0])
     finally:
         ray.shutdown()
     print()
-    print(leaderboard(tables["trials"], tables["finalists"]))
+    print(leaderboard(tables["trials"], tables["finalists"], tables["epochs"]))
     print(f"\nResults: {Path(settings.folder)}/{{trials,epochs,finalists}}.parquet")
     print(write_analysis(settings.folder))
     if settings.remote:

@@ -60,25 +60,46 @@ class PerModelSearcher(_PickledState, Searcher):
     """Hands each new trial to the next model's own searcher, round-robin, until each model has
     had its ``num_samples``; results and completions go back to the searcher that suggested them.
 
+    It also decides how many trials are out at once: per model at most its ``slots`` (what the
+    resources hold of its trials), and in all at most the limit Tune gives it
+    (``max_concurrent_trials``, see ``set_max_concurrency``). Doing this here rather than in Tune's
+    ``ConcurrencyLimiter`` keeps the count in the searcher's own saved state, so a resumed search
+    still tells each model's study about trials that were running when it was killed.
+
     Every suggested config carries ``model`` and the model's constants (its epoch budget).
     """
 
     def __init__(self, searchers: Mapping[str, Searcher], num_samples: Mapping[str, int],
-                 constants: Mapping[str, Mapping[str, Any]]) -> None:
+                 constants: Mapping[str, Mapping[str, Any]], slots: Mapping[str, int] | None = None) -> None:
         super().__init__(metric=METRIC, mode=MODE)
         self._searchers = dict(searchers)
         self._remaining = dict(num_samples)
         self._constants = {name: dict(values) for name, values in constants.items()}
+        self._slots = {name: (slots or {}).get(name, 10**9) for name in self._searchers}
+        self._limit = 10**9
         self._owner: dict[str, str] = {}
+        self._live: dict[str, str] = {}  # trial id -> model, for trials suggested and not yet complete
         self._turn = 0
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         return metric in (None, METRIC) and mode in (None, MODE)
 
+    def set_max_concurrency(self, max_concurrent: int) -> bool:
+        """Tune's ``max_concurrent_trials``: honoured here (True tells Tune not to limit on top)."""
+        self._limit = max_concurrent
+        return True
+
+    def _open_models(self) -> list[str]:
+        live = list(self._live.values())
+        return [name for name, left in self._remaining.items()
+                if left > 0 and live.count(name) < self._slots[name]]
+
     def suggest(self, trial_id: str) -> dict | str | None:
-        open_models = [name for name, left in self._remaining.items() if left > 0]
-        if not open_models:
+        if not any(left > 0 for left in self._remaining.values()):
             return Searcher.FINISHED
+        open_models = self._open_models()
+        if not open_models or len(self._live) >= self._limit:
+            return None  # every slot is taken: Tune asks again when a trial completes
         model = open_models[self._turn % len(open_models)]
         self._turn += 1
         config = self._searchers[model].suggest(trial_id)
@@ -86,6 +107,7 @@ class PerModelSearcher(_PickledState, Searcher):
             return None  # that searcher cannot suggest now; Tune asks again later
         self._remaining[model] -= 1
         self._owner[trial_id] = model
+        self._live[trial_id] = model
         return {MODEL_KEY: model, **config, **self._constants[model]}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
@@ -93,6 +115,7 @@ class PerModelSearcher(_PickledState, Searcher):
             self._searchers[self._owner[trial_id]].on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        self._live.pop(trial_id, None)
         if trial_id in self._owner:
             # An errored trial must be a failure to Optuna, not a result at its last value.
             self._searchers[self._owner[trial_id]].on_trial_complete(trial_id, None if error else result, error)
@@ -144,14 +167,27 @@ def space_with_pretrained(model: str, choices: tuple[bool, ...], trial: Any) -> 
     return models.get(model).space(trial)
 
 
-def tpe_sampler(num_samples: int, seed: int) -> optuna.samplers.TPESampler:
-    """TPE that starts modelling after a quarter of the budget (2 to 10 random trials).
+def startup_trials(num_samples: int, slots: int = 1) -> int:
+    """Random trials before TPE models the space: a quarter of the budget (2 to 10), or the first
+    wave of concurrent trials if that is larger, but never more than half the budget.
 
-    Optuna's default of 10 random start-up trials would make a search of 8 samples purely random.
+    The first ``slots`` trials are all sampled before any of them reports, so TPE would have nothing
+    to learn from for them anyway (with ``constant_liar`` Optuna counts running trials towards the
+    start-up count, and would otherwise "model" a space of trials with no values); half the budget
+    stays TPE-guided however wide the machine is. Optuna's default of 10 would make a search of 8
+    samples purely random.
+    """
+    by_budget = min(10, max(2, num_samples // 4))
+    return max(2, min(max(by_budget, slots), num_samples // 2))
+
+
+def tpe_sampler(num_samples: int, seed: int, slots: int = 1) -> optuna.samplers.TPESampler:
+    """A seeded TPE sampler sized to the budget and to how many trials run at once.
+
     ``constant_liar`` keeps concurrent trials from being handed the same region while they run.
     """
-    startup = min(10, max(2, num_samples // 4))
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, constant_liar=True)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials(num_samples, slots),
+                                      constant_liar=True)
 
 
 OPTUNA_FILE = "optuna.journal"
@@ -167,10 +203,11 @@ def optuna_storage(folder: Path) -> optuna.storages.BaseStorage:
     return JournalStorage(JournalFileBackend(str(folder / OPTUNA_FILE)))
 
 
-def build_searcher(plans: list[ModelPlan], seed: int,
-                   storage: optuna.storages.BaseStorage | None = None) -> PerModelSearcher:
+def build_searcher(plans: list[ModelPlan], seed: int, storage: optuna.storages.BaseStorage | None = None,
+                   slots: Mapping[str, int] | None = None) -> PerModelSearcher:
     """One seeded TPE study per model (named after it, kept in ``storage`` if given, else in
-    memory), each trying the model's default configuration first."""
+    memory), each trying the model's default configuration first; ``slots`` (trials of each model
+    that can run at once) sizes each sampler's random start."""
     searchers = {}
     for i, plan in enumerate(plans):
         spec = models.get(plan.name)
@@ -179,7 +216,7 @@ def build_searcher(plans: list[ModelPlan], seed: int,
             metric=METRIC,
             mode=MODE,
             points_to_evaluate=[dict(spec.default_config)],
-            sampler=tpe_sampler(plan.num_samples, seed + i),  # seeds differ so studies do not mirror
+            sampler=tpe_sampler(plan.num_samples, seed + i, (slots or {}).get(plan.name, 1)),  # seeds differ so studies do not mirror
             study_name=plan.name,
             storage=storage,
         )
@@ -187,6 +224,7 @@ def build_searcher(plans: list[ModelPlan], seed: int,
         searchers,
         {p.name: p.num_samples for p in plans},
         {p.name: {"epochs": p.max_epochs, **p.fixed} for p in plans},
+        slots,
     )
 
 
@@ -218,3 +256,32 @@ def resources_for(plans: list[ModelPlan], use_gpu: bool):
         return table[config[MODEL_KEY]]
 
     return resources
+
+
+def trial_slots(plan: ModelPlan, nodes: list[Mapping[str, float]], use_gpu: bool) -> int:
+    """How many trials of ``plan``'s model fit at once on ``nodes`` (each node's CPU and GPU counts).
+
+    A trial's bundle never spans nodes, so each node is counted on its own: the trials its CPUs
+    hold, and, for a GPU trial, the trials its GPUs hold (4 on a GPU at 0.25 each).
+    """
+    total = 0
+    for node in nodes:
+        fit = int(node.get("CPU", 0) // plan.cpus) if plan.cpus else 10**6
+        if use_gpu and plan.gpus:
+            fit = min(fit, int(round(node.get("GPU", 0) / plan.gpus, 6)))
+        total += fit
+    return total
+
+
+def concurrency(plans: list[ModelPlan], nodes: list[Mapping[str, float]], use_gpu: bool,
+                cap: int | None = None) -> tuple[int, dict[str, int]]:
+    """Trials the search admits at once, and each model's own slots.
+
+    Per model: what the nodes hold of its trials, at most its ``num_samples``. Across models: the
+    most any one model can fill, so that the machine stays full whichever models still have trials
+    to run (trials beyond what fits wait as pending, which costs nothing). ``cap`` (``--max-concurrent``)
+    bounds both. At least 1, even on a cluster still waiting for its autoscaler.
+    """
+    per_model = {p.name: max(1, min(trial_slots(p, nodes, use_gpu), p.num_samples, cap or 10**9)) for p in plans}
+    admitted = max(per_model.values())
+    return admitted, per_model

@@ -18,13 +18,16 @@ import pandas as pd
 
 from trainables.config import MODEL_KEY, effective_config
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: the efficiency columns (process ... search_started_at) in trials
 # no_box_rate: share of validation images a detector found no box in (empty for classifiers)
 EPOCH_COLUMNS = ["trial_id", "model", "epoch", "train_loss", "val_loss", "val_acc", "val_f1",
                  "epoch_time_s", "elapsed_s", "reported_at", "no_box_rate", "node"]
 TRIAL_COLUMNS = ["experiment", "trial_id", "model", "status", "epochs", "best_val_acc", "best_val_f1",
                  "best_val_loss", "train_time_s", "wall_clock_s", "time_to_best_s", "params", "device", "node",
-                 "precision", "dataset", "seed", "pretrained", "error", "started_at"]
+                 "precision", "dataset", "seed", "pretrained", "error", "started_at",
+                 # where and when it ran, for the search's efficiency (analysis.efficiency)
+                 "process", "trial_in_process", "setup_s", "train_started_at", "ended_at", "slots",
+                 "search_started_at"]
 FINALIST_COLUMNS = ["model", "trial_id", "test_acc", "test_f1", "test_loss", "best_val_acc", "train_time_s",
                     "wall_clock_s", "params"]
 CONFIG_PREFIX = "config."
@@ -77,9 +80,11 @@ def status_of(record: TrialRecord) -> str:
     return "completed" if budget is not None and done >= int(budget) else "stopped_early"
 
 
-def trial_row(record: TrialRecord, experiment: str, dataset: str, seed: int) -> dict[str, Any]:
+def trial_row(record: TrialRecord, experiment: str, dataset: str, seed: int,
+              search: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """One row of ``trials.parquet``. The ``best_*`` values are those of the best epoch (highest
-    ``val_acc``): the epoch whose weights are checkpointed and re-evaluated for finalists."""
+    ``val_acc``): the epoch whose weights are checkpointed and re-evaluated for finalists.
+    ``search`` holds the columns every trial of the search shares (``slots``, ``search_started_at``)."""
     h = record.history
     row: dict[str, Any] = dict(
         experiment=experiment, trial_id=record.trial_id, model=record.config.get(MODEL_KEY),
@@ -87,6 +92,8 @@ def trial_row(record: TrialRecord, experiment: str, dataset: str, seed: int) -> 
         best_val_acc=None, best_val_f1=None, best_val_loss=None, train_time_s=None, wall_clock_s=None,
         time_to_best_s=None, params=None, device=None, node=None, precision=None, dataset=dataset, seed=seed,
         pretrained=record.config.get("pretrained"), error=record.error, started_at=None,
+        process=None, trial_in_process=None, setup_s=None, train_started_at=None, ended_at=None,
+        **(search or {}),
     )
     if len(h):
         best = h.loc[h["val_acc"].idxmax()]
@@ -96,10 +103,18 @@ def trial_row(record: TrialRecord, experiment: str, dataset: str, seed: int) -> 
             best_val_loss=float(best["val_loss"]), train_time_s=float(last["train_time_s"]),
             wall_clock_s=float(last["elapsed_s"]), time_to_best_s=float(best["elapsed_s"]),
             params=int(last["params"]), device=last.get("device"), node=last.get("node"), precision=last.get("precision"),
-            started_at=float(last["started_at"]) if "started_at" in last else None,
+            started_at=_number(last, "started_at"), process=last.get("process"),
+            trial_in_process=_number(last, "trial_in_process", int), setup_s=_number(last, "setup_s"),
+            train_started_at=_number(last, "train_started_at"), ended_at=_number(last, "reported_at"),
         )
     row.update(config_columns(record.config))
     return row
+
+
+def _number(row: pd.Series, column: str, kind: type = float) -> Any:
+    """``row[column]`` as ``kind``, or None where the trial did not report it (older trainables)."""
+    value = row.get(column)
+    return None if value is None or pd.isna(value) else kind(value)
 
 
 def config_columns(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -118,8 +133,9 @@ def epoch_rows(record: TrialRecord) -> pd.DataFrame:
     return h.reindex(columns=EPOCH_COLUMNS)
 
 
-def trials_table(records: Iterable[TrialRecord], experiment: str, dataset: str, seed: int) -> pd.DataFrame:
-    rows = [trial_row(r, experiment, dataset, seed) for r in records]
+def trials_table(records: Iterable[TrialRecord], experiment: str, dataset: str, seed: int,
+                 search: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    rows = [trial_row(r, experiment, dataset, seed, search) for r in records]
     table = pd.DataFrame(rows)
     config_cols = sorted(c for c in table.columns if c.startswith(CONFIG_PREFIX))
     return table.reindex(columns=TRIAL_COLUMNS + config_cols).sort_values(["model", "trial_id"], ignore_index=True)

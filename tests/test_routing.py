@@ -81,3 +81,17 @@ def test_each_model_gets_its_own_budget_and_resources(two_models):
     assert on_gpu({"model": "cnn"}).required_resources == {"CPU": 1.0, "GPU": 0.25}
     assert on_gpu({"model": "cnn_twin"}).required_resources == {"CPU": 1.0, "GPU": 1.0}
     assert on_cpu({"model": "cnn_twin"}).required_resources == {"CPU": 1.0}
+
+
+def test_searcher_keeps_each_model_within_its_slots_and_all_within_tunes_limit(two_models):
+    searcher = build_searcher(two_models, seed=0, slots={"cnn": 2, "cnn_twin": 1})
+    assert searcher.set_max_concurrency(10) is True  # Tune's ConcurrencyLimiter then passes everything through
+    configs = [searcher.suggest(f"t{i}") for i in range(4)]
+    assert [c and c["model"] for c in configs] == ["cnn", "cnn_twin", "cnn", None]  # 2 + 1 slots taken
+    searcher.on_trial_complete("t1", {"val_acc": 0.5, "training_iteration": 1, "epoch": 1})
+    assert searcher.suggest("t4")["model"] == "cnn_twin"  # its slot freed
+    searcher.on_trial_complete("t0", {"val_acc": 0.5, "training_iteration": 1, "epoch": 1})
+    searcher.set_max_concurrency(2)
+    assert searcher.suggest("t5") is None  # t2 and t4 out: Tune's limit of 2, though cnn has a slot
+    searcher.on_trial_complete("t4", {"val_acc": 0.5, "training_iteration": 1, "epoch": 1})
+    assert searcher.suggest("t6")["model"] == "cnn"

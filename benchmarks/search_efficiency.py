@@ -1,0 +1,123 @@
+"""How full a search keeps the machine, measured on a fixed search (a benchmark, not a test).
+
+    python benchmarks/search_efficiency.py [--baseline] [--out FILE] -- SEARCH FLAGS...
+    python benchmarks/search_efficiency.py --baseline -- --model cnn --gpus 0 --cpus 6 --smoke --num-samples 12
+
+Runs ``python -m search.run`` with the given flags (plus ``--no-dashboard --verbose 0`` and a fresh
+``--name``), times the whole command, and prints what its exports say (``analysis.efficiency``):
+trials at once, the share of slot-time spent training, the start-up time and the gaps between
+trials. On a machine with ``nvidia-smi`` it samples GPU utilization every 0.5 s and reports its
+mean while trials ran. ``--baseline`` runs the same search a second time as the search ran before
+trials were packed and processes reused (``--max-concurrent 1 --fresh-processes``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from analysis.efficiency import efficiency  # noqa: E402  (the project's root is on the path now)
+
+
+class GpuSampler:
+    """``nvidia-smi`` utilization (%) every ``period`` seconds in a thread, with the time of each sample."""
+
+    def __init__(self, period: float = 0.5) -> None:
+        self.period, self.samples, self._stop = period, [], threading.Event()
+        self.available = shutil.which("nvidia-smi") is not None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
+                                 capture_output=True, text=True).stdout.split()
+            if out:
+                self.samples.append((time.time(), sum(float(v) for v in out) / len(out)))
+            self._stop.wait(self.period)
+
+    def __enter__(self) -> "GpuSampler":
+        if self.available:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self.available:
+            self._thread.join()
+
+    def mean_between(self, start: float, end: float) -> float | None:
+        values = [u for t, u in self.samples if start <= t <= end]
+        return sum(values) / len(values) if values else None
+
+
+def run_search(flags: list[str], storage: Path, name: str) -> dict:
+    """One search, timed from the outside, with its efficiency figures and GPU use."""
+    command = [sys.executable, "-m", "search.run", *flags, "--no-dashboard", "--verbose", "0",
+               "--storage-path", str(storage), "--name", name]
+    with GpuSampler() as gpu:
+        start = time.time()
+        proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
+                              env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+        wall = time.time() - start
+    if proc.returncode:
+        raise SystemExit(f"search failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    trials = pd.read_parquet(storage / name / "trials.parquet")
+    epochs = pd.read_parquet(storage / name / "epochs.parquet").assign(experiment=name)
+    finalists = pd.read_parquet(storage / name / "finalists.parquet")
+    figures = efficiency(trials, epochs).iloc[0].to_dict()
+    first = float((trials["train_started_at"] - trials["setup_s"]).min())
+    figures.update(
+        command=" ".join(["python -m search.run", *flags]), wall_clock_s=wall,
+        best_test_acc=float(finalists["test_acc"].max()) if len(finalists) else None,
+        gpu_busy_pct=gpu.mean_between(first, float(trials["ended_at"].max())) if gpu.available else None,
+    )
+    return figures
+
+
+def show(label: str, f: dict) -> None:
+    gpu = f"{f['gpu_busy_pct']:.0f}%" if f.get("gpu_busy_pct") is not None else "n/a (no nvidia-smi)"
+    gap = f"{f['mean_gap_s']:.2f} s" if pd.notna(f.get("mean_gap_s")) else "n/a"
+    print(f"{label}: {f['command']}\n"
+          f"  whole command {f['wall_clock_s']:.1f} s; {f['trials']} trials on {f['slots']} slots: "
+          f"{f['mean_at_once']:.2f} at once on average (max {f['max_at_once']}); slot-time training "
+          f"{f['slot_share']:.0%}; first epoch {f['startup_s']:.1f} s after the start; slot-to-trial gap {gap}; "
+          f"{f['processes']} processes; GPU busy while trials ran: {gpu}; best test accuracy {f['best_test_acc']}",
+          flush=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--baseline", action="store_true",
+                   help="also run it with --max-concurrent 1 --fresh-processes (the search before packing)")
+    p.add_argument("--out", default=None, help="JSON file for the figures")
+    p.add_argument("flags", nargs=argparse.REMAINDER, help="after --: the search's flags")
+    args = p.parse_args()
+    flags = [f for f in args.flags if f != "--"] or ["--model", "cnn", "--gpus", "0", "--smoke", "--num-samples", "8"]
+    storage = Path(tempfile.mkdtemp(prefix="search-efficiency-"))
+    record = {"packed": run_search(flags, storage, "packed")}
+    show("packed", record["packed"])
+    if args.baseline:
+        record["baseline"] = run_search([*flags, "--max-concurrent", "1", "--fresh-processes"], storage, "baseline")
+        show("baseline", record["baseline"])
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(record, indent=2, default=float))
+        print(f"written to {args.out}")
+    shutil.rmtree(storage, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
