@@ -8,7 +8,9 @@ build), when it last reported, which process ran it, and how many trials the sea
   span from the first trial's start to the last trial's last report;
 - ``slot_share``: ``sum(train_time_s) / (span x slots)``, the share of slot-time spent in training
   passes (evaluation, setup, process starts and idle slots are the rest);
-- ``startup_s``: from the command's start to the first epoch reported by any trial;
+- ``startup_s``: from the command's start (its process's) to the first batch any trial trained: the
+  search's fixed cost (imports, Ray's start, the first worker processes, data placement); after
+  ``--resume`` the resuming command's (the other figures then span both runs);
 - ``mean_gap_s``: the mean time between a slot freeing (a trial's last report) and the next trial
   training in it (slots are handed to trials in order of their start, earliest-freed first; with
   models of different sizes in one search a slot is an approximation);
@@ -30,19 +32,15 @@ COLUMNS = ["experiment", "trials", "slots", "span_s", "mean_at_once", "max_at_on
 _NEEDED = ("train_started_at", "setup_s", "ended_at", "slots")
 
 
-def efficiency(trials: pd.DataFrame, epochs: pd.DataFrame | None = None) -> pd.DataFrame:
+def efficiency(trials: pd.DataFrame) -> pd.DataFrame:
     """One row per experiment with the figures above; experiments exported before these columns
     existed (results schema < 3) get a row of gaps."""
-    rows = []
-    for experiment, group in trials.groupby("experiment", sort=True):
-        first_report = None
-        if epochs is not None and len(epochs) and "reported_at" in epochs and "experiment" in epochs:
-            first_report = epochs.loc[epochs["experiment"] == experiment, "reported_at"].min()
-        rows.append({"experiment": experiment, "trials": len(group), **_one(group, first_report)})
+    rows = [{"experiment": experiment, "trials": len(group), **_one(group)}
+            for experiment, group in trials.groupby("experiment", sort=True)]
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def _one(trials: pd.DataFrame, first_report: float | None) -> dict[str, float | int | None]:
+def _one(trials: pd.DataFrame) -> dict[str, float | int | None]:
     if any(c not in trials for c in _NEEDED):
         return {}
     ran = trials.dropna(subset=["train_started_at", "setup_s", "ended_at"])
@@ -54,13 +52,16 @@ def _one(trials: pd.DataFrame, first_report: float | None) -> dict[str, float | 
     slots = int(ran["slots"].max())
     span = float(end.max() - begin.min())
     mean_at_once, max_at_once = _at_once(begin, end)
-    search_start = trials["search_started_at"].min() if "search_started_at" in trials else np.nan
-    first = first_report if first_report is not None and pd.notna(first_report) else end.min()
+    search_start = trials["search_started_at"].max() if "search_started_at" in trials else np.nan
+    # After --resume, trials that trained before the resuming command started belong to the
+    # interrupted run and say nothing of this command's start-up.
+    after = train_begin[train_begin >= search_start] if pd.notna(search_start) else train_begin
+    first = after.min() if len(after) else np.nan
     processes = ran["process"].dropna()
     return dict(
         slots=slots, span_s=span, mean_at_once=mean_at_once, max_at_once=max_at_once,
         slot_share=float(ran["train_time_s"].sum() / (span * slots)) if span > 0 and slots else None,
-        startup_s=float(first - search_start) if pd.notna(search_start) else None,
+        startup_s=float(first - search_start) if pd.notna(search_start) and pd.notna(first) else None,
         mean_gap_s=_mean_gap(begin, train_begin, end, slots),
         processes=int(processes.nunique()),
         reused=int((ran["trial_in_process"].fillna(1) > 1).sum()) if "trial_in_process" in ran else 0,
@@ -100,7 +101,7 @@ def describe(row: pd.Series) -> str:
     if pd.notna(row.get("slot_share")):
         parts.append(f"{row['slot_share']:.0%} of slot-time training")
     if pd.notna(row.get("startup_s")):
-        parts.append(f"first epoch {row['startup_s']:.1f} s after the command started")
+        parts.append(f"training began {row['startup_s']:.1f} s after the command started")
     if pd.notna(row.get("mean_gap_s")):
         parts.append(f"{row['mean_gap_s']:.1f} s from a slot freeing to its next trial training")
     parts.append(f"{int(row['processes'])} processes for {int(row['trials'])} trials")

@@ -23,7 +23,7 @@ def short_config(row: pd.Series) -> str:
     return " ".join(parts)
 
 
-def leaderboard(trials: pd.DataFrame, finalists: pd.DataFrame, epochs: pd.DataFrame | None = None) -> str:
+def leaderboard(trials: pd.DataFrame, finalists: pd.DataFrame) -> str:
     """One block per model: its trial counts, and its winner's validation and test numbers; then
     how full the machine was kept (``analysis.efficiency``)."""
     lines = []
@@ -44,8 +44,6 @@ def leaderboard(trials: pd.DataFrame, finalists: pd.DataFrame, epochs: pd.DataFr
         lines += textwrap.wrap(short_config(w), width=len(header), initial_indent=" " * 13 + "best: ",
                                subsequent_indent=" " * 19)
     if len(trials):
-        experiment = trials["experiment"].iloc[0]
-        stamped = epochs.assign(experiment=experiment) if epochs is not None and "experiment" not in epochs else epochs
-        lines += [""] + textwrap.wrap(describe(efficiency(trials, stamped).iloc[0]), width=len(header),
+        lines += [""] + textwrap.wrap(describe(efficiency(trials).iloc[0]), width=len(header),
                                       subsequent_indent=" " * 12)
     return "\n".join(lines)

@@ -66,14 +66,14 @@ def _warnings(compare: pd.DataFrame, results: Results) -> list[str]:
 
 def _efficiency(results: Results, folder: Path) -> list[str]:
     """How full each search kept its slots (``analysis.efficiency`` defines every figure)."""
-    table = efficiency(results.trials, results.epochs)
+    table = efficiency(results.trials)
     table.to_csv(folder / "efficiency.csv", index=False)
     return ["## How full the machine was kept", "",
             markdown_table(table), "",
             "`slots`: trials the search admitted at once (what the CPUs/GPUs hold, or `--max-concurrent`); "
             "`mean_at_once`/`max_at_once`: trials running at once, setup included, over `span_s` (first trial's "
             "start to last report); `slot_share`: training passes' share of span x slots; `startup_s`: command "
-            "start to the first reported epoch; `mean_gap_s`: a freed slot's wait until its next trial trains; "
+            "start to the first batch any trial trained; `mean_gap_s`: a freed slot's wait until its next trial trains; "
             "`processes`/`reused`: worker processes, and trials that ran in a process another trial had used.", ""]
 
 

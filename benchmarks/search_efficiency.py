@@ -75,16 +75,24 @@ def run_search(flags: list[str], storage: Path, name: str) -> dict:
     if proc.returncode:
         raise SystemExit(f"search failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     trials = pd.read_parquet(storage / name / "trials.parquet")
-    epochs = pd.read_parquet(storage / name / "epochs.parquet").assign(experiment=name)
     finalists = pd.read_parquet(storage / name / "finalists.parquet")
-    figures = efficiency(trials, epochs).iloc[0].to_dict()
+    figures = efficiency(trials).iloc[0].to_dict()
     first = float((trials["train_started_at"] - trials["setup_s"]).min())
     figures.update(
         command=" ".join(["python -m search.run", *flags]), wall_clock_s=wall,
         best_test_acc=float(finalists["test_acc"].max()) if len(finalists) else None,
         gpu_busy_pct=gpu.mean_between(first, float(trials["ended_at"].max())) if gpu.available else None,
+        leaderboard=leaderboard_of(proc.stdout),
     )
     return figures
+
+
+def leaderboard_of(stdout: str) -> str:
+    """The leaderboard the search printed (from its header to the line before ``Results:``)."""
+    lines = stdout.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("model ")), len(lines))
+    end = next((i for i, line in enumerate(lines) if line.startswith("Results:")), len(lines))
+    return "\n".join(lines[start:end]).rstrip()
 
 
 def show(label: str, f: dict) -> None:
@@ -93,9 +101,9 @@ def show(label: str, f: dict) -> None:
     print(f"{label}: {f['command']}\n"
           f"  whole command {f['wall_clock_s']:.1f} s; {f['trials']} trials on {f['slots']} slots: "
           f"{f['mean_at_once']:.2f} at once on average (max {f['max_at_once']}); slot-time training "
-          f"{f['slot_share']:.0%}; first epoch {f['startup_s']:.1f} s after the start; slot-to-trial gap {gap}; "
-          f"{f['processes']} processes; GPU busy while trials ran: {gpu}; best test accuracy {f['best_test_acc']}",
-          flush=True)
+          f"{f['slot_share']:.0%}; training began {f['startup_s']:.1f} s after the start; slot-to-trial gap {gap}; "
+          f"{f['processes']} processes; GPU busy while trials ran: {gpu}; best test accuracy {f['best_test_acc']}\n"
+          f"{f['leaderboard']}", flush=True)
 
 
 def main() -> None:

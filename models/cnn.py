@@ -35,8 +35,9 @@ class CNNConfig:
         choice("stride", self.stride, (1, 2))
         choice("padding", self.padding, ("same", "valid"))
         choice("pool", self.pool, ("max", "avg"))
-        check(self.fc_width >= 0, f"fc_width={self.fc_width} must be 0 (no hidden layer) or positive")
+        check(0 <= self.fc_width <= 8192, f"fc_width={self.fc_width} must be 0 (no hidden layer) or up to 8192")
         check(0.0 <= self.dropout < 1.0, f"dropout={self.dropout} must be in [0, 1)")
+        self.feature_sizes()  # a combination that shrinks the image to nothing is refused here, not in a trial
 
     def feature_sizes(self, image_size: int = IMAGE_SIZE) -> list[int]:
         """Spatial size after each block; raises if a block would shrink the image to nothing."""

@@ -9,6 +9,7 @@ lr=0.003``) to the field's type, and lets the dataclass validate itself.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
@@ -47,7 +48,10 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
             as_float = float(value)
             check(as_float.is_integer(), f"{name}={value!r} must be a whole number")
             return int(as_float)
-        return kind(value)
+        converted = kind(value)
+        # inf and nan read as floats, but no setting trains with them (nan also slips past range checks).
+        check(kind is not float or math.isfinite(converted), f"{name}={value!r} must be a finite number")
+        return converted
     except (TypeError, ValueError) as e:
         if isinstance(e, ConfigError):
             raise
@@ -59,7 +63,9 @@ def from_flat(cls: type[T], flat: Mapping[str, Any]) -> T:
     kwargs = {}
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         if f.name in flat:
-            kwargs[f.name] = _coerce(f.name, flat[f.name], f.default)
+            kwargs[f.name] = value = _coerce(f.name, flat[f.name], f.default)
+            # Values from Tune or Optuna arrive typed, past the conversion: check them here too.
+            check(not isinstance(value, float) or math.isfinite(value), f"{f.name}={value!r} must be a finite number")
     return cls(**kwargs)
 
 

@@ -74,8 +74,11 @@ class FasterRCNNConfig:
         most = BACKBONES[self.backbone][2]
         check(0 <= self.trainable_backbone_layers <= most,
               f"trainable_backbone_layers={self.trainable_backbone_layers} must be between 0 and {most} for {self.backbone}")
-        check(self.rpn_batch_size_per_image >= 1, "rpn_batch_size_per_image must be at least 1")
-        check(self.box_batch_size_per_image >= 1, "box_batch_size_per_image must be at least 1")
+        # torchvision samples int(n x fraction) positives per image (0.5 for the RPN, 0.25 for the box
+        # head): below these sizes no positive example is ever drawn and no digit can be learnt.
+        check(self.rpn_batch_size_per_image >= 2, "rpn_batch_size_per_image must be at least 2 (half are positives)")
+        check(self.box_batch_size_per_image >= 4,
+              "box_batch_size_per_image must be at least 4 (a quarter are positives: fewer sample none)")
         check(0.0 <= self.box_score_thresh < 1.0, f"box_score_thresh={self.box_score_thresh} must be in [0, 1)")
 
 

@@ -41,7 +41,8 @@ class ViTConfig:
         check(self.width % self.heads == 0,
               f"heads={self.heads} must divide width={self.width} (each head gets width / heads dimensions)")
         check(1 <= self.depth <= 24, f"depth={self.depth} must be between 1 and 24")
-        check(self.mlp_ratio > 0, f"mlp_ratio={self.mlp_ratio} must be positive")
+        check(self.width <= 4096, f"width={self.width} must be at most 4096")
+        check(0 < self.mlp_ratio <= 16, f"mlp_ratio={self.mlp_ratio} must be positive and at most 16")
         for name in ("dropout", "attn_dropout", "drop_path"):
             value = getattr(self, name)
             check(0.0 <= value < 1.0, f"{name}={value} must be in [0, 1)")

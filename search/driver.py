@@ -210,7 +210,7 @@ def run_search(settings: Settings, data: Dataset) -> int:
     finally:
         ray.shutdown()
     print()
-    print(leaderboard(tables["trials"], tables["finalists"], tables["epochs"]))
+    print(leaderboard(tables["trials"], tables["finalists"]))
     print(f"\nResults: {Path(settings.folder)}/{{trials,epochs,finalists}}.parquet")
     print(write_analysis(settings.folder))
     if settings.remote:

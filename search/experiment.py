@@ -16,6 +16,7 @@ from typing import Any
 
 import optuna
 from ray.tune import PlacementGroupFactory
+from ray.tune.result import TRAINING_ITERATION
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
@@ -24,6 +25,7 @@ import models
 from trainables.config import MODEL_KEY
 
 METRIC, MODE = "val_acc", "max"
+MAX_REDRAWS = 20  # draws of one trial's config that the pinned settings make invalid, before giving up
 TIME_ATTR = "epoch"
 
 
@@ -78,6 +80,9 @@ class PerModelSearcher(_PickledState, Searcher):
         self._slots = {name: (slots or {}).get(name, 10**9) for name in self._searchers}
         self._limit = 10**9
         self._owner: dict[str, str] = {}
+        self._budget: dict[str, int] = {}  # trial id -> the epochs it was planned for
+        self._step: dict[str, int] = {}  # trial id -> the last epoch its study was told of
+        self._study_key: dict[str, str] = {}  # trial id -> the key of its draw in the model's searcher
         self._live: dict[str, str] = {}  # trial id -> model, for trials suggested and not yet complete
         self._turn = 0
 
@@ -102,23 +107,68 @@ class PerModelSearcher(_PickledState, Searcher):
             return None  # every slot is taken: Tune asks again when a trial completes
         model = open_models[self._turn % len(open_models)]
         self._turn += 1
-        config = self._searchers[model].suggest(trial_id)
-        if config is None or config == Searcher.FINISHED:
+        config = self._draw(model, trial_id)
+        if config is None:
             return None  # that searcher cannot suggest now; Tune asks again later
         self._remaining[model] -= 1
         self._owner[trial_id] = model
         self._live[trial_id] = model
-        return {MODEL_KEY: model, **config, **self._constants[model]}
+        self._budget[trial_id] = int(config["epochs"])
+        return config
+
+    def _draw(self, model: str, trial_id: str) -> dict | None:
+        """A valid config from the model's study. A draw that cannot train with the pinned settings
+        (``--set padding=valid`` and three blocks shrink the image to nothing) is told to the study
+        as failed, with the reason, and drawn again; after ``MAX_REDRAWS`` the last one runs and
+        fails with that reason."""
+        from models.config import ConfigError
+        from trainables.config import split_config
+
+        searcher, spec = self._searchers[model], models.get(model)
+        for attempt in range(MAX_REDRAWS + 1):
+            key = trial_id if attempt == 0 else f"{trial_id}~{attempt}"  # the study's trial, per draw
+            params = searcher.suggest(key)
+            if params is None or params == Searcher.FINISHED:
+                return None
+            # Links the study's trial to Tune's (trial_id in the exports); Ray's OptunaSearch keeps its
+            # Optuna trials in _ot_trials and offers no other way to reach them.
+            searcher._ot_trials[key].set_user_attr("trial_id", trial_id)
+            config = {MODEL_KEY: model, **params, **self._constants[model]}
+            self._study_key[trial_id] = key
+            try:
+                split_config(config, spec.config_cls, model)
+                return config
+            except ConfigError as e:
+                if attempt == MAX_REDRAWS:
+                    return config
+                searcher._ot_trials[key].set_user_attr("invalid", str(e))
+                searcher.on_trial_complete(key, None, error=True)
+        return None
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id in self._owner:
-            self._searchers[self._owner[trial_id]].on_trial_result(trial_id, result)
+        epoch = int(result.get(TIME_ATTR, 0))
+        if trial_id in self._owner and epoch > self._step.get(trial_id, 0):
+            # Each epoch's val_acc is an intermediate value of the study's trial at that epoch (Tune's
+            # own iteration count would drift from it for a trial resumed from its checkpoint).
+            self._searchers[self._owner[trial_id]].on_trial_result(
+                self._study_key.get(trial_id, trial_id), {**result, TRAINING_ITERATION: epoch})
+            self._step[trial_id] = epoch
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        """Tells the model's study how the trial ended: ``FAIL`` if it raised, ``COMPLETE`` with its
+        final ``val_acc`` if it trained its whole budget, else ``PRUNED`` (ASHA or the time budget
+        stopped it): TPE then ranks it behind complete trials by the last epoch it reached, never as
+        if its low-budget accuracy were final."""
         self._live.pop(trial_id, None)
-        if trial_id in self._owner:
-            # An errored trial must be a failure to Optuna, not a result at its last value.
-            self._searchers[self._owner[trial_id]].on_trial_complete(trial_id, None if error else result, error)
+        if trial_id not in self._owner:
+            return
+        searcher = self._searchers[self._owner[trial_id]]
+        if result and not error:
+            self.on_trial_result(trial_id, result)  # Tune withholds the result a scheduler stopped on
+        finished = bool(result) and int(result.get(TIME_ATTR, 0)) >= self._budget.get(trial_id, 0)
+        # Ray's OptunaSearch tells Optuna FAIL for an error, PRUNED for no result, else COMPLETE.
+        searcher.on_trial_complete(self._study_key.get(trial_id, trial_id), result if finished and not error else None,
+                                   error)
 
 
 class PerModelScheduler(_PickledState, FIFOScheduler):
@@ -157,6 +207,43 @@ class PerModelScheduler(_PickledState, FIFOScheduler):
         return "\n".join(f"[{name}] {s.debug_string()}" for name, s in self._schedulers.items())
 
 
+class PinnedTrial:
+    """An Optuna trial as a model's space sees it when some settings are pinned (``--set``, the pins
+    of ``--smoke``): asking for a pinned setting returns its value without asking Optuna.
+
+    So a conditional space follows the pinned branch (``optimizer=sgd`` -> SGD's learning-rate
+    range), and the study records only what it chose: every parameter Optuna holds is the value
+    that trained, and TPE never models a value that did not. The pins are kept as the trial's
+    user attribute ``pinned`` (optuna-dashboard shows it).
+    """
+
+    def __init__(self, trial: Any, pins: Mapping[str, Any]) -> None:
+        self._trial, self._pins = trial, dict(pins)
+        if self._pins:
+            trial.set_user_attr("pinned", self._pins)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {**self._trial.params, **self._pins}
+
+    def _suggest(self, kind: str, name: str, *args, **kwargs) -> Any:
+        if name in self._pins:
+            return self._pins[name]
+        return getattr(self._trial, kind)(name, *args, **kwargs)
+
+    def suggest_float(self, name: str, *args, **kwargs) -> float:
+        return self._suggest("suggest_float", name, *args, **kwargs)
+
+    def suggest_int(self, name: str, *args, **kwargs) -> int:
+        return self._suggest("suggest_int", name, *args, **kwargs)
+
+    def suggest_categorical(self, name: str, *args, **kwargs) -> Any:
+        return self._suggest("suggest_categorical", name, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:  # number, user attributes...: the real trial's
+        return getattr(self._trial, name)
+
+
 def space_with_pretrained(model: str, choices: tuple[bool, ...], trial: Any) -> dict[str, Any] | None:
     """The model's space, after ``pretrained`` is fixed (one choice) or searched (both).
 
@@ -165,6 +252,18 @@ def space_with_pretrained(model: str, choices: tuple[bool, ...], trial: Any) -> 
     """
     trial.suggest_categorical("pretrained", list(choices))
     return models.get(model).space(trial)
+
+
+def plan_space(plan: ModelPlan, trial: Any) -> dict[str, Any]:
+    """The space a search of ``plan`` runs: the model's, with ``pretrained`` chosen first where the
+    model has pretrained weights, and the plan's pinned settings applied before anything is sampled.
+    Returns the constants to add to the suggested parameters (the pins among them)."""
+    pinned = PinnedTrial(trial, plan.fixed)
+    if plan.pretrained:
+        constants = space_with_pretrained(plan.name, plan.pretrained, pinned)
+    else:
+        constants = models.get(plan.name).space(pinned)
+    return {**(constants or {}), **plan.fixed}
 
 
 def startup_trials(num_samples: int, slots: int = 1) -> int:
@@ -212,10 +311,11 @@ def build_searcher(plans: list[ModelPlan], seed: int, storage: optuna.storages.B
     for i, plan in enumerate(plans):
         spec = models.get(plan.name)
         searchers[plan.name] = OptunaSearch(
-            space=functools.partial(space_with_pretrained, plan.name, plan.pretrained) if plan.pretrained else spec.space,
+            space=functools.partial(plan_space, plan),
             metric=METRIC,
             mode=MODE,
-            points_to_evaluate=[dict(spec.default_config)],
+            # The default configuration first, but for what is pinned: that is never Optuna's to set.
+            points_to_evaluate=[{k: v for k, v in spec.default_config.items() if k not in plan.fixed}],
             sampler=tpe_sampler(plan.num_samples, seed + i, (slots or {}).get(plan.name, 1)),  # seeds differ so studies do not mirror
             study_name=plan.name,
             storage=storage,

@@ -179,8 +179,10 @@ def check_gpu_share(share: float, name: str, gpus: int) -> None:
                          f"no {name} trial could ever start")
 
 
-def pinned_settings(pairs: list[str], chosen: list[str]) -> dict[str, dict[str, Any]]:
-    """``--set`` values per chosen model, each checked on top of that model's default config.
+def pinned_settings(pairs: list[str], chosen: list[str],
+                    pretrained: tuple[bool, ...] = (True,)) -> dict[str, dict[str, Any]]:
+    """``--set`` values per chosen model, each checked on top of that model's default config, and
+    on top of its from-scratch config where the search trains from scratch (``pretrained``).
 
     A key no chosen model has is an error; a key only some models have applies to those.
     """
@@ -192,14 +194,21 @@ def pinned_settings(pairs: list[str], chosen: list[str]) -> dict[str, dict[str, 
         wanted = parse_sets(pairs)
     except ConfigError as e:
         raise UsageError(str(e)) from None
+    if "pretrained" in wanted:
+        raise UsageError("--set pretrained: use --no-pretrained (train from scratch) or --compare-scratch (search "
+                         "both) instead; they also check the weights and adapt the search space")
     out = {}
     for name in chosen:
         spec = models.get(name)
         known = field_names(TrainConfig, spec.config_cls)
         out[name] = {k: v for k, v in wanted.items() if k in known}
-        merged = {**spec.default_config, **out[name]}
+        bases = [spec.default_config]
+        if spec.pretrained_weights is not None and False in pretrained:
+            bases = [{**spec.default_config, **spec.scratch_config}] + (bases if True in pretrained else [])
         try:
-            typed = [split_config(merged, spec.config_cls, name), from_flat(spec.config_cls, merged)]
+            for base in bases:
+                merged = {**base, **out[name]}
+                typed = [split_config(merged, spec.config_cls, name), from_flat(spec.config_cls, merged)]
         except ConfigError as e:
             raise UsageError(f"--set for {name}: {e}") from None
         out[name] = {k: getattr(next(c for c in typed if hasattr(c, k)), k) for k in out[name]}  # typed values
@@ -246,7 +255,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
                          f"use --gpus {found}" + (" to run on CPUs" if found == 0 else ""))
     if args.retries < 0:
         raise UsageError(f"--retries must be 0 or more, got {args.retries}")
-    pinned = pinned_settings(args.set, chosen)
+    pinned = pinned_settings(args.set, chosen, pretrained)
     cpus = args.cpus or os.cpu_count() or 1
     num_samples = args.num_samples or (SMOKE["num_samples"] if args.smoke else 8)
     plans = []

@@ -135,7 +135,9 @@ def test_search_through_address_runs_trials_on_both_nodes(two_node_cluster, tmp_
     proc = run_cli("search.run", "--address", two_node_cluster.address, "--model", "cnn", "--smoke",
                    "--num-samples", "2", "--max-epochs", "1", "--grace-period", "1", "--gpus", "0",
                    "--storage-path", str(tmp_path), "--name", "two-nodes", "--data-dir", str(data_dir),
-                   "--set", "batch_size=512", timeout=600)
+                   # A process per trial: with reuse, the first trial's process may finish and take the
+                   # second trial before the other node's process has even started (what reuse is for).
+                   "--set", "batch_size=512", "--fresh-processes", timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "2 node(s)" in proc.stdout
     trials = pd.read_parquet(tmp_path / "two-nodes" / "trials.parquet")

@@ -98,7 +98,7 @@ def test_four_slots_run_four_trials_at_once_in_fewer_processes(tmp_path, data_di
     assert trials["process"].nunique() < len(trials) and (trials["trial_in_process"] > 1).any()
     from analysis.efficiency import efficiency
 
-    row = efficiency(trials, epochs.assign(experiment="four")).iloc[0]
+    row = efficiency(trials).iloc[0]
     assert row["max_at_once"] == 4 and 1 < row["mean_at_once"] <= 4
     assert 0 < row["slot_share"] < 1 and row["startup_s"] > 0 and row["mean_gap_s"] >= 0
     assert "4 slots:" in proc.stdout and "of slot-time training" in proc.stdout

@@ -20,13 +20,12 @@ def timeline() -> pd.DataFrame:
 
 
 def test_figures_match_the_timeline():
-    epochs = pd.DataFrame({"experiment": ["e"] * 2, "trial_id": ["a", "b"], "reported_at": [15.0, 16.0]})
-    row = efficiency(timeline(), epochs).iloc[0]
+    row = efficiency(timeline()).iloc[0]
     assert row["span_s"] == 30 and row["max_at_once"] == 2
     # Running: 2 from 10 to 20, 1 from 20 to 21, 2 from 21 to 30, 0 from 30 to 32, 1 from 32 to 40: 47/30.
     assert row["mean_at_once"] == pytest.approx(47 / 30)
     assert row["slot_share"] == pytest.approx((8 + 18 + 7 + 6) / (30 * 2))
-    assert row["startup_s"] == 15  # the first epoch reported, counted from the command's start
+    assert row["startup_s"] == 11  # the first batch trained, counted from the command's start
     assert row["mean_gap_s"] == pytest.approx(((22 - 20) + (33 - 30)) / 2)
     assert (row["processes"], row["reused"]) == (2, 2)
     line = describe(row)

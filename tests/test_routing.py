@@ -42,14 +42,19 @@ def test_searcher_alternates_models_and_stops_at_each_count(two_models):
 
 def test_results_reach_only_their_own_study(two_models):
     searcher = build_searcher(two_models, seed=0)
-    for i in range(4):
+    for i in range(5):
         searcher.suggest(f"t{i}")
-    searcher.on_trial_complete("t0", {"val_acc": 0.9, "training_iteration": 1, "epoch": 1})
+    for epoch, acc in ((1, 0.8), (2, 0.9)):  # cnn's budget is 2 epochs: t0 trains it all
+        searcher.on_trial_result("t0", {"val_acc": acc, "training_iteration": epoch + 5, "epoch": epoch})
+    searcher.on_trial_complete("t0", {"val_acc": 0.9, "training_iteration": 7, "epoch": 2})
     searcher.on_trial_complete("t2", {"val_acc": 0.1}, error=True)
+    searcher.on_trial_result("t4", {"val_acc": 0.3, "training_iteration": 1, "epoch": 1})
+    searcher.on_trial_complete("t4", {"val_acc": 0.3, "training_iteration": 1, "epoch": 1})  # ASHA stopped it
     studies = {name: s._ot_study for name, s in searcher._searchers.items()}
-    states = [t.state for t in studies["cnn"].trials]
-    assert states.count(optuna.trial.TrialState.COMPLETE) == 1
-    assert states.count(optuna.trial.TrialState.FAIL) == 1  # an error is a failure, not its last value
+    states = {t.number: t.state.name for t in studies["cnn"].trials}
+    # An error is a failure, not its last value; a trial stopped early is pruned, not complete.
+    assert states == {0: "COMPLETE", 1: "FAIL", 2: "PRUNED"}
+    assert [t.intermediate_values for t in studies["cnn"].trials] == [{1: 0.8, 2: 0.9}, {}, {1: 0.3}]
     assert all(t.state == optuna.trial.TrialState.RUNNING for t in studies["cnn_twin"].trials)
 
 

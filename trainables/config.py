@@ -31,7 +31,8 @@ class TrainConfig:
         choice("optimizer", self.optimizer, ("adam", "adamw", "sgd"))
         check(0 < self.lr < 10, f"lr={self.lr} must be positive and below 10")
         check(0 <= self.momentum < 1, f"momentum={self.momentum} must be in [0, 1)")
-        check(self.weight_decay >= 0, f"weight_decay={self.weight_decay} must not be negative")
+        # Above 1 the decay outweighs any gradient: weights collapse or training diverges within an epoch.
+        check(0 <= self.weight_decay <= 1, f"weight_decay={self.weight_decay} must be between 0 and 1")
         check(1 <= self.batch_size <= 65_536, f"batch_size={self.batch_size} must be between 1 and 65536")
         choice("schedule", self.schedule, ("constant", "cosine", "onecycle"))
         check(self.warmup_epochs >= 0, f"warmup_epochs={self.warmup_epochs} must not be negative")
