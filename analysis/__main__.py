@@ -25,6 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=5, help="configurations shown per model")
     p.add_argument("--model", default=None, help="only these models (comma list)")
     p.add_argument("--out", default=None, help="report folder (default: <first folder>/report)")
+    p.add_argument("--pool-fronts", action="store_true",
+                   help="one Pareto front over every experiment given (default: one per experiment, since "
+                        "searches of different data sets are not comparable)")
     return p
 
 
@@ -37,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise AnalysisError(f"--top-k must be at least 1, got {args.top_k}")
         results = load(args.folders, args.model.split(",") if args.model else None)
         out = Path(args.out) if args.out else results.folders[0] / "report"
-        report = write_report(results, out, args.metric, args.top_k)
+        report = write_report(results, out, args.metric, args.top_k, pool=args.pool_fronts)
     except AnalysisError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

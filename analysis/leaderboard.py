@@ -36,7 +36,8 @@ def leaderboard(trials: pd.DataFrame, finalists: pd.DataFrame) -> str:
         counts = group["status"].value_counts()
         prefix = f"{model:<12} {len(group):>6} {counts.get('stopped_early', 0):>5} {counts.get('error', 0):>5}"
         if model not in by_model.index:
-            lines.append(f"{prefix} {'no finished trial':>44}")
+            tested = "winner not tested" if (group["status"] != "error").any() else "no finished trial"
+            lines.append(f"{prefix} {tested:>44}")
             continue
         w = by_model.loc[model]
         lines.append(f"{prefix} {w['best_val_acc']:>8.4f} {w['test_acc']:>8.4f} {w['test_f1']:>8.4f} "

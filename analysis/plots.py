@@ -12,7 +12,7 @@ import matplotlib.ticker  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis.load import Results  # noqa: E402
-from analysis.tables import pareto_front, succeeded  # noqa: E402
+from analysis.tables import succeeded  # noqa: E402
 
 
 def _label(experiment: str, model: str, several: bool) -> str:
@@ -26,8 +26,10 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def pareto_plot(results: Results, cost: str, xlabel: str, path: Path, log_x: bool = False) -> Path:
-    """Every successful trial by model, early-stopped ones hollow, and the Pareto front as a line."""
+def pareto_plot(results: Results, fronts: pd.DataFrame, cost: str, xlabel: str, path: Path,
+                log_x: bool = False) -> Path:
+    """Every successful trial by model, early-stopped ones hollow, and each Pareto front (``fronts``,
+    from ``tables.pareto_fronts``) as a line."""
     trials = succeeded(results.trials)
     several = trials["experiment"].nunique() > 1
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -36,8 +38,10 @@ def pareto_plot(results: Results, cost: str, xlabel: str, path: Path, log_x: boo
         early = group[group["status"] == "stopped_early"]
         points = ax.scatter(full[cost], full["best_val_acc"], label=_label(experiment, model, several), s=28)
         ax.scatter(early[cost], early["best_val_acc"], facecolors="none", edgecolors=points.get_facecolor(), s=28)
-    front = pareto_front(trials, cost)
-    ax.step(front[cost], front["best_val_acc"], where="post", color="black", lw=1, label="Pareto front")
+    for name, front in fronts.groupby("front", sort=True):
+        label = "Pareto front" + (f" ({name})" if fronts["front"].nunique() > 1 else "")
+        ax.step(front[cost], front["best_val_acc"], where="post", lw=1, label=label,
+                color="black" if fronts["front"].nunique() == 1 else None, linestyle="--")
     ax.set_xlabel(xlabel + (" (log)" if log_x else ""))
     ax.set_ylabel("best validation accuracy")
     if log_x:

@@ -12,7 +12,8 @@ import pandas as pd
 from analysis import plots
 from analysis.efficiency import efficiency
 from analysis.load import Results
-from analysis.tables import best_so_far, comparison, importance, pareto_front, rank, succeeded, winning_ranges
+from analysis.tables import (at_common_budget, best_so_far, comparison, importance, pareto_fronts, rank, succeeded,
+                             winning_ranges)
 
 
 def _cell(value) -> str:
@@ -77,7 +78,7 @@ def _efficiency(results: Results, folder: Path) -> list[str]:
             "`processes`/`reused`: worker processes, and trials that ran in a process another trial had used.", ""]
 
 
-def write_report(results: Results, out: Path, metric: str = "val_acc", top_k: int = 5) -> Path:
+def write_report(results: Results, out: Path, metric: str = "val_acc", top_k: int = 5, pool: bool = False) -> Path:
     """Write ``report.md``, PNG plots and ranking tables (Parquet and CSV) into ``out``.
 
     Everything is written into a temporary folder first and then moved into place, so an
@@ -87,7 +88,7 @@ def write_report(results: Results, out: Path, metric: str = "val_acc", top_k: in
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".report-", dir=out.parent))
     try:
-        _write(results, staging, metric, top_k)
+        _write(results, staging, metric, top_k, pool)
         if out.exists():
             shutil.rmtree(out)
         os.replace(staging, out)
@@ -97,14 +98,25 @@ def write_report(results: Results, out: Path, metric: str = "val_acc", top_k: in
     return out / "report.md"
 
 
-def _write(results: Results, folder: Path, metric: str, top_k: int) -> None:
+def _importances(results: Results) -> tuple[dict[str, pd.Series], dict[str, int]]:
+    """Per model, importance for its validation accuracy at the largest epoch all its trials reached."""
+    scores, budgets = {}, {}
+    several = results.trials["experiment"].nunique() > 1
+    for e, m in results.groups:
+        trials, budget = at_common_budget(results.trials_of(e, m), results.epochs[results.epochs["experiment"] == e])
+        series = importance(trials, target="val_acc_at_budget") if budget else pd.Series(dtype=float)
+        if len(series):
+            name = f"{m} ({e})" if several else m
+            scores[name], budgets[name] = series, budget
+    return scores, budgets
+
+
+def _write(results: Results, folder: Path, metric: str, top_k: int, pool: bool = False) -> None:
     rankings = rank(results, metric, top_k)
     compare = comparison(results, metric)
     ok = succeeded(results.trials)
     curve = best_so_far(results)
-    scores = {f"{m} ({e})" if results.trials["experiment"].nunique() > 1 else m: importance(results.trials_of(e, m))
-              for e, m in results.groups}
-    scores = {k: v for k, v in scores.items() if len(v)}
+    scores, budgets = _importances(results)
 
     lines = _overview(results)
     lines += _warnings(compare, results)
@@ -127,19 +139,20 @@ def _write(results: Results, folder: Path, metric: str, top_k: int) -> None:
         ranked.to_csv(folder / "rankings.csv", index=False)
         ranked.to_parquet(folder / "rankings.parquet", index=False)
 
-    front_time = pareto_front(ok, "wall_clock_s")
-    front_params = pareto_front(ok, "params")
+    front_time = pareto_fronts(ok, "wall_clock_s", pool)
+    front_params = pareto_fronts(ok, "params", pool)
     columns = ["experiment", "model", "trial_id", "status", "best_val_acc", "wall_clock_s", "params"]
+    per = "over every experiment given (--pool-fronts)" if pool else "of each experiment (data set) on its own"
     lines += ["## Accuracy versus cost", "",
-              "Pareto front (no other trial is both cheaper and more accurate) of validation accuracy versus a "
-              "trial's wall clock:", "", markdown_table(front_time[columns]), "",
+              f"Pareto front {per} (no other trial is both cheaper and more accurate) of validation accuracy "
+              "versus a trial's wall clock:", "", markdown_table(front_time[columns]), "",
               "![accuracy versus wall clock](pareto_time.png)", "",
               "and versus the number of parameters:", "", markdown_table(front_params[columns]), "",
               "![accuracy versus parameters](pareto_params.png)", ""]
-    pd.concat([front_time.assign(front="wall_clock_s"), front_params.assign(front="params")]).to_csv(
+    pd.concat([front_time.assign(cost="wall_clock_s"), front_params.assign(cost="params")]).to_csv(
         folder / "pareto.csv", index=False)
-    plots.pareto_plot(results, "wall_clock_s", "trial wall clock (s)", folder / "pareto_time.png")
-    plots.pareto_plot(results, "params", "parameters", folder / "pareto_params.png", log_x=True)
+    plots.pareto_plot(results, front_time, "wall_clock_s", "trial wall clock (s)", folder / "pareto_time.png")
+    plots.pareto_plot(results, front_params, "params", "parameters", folder / "pareto_params.png", log_x=True)
 
     if rankings:
         plots.learning_curves(results, rankings, folder / "learning_curves.png")
@@ -155,10 +168,13 @@ def _write(results: Results, folder: Path, metric: str, top_k: int) -> None:
     lines += ["## What mattered", ""]
     if scores:
         plots.importance_plot(scores, folder / "importance.png")
-        lines += ["Hyperparameter importance for `best_val_acc` (random forest on the trials' configs, "
-                  "scikit-learn; shares sum to 1):", "", "![importance](importance.png)", ""]
+        lines += ["Hyperparameter importance (random forest on the trials' configs, scikit-learn; shares sum to 1) "
+                  "for each trial's validation accuracy at one budget: the largest epoch every trial of the model "
+                  "reached (ASHA's first rung, usually), so that it explains accuracy rather than which trials "
+                  "ASHA let run longer:", "", "![importance](importance.png)", ""]
         for name, series in scores.items():
-            lines.append(f"- **{name}**: " + ", ".join(f"{p} {v:.2f}" for p, v in series.head(5).items()))
+            lines.append(f"- **{name}** (val_acc at epoch {budgets[name]}): "
+                         + ", ".join(f"{p} {v:.2f}" for p, v in series.head(5).items()))
         lines.append("")
     else:
         lines += ["Too few successful trials per model (6 or more) to estimate importance.", ""]

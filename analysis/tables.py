@@ -99,6 +99,30 @@ def pareto_front(points: pd.DataFrame, cost: str, value: str = "best_val_acc") -
     return data.loc[front]
 
 
+def pareto_fronts(points: pd.DataFrame, cost: str, pool: bool = False) -> pd.DataFrame:
+    """The Pareto front of each experiment (a search on MNIST is not compared with one on Fashion-MNIST),
+    or, with ``pool``, one front over them all; ``front`` names which front a row belongs to."""
+    if pool or points.empty:
+        return pareto_front(points, cost).assign(front="all experiments")
+    return pd.concat([pareto_front(group, cost).assign(front=experiment)
+                      for experiment, group in points.groupby("experiment", sort=True)])
+
+
+def at_common_budget(trials: pd.DataFrame, epochs: pd.DataFrame) -> tuple[pd.DataFrame, int | None]:
+    """One model's successful trials with ``val_acc_at_budget``: each trial's validation accuracy at
+    the largest epoch every one of them reached (the first ASHA rung, usually), so that trials are
+    compared at the same budget and not by how long ASHA let them run. Returns that epoch too."""
+    ok = succeeded(trials)
+    if ok.empty or epochs.empty:
+        return ok.iloc[0:0], None
+    budget = int(ok["epochs"].min())
+    at = epochs[(epochs["epoch"] == budget) & epochs["trial_id"].isin(ok["trial_id"])]
+    if "experiment" in at and "experiment" in ok:
+        at = at[at["experiment"].isin(ok["experiment"])]
+    values = at.drop_duplicates("trial_id", keep="last").set_index("trial_id")["val_acc"]
+    return ok.assign(val_acc_at_budget=ok["trial_id"].map(values)).dropna(subset=["val_acc_at_budget"]), budget
+
+
 def best_so_far(results: Results) -> pd.DataFrame:
     """The search's best validation accuracy per model over the search's own wall clock.
 

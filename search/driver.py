@@ -13,8 +13,8 @@ from ray.tune.trainable import wrap_function
 
 from analysis.leaderboard import leaderboard
 from search import storage
-from search.experiment import (METRIC, MODE, OPTUNA_FILE, build_scheduler, build_searcher, concurrency, optuna_storage,
-                               resources_for)
+from search.experiment import (METRIC, MODE, OPTUNA_FILE, ModelPlan, build_scheduler, build_searcher, concurrency,
+                               optuna_storage, resources_for)
 from search.export import epochs_table, record_from_result, trial_dirname, trials_table, write_atomic
 from search.finalists import evaluate_finalists
 from search.run import COMMAND_FILE, Settings
@@ -149,12 +149,16 @@ def make_tuner(settings: Settings, data: Dataset, slots: tuple[int, dict[str, in
     )
 
 
-def export(settings: Settings, data: Dataset, results: tune.ResultGrid, slots: int) -> dict[str, pd.DataFrame]:
-    """Build and atomically write trials, epochs and finalists (winners tested once)."""
+def export(settings: Settings, data: Dataset, results: tune.ResultGrid,
+           slots: int) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
+    """Write trials and epochs, then test each model's winner once and write finalists (each file
+    atomically). Returns the tables and, per model whose winner could not be tested, why."""
     pairs = [(record_from_result(r), r) for r in results]
     records = [rec for rec, _ in pairs]
     trials = trials_table(records, settings.name, settings.dataset, settings.seed,
                           search=dict(slots=slots, search_started_at=settings.started_at))
+    tables = {"trials": trials, "epochs": epochs_table(records)}
+    write_atomic(tables, settings.folder)  # the search's record is safe before any finalist is built
     checkpoints = {}
     for rec, result in pairs:
         best = result.get_best_checkpoint(METRIC, MODE) if result.best_checkpoints else None
@@ -162,11 +166,18 @@ def export(settings: Settings, data: Dataset, results: tune.ResultGrid, slots: i
     # The driver tests the finalists; on a cluster it may run on a head node without a GPU.
     device = pick_device(None if settings.gpus else "cpu")
     runtime = Runtime(device, data.info.mean, data.info.std, amp=settings.amp, channels_last=settings.channels_last)
-    finalists = evaluate_finalists(trials, checkpoints, {rec.trial_id: rec.config for rec in records},
-                                   data.test, runtime, data.info.num_classes)
-    tables = {"trials": trials, "epochs": epochs_table(records), "finalists": finalists}
-    write_atomic(tables, settings.folder)
-    return tables
+    tables["finalists"], problems = evaluate_finalists(
+        trials, checkpoints, {rec.trial_id: rec.config for rec in records}, data.test, runtime,
+        data.info.num_classes, settings.weights_dir)
+    write_atomic({"finalists": tables["finalists"]}, settings.folder)
+    return tables, problems
+
+
+def missing_trials(plans: list[ModelPlan], trials: pd.DataFrame) -> dict[str, tuple[int, int]]:
+    """Per model with fewer trials in the exports than its plan asked for: (asked, exported)."""
+    counts = trials["model"].value_counts() if len(trials) else pd.Series(dtype=int)
+    return {p.name: (p.num_samples, int(counts.get(p.name, 0))) for p in plans
+            if int(counts.get(p.name, 0)) < p.num_samples}
 
 
 def write_analysis(folder: Path) -> str:
@@ -206,7 +217,7 @@ def run_search(settings: Settings, data: Dataset) -> int:
               + ", ".join(f"{name} {n}" for name, n in slots[1].items()) + " by the resources"
               + (f", --max-concurrent {settings.max_concurrent}" if settings.max_concurrent else "") + ")")
         results = tuner_for(settings, data, slots).fit()
-        tables = export(settings, data, results, slots[0])
+        tables, untested = export(settings, data, results, slots[0])
     finally:
         ray.shutdown()
     print()
@@ -216,8 +227,18 @@ def run_search(settings: Settings, data: Dataset) -> int:
     if settings.remote:
         storage.upload(settings.folder, settings.tune_folder)  # complete local files, then each uploaded
         print(f"Uploaded to {settings.tune_folder}")
-    failed = sorted(set(settings.models) - set(tables["finalists"]["model"]))
+    short = missing_trials(settings.plans, tables["trials"])
+    for model, (asked, got) in sorted(short.items()):
+        if settings.time_budget:
+            print(f"note: {model} ran {got} of its {asked} trials before --time-budget {settings.time_budget:g} s ran out")
+        else:  # e.g. a kill that landed between Tune's snapshot of its trials and of its searcher
+            print(f"error: {model} has {got} of the {asked} trials asked for ({asked - got} missing) in "
+                  "trials.parquet; the results are complete for those that ran, but the search is not")
+    incomplete = bool(short) and not settings.time_budget
+    for model, reason in sorted(untested.items()):
+        print(f"error: the winner of {model} could not be tested, so {model} has no row in finalists.parquet "
+              f"(its trials are in trials.parquet): {reason}")
+    failed = sorted(set(settings.models) - set(tables["finalists"]["model"]) - set(untested))
     if failed:
         print(f"error: every trial of {', '.join(failed)} failed; see the 'error' column of trials.parquet")
-        return 1
-    return 0
+    return 1 if failed or untested or incomplete else 0

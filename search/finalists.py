@@ -30,33 +30,43 @@ def evaluate_finalists(
     test: Split,
     runtime: Runtime,
     num_classes: int,
-) -> pd.DataFrame:
-    """Test loss, accuracy and macro F1 of each model's winner, from its best checkpoint.
+    weights_dir: str | None = None,
+) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Test loss, accuracy and macro F1 of each model's winner, from its best checkpoint; and, per
+    model whose winner could not be tested, the reason (the other winners are still tested).
 
     ``checkpoints`` maps trial id to a ``ray.tune.Checkpoint`` (or a local folder) of the best epoch.
+    ``weights_dir`` is the search's: a model whose pretrained architecture is built from its weights
+    file (Faster R-CNN) needs that file again to be rebuilt.
     """
-    rows = []
+    rows, problems = [], {}
     test = test.to(runtime.device)
     for _, winner in pick_winners(trials).iterrows():
-        trial_id, config = winner["trial_id"], configs[winner["trial_id"]]
-        checkpoint = checkpoints.get(trial_id)
-        if checkpoint is None:
-            continue
-        spec = models.get(winner["model"])
-        # The checkpoint holds every weight: no pretrained file needs loading first.
-        ctx = models.BuildContext(num_classes, runtime.mean, runtime.std, load_weights=False)
-        model = runtime.place(spec.build(config, ctx))
-        with _local(checkpoint) as folder:
-            load_weights(model, folder)
-        scores = evaluate(model, test, runtime.for_model(spec), task=spec.task)
-        rows.append(dict(
-            model=winner["model"], trial_id=trial_id, test_acc=scores.acc, test_f1=scores.f1,
-            test_loss=scores.loss, best_val_acc=winner["best_val_acc"], train_time_s=winner["train_time_s"],
-            wall_clock_s=winner["wall_clock_s"], params=winner["params"], **config_columns(config),
-        ))
+        try:
+            rows.append(_test_winner(winner, checkpoints, configs, test, runtime, num_classes, weights_dir))
+        except Exception as e:  # one model's winner failing must not cost the others' test
+            problems[winner["model"]] = f"{type(e).__name__}: {e}"
     table = pd.DataFrame(rows)
     config_cols = sorted(c for c in table.columns if c.startswith(CONFIG_PREFIX))
-    return table.reindex(columns=FINALIST_COLUMNS + config_cols)
+    return table.reindex(columns=FINALIST_COLUMNS + config_cols), problems
+
+
+def _test_winner(winner: pd.Series, checkpoints: Mapping[str, Any], configs: Mapping[str, dict[str, Any]],
+                 test: Split, runtime: Runtime, num_classes: int, weights_dir: str | None) -> dict[str, Any]:
+    trial_id, config = winner["trial_id"], configs[winner["trial_id"]]
+    checkpoint = checkpoints.get(trial_id)
+    if checkpoint is None:
+        raise FileNotFoundError(f"trial {trial_id} left no checkpoint to test")
+    spec = models.get(winner["model"])
+    # The checkpoint holds every weight: no pretrained file needs loading first, where the model can do without.
+    ctx = models.BuildContext(num_classes, runtime.mean, runtime.std, weights_dir, load_weights=False)
+    model = runtime.place(spec.build(config, ctx))
+    with _local(checkpoint) as folder:
+        load_weights(model, folder)
+    scores = evaluate(model, test, runtime.for_model(spec), task=spec.task)
+    return dict(model=winner["model"], trial_id=trial_id, test_acc=scores.acc, test_f1=scores.f1,
+                test_loss=scores.loss, best_val_acc=winner["best_val_acc"], train_time_s=winner["train_time_s"],
+                wall_clock_s=winner["wall_clock_s"], params=winner["params"], **config_columns(config))
 
 
 def _local(checkpoint) -> contextlib.AbstractContextManager:

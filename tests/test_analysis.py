@@ -10,7 +10,8 @@ import pytest
 
 from analysis.__main__ import main as analysis_main
 from analysis.load import AnalysisError, load
-from analysis.tables import best_so_far, comparison, importance, pareto_front, rank, winning_ranges
+from analysis.tables import (at_common_budget, best_so_far, comparison, importance, pareto_front, pareto_fronts, rank,
+                             succeeded, winning_ranges)
 from search.export import SCHEMA_VERSION, TrialRecord, epochs_table, trials_table, write_atomic
 
 T0 = 1_700_000_000.0
@@ -180,3 +181,35 @@ def test_a_model_whose_trials_all_failed_is_reported_not_crashed(tmp_path):
                   "finalists": finalists}, folder)
     assert analysis_main([str(folder)]) == 0
     assert "**vit** (e): no successful trial (1 errors of 1)" in (folder / "report" / "report.md").read_text()
+
+
+def test_fronts_are_per_experiment_unless_pooled(tmp_path):
+    fashion = [cnn("f1", [0.80, 0.85, 0.88], 0.01, 256, epoch_s=1.0)]  # cheaper and worse: its own data set
+    results = load([write_experiment(tmp_path / "m"), write_experiment(tmp_path / "f", fashion, "exp-fashion",
+                                                                       "fashion_mnist")])
+    ok = succeeded(results.trials)
+    apart = pareto_fronts(ok, "wall_clock_s")
+    assert set(apart["front"]) == {"exp-mnist", "exp-fashion"}
+    assert (apart["front"] == apart["experiment"]).all()  # no front mixes data sets
+    assert "f1" in set(apart["trial_id"]) and "c3" in set(apart["trial_id"])
+    pooled = pareto_fronts(ok, "wall_clock_s", pool=True)
+    assert set(pooled["front"]) == {"all experiments"}
+    assert analysis_main([str(tmp_path / "m"), str(tmp_path / "f"), "--out", str(tmp_path / "r")]) == 0
+    text = (tmp_path / "r" / "report.md").read_text()
+    assert "of each experiment (data set) on its own" in text
+
+
+def test_importance_is_fitted_at_the_budget_every_trial_reached():
+    # lr decides the first epoch's accuracy; which trials ASHA let run on (and their later, higher
+    # accuracy) must not be what importance learns.
+    records = []
+    for i, lr in enumerate([0.001, 0.002, 0.05, 0.1, 0.003, 0.2, 0.004, 0.3]):
+        first = 0.95 if lr < 0.01 else 0.90
+        accs = [first, 0.99, 0.995] if i % 2 else [first]  # odd trials ran on, whatever their lr
+        records.append(TrialRecord(f"t{i}", {"model": "cnn", "epochs": 3, "lr": lr, "batch_size": 64 if i % 2 else 128},
+                                   curve(accs, 0.0, 10.0), None))
+    trials = trials_table(records, "e", "mnist", 0)
+    at, budget = at_common_budget(trials, epochs_table(records))
+    assert budget == 1 and at.set_index("trial_id")["val_acc_at_budget"].to_dict()["t1"] == 0.95
+    assert importance(at, target="val_acc_at_budget").index[0] == "lr"
+    assert importance(trials).index[0] == "batch_size"  # best_val_acc across rungs learns who ran longer

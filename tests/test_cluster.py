@@ -145,3 +145,51 @@ def test_search_through_address_runs_trials_on_both_nodes(two_node_cluster, tmp_
     assert trials["node"].nunique() == 2, trials[["trial_id", "node"]]
     epochs = pd.read_parquet(tmp_path / "two-nodes" / "epochs.parquet")
     assert epochs["node"].nunique() == 2
+
+
+def reported_nodes(folder) -> dict[str, set[str]]:
+    """Trial id -> the nodes its reports came from so far, while it has not reported its last epoch
+    (3) yet (from Tune's result.json files)."""
+    import json
+
+    seen = {}
+    for path in folder.glob("*/result.json"):
+        reports = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        if reports and max(r.get("epoch", 0) for r in reports) < 3:
+            seen[reports[-1]["trial_id"]] = {r.get("node", "") for r in reports}
+    return seen
+
+
+def test_a_lost_worker_nodes_trials_are_retried_on_the_remaining_node(two_node_cluster, tmp_path, data_dir):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    (worker,) = two_node_cluster.worker_nodes
+    prefix = "/" + worker.node_id[:8]
+    folder = tmp_path / "lost"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "search.run", "--address", two_node_cluster.address, "--model", "cnn", "--smoke",
+         "--num-samples", "4", "--max-epochs", "3", "--grace-period", "3", "--gpus", "0", "--retries", "1",
+         "--set", "batch_size=16", "--storage-path", str(tmp_path), "--name", "lost", "--data-dir", str(data_dir),
+         "--no-dashboard", "--verbose", "0"],
+        cwd=ROOT, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+    deadline, cut = time.monotonic() + 300, set()
+    while time.monotonic() < deadline and not cut:
+        time.sleep(0.2)
+        cut = {trial for trial, nodes in reported_nodes(folder).items() if any(prefix in n for n in nodes)}
+    assert proc.poll() is None and cut, "no trial was running on the worker node"
+    two_node_cluster.remove_node(worker, allow_graceful=False)  # its raylet and trial processes die
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-4000:]
+    trials = pd.read_parquet(folder / "trials.parquet")
+    epochs = pd.read_parquet(folder / "epochs.parquet")
+    assert len(trials) == 4 and trials["trial_id"].is_unique and (trials["status"] != "error").all()
+    assert not epochs.duplicated(["trial_id", "epoch"]).any()
+    assert (epochs.groupby("trial_id")["epoch"].max() == 3).all()  # every trial trained its whole budget
+    # The trials cut short on the lost node finished on the other one (retried from their checkpoint).
+    finished_on = trials.set_index("trial_id")["node"]
+    assert all(prefix not in finished_on[trial] for trial in cut), (cut, finished_on)

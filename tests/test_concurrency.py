@@ -82,8 +82,10 @@ def test_a_trial_in_a_reused_process_gives_the_results_of_a_fresh_one(local_ray,
 
 
 def test_four_slots_run_four_trials_at_once_in_fewer_processes(tmp_path, data_dir):
-    proc = run_cli("search.run", "--model", "cnn", "--gpus", "0", "--cpus", "4", "--smoke", "--num-samples", "8",
-                   "--max-epochs", "3", "--grace-period", "3", "--no-dashboard", "--verbose", "0",
+    # One epoch of all of MNIST per trial: long enough that four processes starting on two cores (their
+    # imports take seconds) are all training before the first trial ends.
+    proc = run_cli("search.run", "--model", "cnn", "--gpus", "0", "--cpus", "4", "--num-samples", "8",
+                   "--max-epochs", "1", "--grace-period", "1", "--no-dashboard", "--verbose", "0",
                    "--storage-path", str(tmp_path), "--name", "four", "--data-dir", str(data_dir), timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Trials at once: up to 4" in proc.stdout

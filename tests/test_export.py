@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+import torch
 
 from analysis.leaderboard import leaderboard
 from search.export import (EPOCH_COLUMNS, TRIAL_COLUMNS, TrialRecord, epochs_table, short_error, trials_table,
@@ -77,3 +78,29 @@ def test_short_error_keeps_the_last_meaningful_line():
     err = RuntimeError("Traceback (most recent call last):\n  File x\nDivergedError: training loss became nan\n\n")
     assert short_error(err) == "DivergedError: training loss became nan"
     assert short_error(None) is None
+
+
+def test_a_winner_that_cannot_be_tested_is_reported_and_the_others_still_are(tmp_path, mnist_small):
+    import models
+    from search.finalists import evaluate_finalists
+    from trainables.loop import Runtime
+    from trainables.trainable import CHECKPOINT_FILE
+
+    configs = {"c1": {"model": "cnn", **models.get("cnn").default_config},
+               "v1": {"model": "vit", **models.get("vit").default_config}}
+    torch.manual_seed(0)
+    cnn = models.get("cnn").build(configs["c1"], models.BuildContext())
+    (tmp_path / "c1").mkdir()
+    torch.save({"model": cnn.state_dict(), "epoch": 1}, tmp_path / "c1" / CHECKPOINT_FILE)
+    trials = pd.DataFrame([
+        dict(trial_id="c1", model="cnn", status="completed", best_val_acc=0.9, train_time_s=1.0, wall_clock_s=1.0,
+             params=1),
+        dict(trial_id="v1", model="vit", status="completed", best_val_acc=0.8, train_time_s=1.0, wall_clock_s=1.0,
+             params=1),
+    ])
+    runtime = Runtime(torch.device("cpu"), mnist_small.info.mean, mnist_small.info.std)
+    table, problems = evaluate_finalists(trials, {"c1": tmp_path / "c1", "v1": tmp_path / "v1"}, configs,
+                                         mnist_small.test, runtime, 10)
+    assert table["model"].tolist() == ["cnn"] and table["test_acc"].between(0, 1).all()
+    assert list(problems) == ["vit"] and "model.pt" in problems["vit"]
+    assert "winner not tested" in leaderboard(trials.assign(experiment="e", epochs=1), table)

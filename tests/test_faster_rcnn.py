@@ -153,3 +153,16 @@ def test_loading_from_the_weights_folder_leaves_torchs_cache_setting_alone(coco_
     SPEC.build({"pretrained": True}, models.BuildContext(weights_dir=str(folder)))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "elsewhere"))
     assert torch.hub.get_dir() == str(tmp_path / "elsewhere" / "hub")
+
+
+def test_pretrained_winner_is_tested_offline_with_the_searchs_weights_folder(tmp_path, coco_file, data_dir):
+    folder, _ = coco_file  # the only copy of the COCO file; torch's cache is empty
+    proc = run_cli("search.run", "--model", "faster_rcnn", "--gpus", "0", "--smoke", "--num-samples", "1",
+                   "--max-epochs", "1", "--grace-period", "1", "--set", "backbone=mobilenet_v3_large_320",
+                   "--weights-dir", str(folder), "--storage-path", str(tmp_path / "out"), "--name", "coco",
+                   "--no-dashboard", "--verbose", "0", "--data-dir", str(data_dir),
+                   env={"TORCH_HOME": str(tmp_path / "empty-torch-home")}, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    trials = pd.read_parquet(tmp_path / "out" / "coco" / "trials.parquet")
+    finalists = pd.read_parquet(tmp_path / "out" / "coco" / "finalists.parquet")
+    assert trials["pretrained"].all() and finalists["model"].tolist() == ["faster_rcnn"]

@@ -11,6 +11,7 @@ import sys
 import time
 
 import pandas as pd
+import pytest
 
 from conftest import ROOT, run_cli
 
@@ -70,17 +71,33 @@ def test_resume_of_an_unknown_experiment_is_explained(tmp_path):
     assert proc.returncode == 2 and "nothing to resume" in proc.stderr
 
 
-def test_failing_trials_are_recorded_and_an_all_failed_model_fails_the_run(tmp_path, data_dir):
-    # Each value is valid on its own, together they shrink the image to nothing: every trial raises.
-    proc = run_cli("search.run", "--model", "cnn", "--smoke", "--no-dashboard", "--verbose", "0",
-                   "--set", "blocks=4", "--set", "kernel_size=7", "--set", "padding=valid", "--set", "stride=2",
-                   "--storage-path", str(tmp_path), "--name", "bad", "--data-dir", str(data_dir), timeout=600)
-    assert proc.returncode == 1
-    assert "every trial of cnn failed" in proc.stdout
+@pytest.fixture
+def model_trials_cannot_build():
+    """A model registered in this process only: its trials, in Ray's worker processes, fail to find it.
+    (Every setting a real model accepts trains, so a failing trial needs a model that breaks.)"""
+    import dataclasses
+
+    import models
+
+    models.register(dataclasses.replace(models.get("cnn"), name="broken"))
+    yield "broken"
+    models.unregister("broken")
+
+
+def test_failing_trials_are_recorded_and_an_all_failed_model_fails_the_run(tmp_path, data_dir, capsys,
+                                                                          model_trials_cannot_build):
+    from search.run import main
+
+    code = main(["--model", "cnn,broken", "--gpus", "0", "--smoke", "--no-dashboard", "--verbose", "0",
+                 "--storage-path", str(tmp_path), "--name", "bad", "--data-dir", str(data_dir)])
+    assert code == 1
+    assert "every trial of broken failed" in capsys.readouterr().out
     trials = pd.read_parquet(tmp_path / "bad" / "trials.parquet")
-    assert len(trials) == 2 and (trials["status"] == "error").all()
-    assert trials["error"].str.contains("shrinks a 28x28 image").all()
-    assert (trials["config.blocks"] == 4).all()
+    broken = trials[trials["model"] == "broken"]
+    assert len(broken) == 2 and (broken["status"] == "error").all()
+    assert broken["error"].str.contains("unknown model 'broken'").all()
+    assert (trials.loc[trials["model"] == "cnn", "status"] != "error").all()  # the other model is unharmed
+    assert pd.read_parquet(tmp_path / "bad" / "finalists.parquet")["model"].tolist() == ["cnn"]
 
 
 def test_a_pinned_setting_no_model_has_is_refused(tmp_path):
@@ -105,3 +122,13 @@ def test_searcher_state_survives_a_save_and_restore(tmp_path):
     assert [t.state.name for t in study.trials] == ["COMPLETE", "RUNNING"]  # the same study, not a fresh one
     assert [restored.suggest(f"t{i}") is not None for i in (2, 3)] == [True, True]
     assert restored.suggest("t4") == "FINISHED"  # 4 asked for, 4 suggested across the restart
+
+
+def test_a_search_short_of_its_trials_says_how_many_are_missing():
+    from search.driver import missing_trials
+    from search.experiment import ModelPlan
+
+    plans = [ModelPlan("cnn", 6, 3, 1, 1.0, 0.0), ModelPlan("vit", 2, 3, 1, 1.0, 0.0)]
+    trials = pd.DataFrame({"model": ["cnn"] + ["vit"] * 2})
+    assert missing_trials(plans, trials) == {"cnn": (6, 1)}  # a resumed run that ended short must not exit 0
+    assert missing_trials(plans, trials.iloc[0:0]) == {"cnn": (6, 0), "vit": (2, 0)}
