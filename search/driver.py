@@ -202,8 +202,14 @@ def tuner_for(settings: Settings, data: Dataset, slots: tuple[int, dict[str, int
             storage.upload(settings.folder, settings.tune_folder)
         return make_tuner(settings, data, slots)
     if not tune.Tuner.can_restore(settings.tune_folder):
-        raise SystemExit(f"error: {settings.tune_folder} holds no Tune experiment state to resume "
-                         "(it was killed before its first trial started); start it again under a new --name")
+        # Killed before Tune first saved its state: no trial had started, so nothing is lost by starting
+        # over. The studies' journal only holds trials that were asked for and never ran: set aside.
+        journal = settings.folder / OPTUNA_FILE
+        if journal.exists():
+            journal.replace(journal.with_name(f"{OPTUNA_FILE}.before-resume"))
+        print(f"note: {settings.tune_folder} was stopped before its first trial started; starting it from the "
+              "beginning with its original settings")
+        return make_tuner(settings, data, slots)
     return tune.Tuner.restore(settings.tune_folder, trainable=make_trainable(settings, data),
                               resume_unfinished=True, resume_errored=False, restart_errored=False)
 

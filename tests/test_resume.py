@@ -132,3 +132,36 @@ def test_a_search_short_of_its_trials_says_how_many_are_missing():
     trials = pd.DataFrame({"model": ["cnn"] + ["vit"] * 2})
     assert missing_trials(plans, trials) == {"cnn": (6, 1)}  # a resumed run that ended short must not exit 0
     assert missing_trials(plans, trials.iloc[0:0]) == {"cnn": (6, 0), "vit": (2, 0)}
+
+
+def reports(folder) -> list[list[dict]]:
+    return [[json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            for path in folder.glob("cnn_*/result.json")]
+
+
+MOMENTS = {  # when to kill, read from the experiment's folder (the moment right after a trial finished is above)
+    "before the first trial": lambda folder: (folder / "command.json").exists(),
+    "during the first trial": lambda folder: any(reports(folder)),
+    "mid-search": lambda folder: sum(1 for r in reports(folder) if r) >= 3,
+}
+
+
+@pytest.mark.parametrize("moment", list(MOMENTS))
+def test_resume_ends_with_every_requested_trial_once_wherever_the_kill_landed(tmp_path, data_dir, moment):
+    folder = tmp_path / "exp"
+    env = {**os.environ, "SEARCH_DATA_DIR": str(data_dir), "RAY_USAGE_STATS_ENABLED": "0"}
+    proc = subprocess.Popen([sys.executable, "-m", "search.run", *ARGS, "--storage-path", str(tmp_path),
+                             "--name", "exp"], cwd=ROOT, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not MOMENTS[moment](folder) and proc.poll() is None:
+        time.sleep(0.1)
+    assert proc.poll() is None, "the search ended before the moment came"
+    kill_session(proc)
+    resumed = run_cli("search.run", "--resume", "--name", "exp", "--storage-path", str(tmp_path),
+                      env={"SEARCH_DATA_DIR": str(data_dir)}, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    trials = pd.read_parquet(folder / "trials.parquet")
+    epochs = pd.read_parquet(folder / "epochs.parquet")
+    assert len(trials) == 6 and trials["trial_id"].is_unique
+    assert not epochs.duplicated(["trial_id", "epoch"]).any()
