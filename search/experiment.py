@@ -79,11 +79,10 @@ class PerModelSearcher(_PickledState, Searcher):
         self._constants = {name: dict(values) for name, values in constants.items()}
         self._slots = {name: (slots or {}).get(name, 10**9) for name in self._searchers}
         self._limit = 10**9
-        self._owner: dict[str, str] = {}
-        self._budget: dict[str, int] = {}  # trial id -> the epochs it was planned for
+        self._owner: dict[str, str] = {}  # trial id -> model
         self._step: dict[str, int] = {}  # trial id -> the last epoch its study was told of
         self._study_key: dict[str, str] = {}  # trial id -> the key of its draw in the model's searcher
-        self._live: dict[str, str] = {}  # trial id -> model, for trials suggested and not yet complete
+        self._live: set[str] = set()  # trials suggested and not yet complete
         self._turn = 0
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
@@ -95,7 +94,7 @@ class PerModelSearcher(_PickledState, Searcher):
         return True
 
     def _open_models(self) -> list[str]:
-        live = list(self._live.values())
+        live = [self._owner[trial_id] for trial_id in self._live]
         return [name for name, left in self._remaining.items()
                 if left > 0 and live.count(name) < self._slots[name]]
 
@@ -112,8 +111,7 @@ class PerModelSearcher(_PickledState, Searcher):
             return None  # that searcher cannot suggest now; Tune asks again later
         self._remaining[model] -= 1
         self._owner[trial_id] = model
-        self._live[trial_id] = model
-        self._budget[trial_id] = int(config["epochs"])
+        self._live.add(trial_id)
         return config
 
     def _draw(self, model: str, trial_id: str) -> dict | None:
@@ -159,16 +157,16 @@ class PerModelSearcher(_PickledState, Searcher):
         final ``val_acc`` if it trained its whole budget, else ``PRUNED`` (ASHA or the time budget
         stopped it): TPE then ranks it behind complete trials by the last epoch it reached, never as
         if its low-budget accuracy were final."""
-        self._live.pop(trial_id, None)
+        self._live.discard(trial_id)
         if trial_id not in self._owner:
             return
-        searcher = self._searchers[self._owner[trial_id]]
+        model = self._owner[trial_id]
         if result and not error:
             self.on_trial_result(trial_id, result)  # Tune withholds the result a scheduler stopped on
-        finished = bool(result) and int(result.get(TIME_ATTR, 0)) >= self._budget.get(trial_id, 0)
+        finished = bool(result) and int(result.get(TIME_ATTR, 0)) >= int(self._constants[model]["epochs"])
         # Ray's OptunaSearch tells Optuna FAIL for an error, PRUNED for no result, else COMPLETE.
-        searcher.on_trial_complete(self._study_key.get(trial_id, trial_id), result if finished and not error else None,
-                                   error)
+        self._searchers[model].on_trial_complete(self._study_key.get(trial_id, trial_id),
+                                                 result if finished and not error else None, error)
 
 
 class PerModelScheduler(_PickledState, FIFOScheduler):

@@ -155,27 +155,22 @@ def train_trial(config: dict[str, Any], data: TrialData) -> None:
     global _TRIALS_RUN
     began = time.time()  # unix time: lets analysis place every epoch on the search's clock
     _TRIALS_RUN += 1
-    # The previous trial's objects are unreachable only once its thread is gone, which is now.
+    # The previous trial's objects are unreachable only once its thread is gone, which is now (when
+    # Tune stops a trial, the SystemExit it raises in tune.report keeps the trial's frames alive).
     release_memory()
     if _TRIALS_RUN == 1:
         # What the process imported stays for good: left out of later collections, a collection
         # then scans only what trials created (0.2 s a trial less with torch and Ray loaded).
         gc.freeze()
-    prepared = None
-    try:
-        prepared, runtime, train, val = _setup(config, data)
-        start, best, spent = _resume(prepared) or (0, float("-inf"), (0.0, 0.0))
-        # started_at: when the trial would have started had it never been interrupted (elapsed_s
-        # counts from there); train_started_at: when this process began training it.
-        facts = dict(device=describe(runtime.device), node=node_name(), precision=runtime.precision,
-                     process=f"{socket.gethostname()}:{os.getpid()}", trial_in_process=_TRIALS_RUN,
-                     started_at=began - spent[1], setup_s=time.time() - began, train_started_at=time.time())
-        for metrics in fit(prepared, train, val, runtime, seed=data.seed, start_epoch=start, spent=spent):
-            best = _report({**metrics, **facts, "reported_at": time.time()}, prepared, best)
-    finally:
-        # Also reached when Tune stops the trial (ASHA raises SystemExit in tune.report). The
-        # collection happens when the next trial starts, once this one's frames are gone.
-        del prepared
+    prepared, runtime, train, val = _setup(config, data)
+    start, best, spent = _resume(prepared) or (0, float("-inf"), (0.0, 0.0))
+    # started_at: when the trial would have started had it never been interrupted (elapsed_s
+    # counts from there); train_started_at: when this process began training it.
+    facts = dict(device=describe(runtime.device), node=node_name(), precision=runtime.precision,
+                 process=f"{socket.gethostname()}:{os.getpid()}", trial_in_process=_TRIALS_RUN,
+                 started_at=began - spent[1], setup_s=time.time() - began, train_started_at=time.time())
+    for metrics in fit(prepared, train, val, runtime, seed=data.seed, start_epoch=start, spent=spent):
+        best = _report({**metrics, **facts, "reported_at": time.time()}, prepared, best)
 
 
 def _setup(config: dict[str, Any], data: TrialData):
