@@ -122,17 +122,20 @@ def make_tuner(settings: Settings, data: Dataset, slots: tuple[int, dict[str, in
     """One Tuner over every model: ``slots[0]`` trials at once, each model's TPE start sized by its
     own slots; a finished trial's process takes the next trial of its shape (``reuse_actors``)."""
     admitted, per_model = slots
+    scheduler = build_scheduler(settings.plans, settings.reduction_factor)
+    searcher = build_searcher(settings.plans, settings.seed, optuna_storage(settings.folder), per_model,
+                              settings.sampler).keep_with(scheduler)
     return tune.Tuner(
         make_trainable(settings, data),
         tune_config=tune.TuneConfig(
             metric=METRIC,
             mode=MODE,
-            search_alg=build_searcher(settings.plans, settings.seed, optuna_storage(settings.folder), per_model),
+            search_alg=searcher,
             # Without it Tune creates one trial at a time for a searcher of its own (the pending-trial
             # limit is 1 unless max_concurrent_trials is set): trials then start one after another.
             max_concurrent_trials=admitted,
             reuse_actors=settings.reuse_processes,
-            scheduler=build_scheduler(settings.plans, settings.reduction_factor),
+            scheduler=scheduler,
             num_samples=sum(p.num_samples for p in settings.plans),
             time_budget_s=settings.time_budget,
             trial_name_creator=trial_dirname,

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.trial import TrialState
 from ray.tune import PlacementGroupFactory
+from ray.tune.experiment import Trial
 from ray.tune.result import TRAINING_ITERATION
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
@@ -45,20 +47,7 @@ class ModelPlan:
     fixed: dict[str, Any] = field(default_factory=dict)  # settings every trial gets (--smoke pins some)
 
 
-class _PickledState:
-    """Tune saves searchers and schedulers with the experiment's state: the routers pickle
-    themselves whole, the per-model Optuna searchers and ASHA schedulers inside them included."""
-
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.__dict__, f)
-
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            self.__dict__.update(pickle.load(f))
-
-
-class PerModelSearcher(_PickledState, Searcher):
+class PerModelSearcher(Searcher):
     """Hands each new trial to the next model's own searcher, round-robin, until each model has
     had its ``num_samples``; results and completions go back to the searcher that suggested them.
 
@@ -84,6 +73,30 @@ class PerModelSearcher(_PickledState, Searcher):
         self._study_key: dict[str, str] = {}  # trial id -> the key of its draw in the model's searcher
         self._live: set[str] = set()  # trials suggested and not yet complete
         self._turn = 0
+        self._scheduler: TrialScheduler | None = None  # saved along (see ``keep_with``)
+
+    def keep_with(self, scheduler: TrialScheduler) -> "PerModelSearcher":
+        """Save ``scheduler``'s state with this searcher's. Tune saves the searcher with its trial
+        list but never the scheduler: without this a resumed search's ASHA would start with empty
+        rungs, and judge the trials that go on against only the results reported after the resume."""
+        self._scheduler = scheduler
+        return self
+
+    def save(self, checkpoint_path: str) -> None:
+        state = {k: v for k, v in self.__dict__.items() if k != "_scheduler"}
+        scheduler = getattr(self, "_scheduler", None)  # None in a search begun before schedulers were kept
+        state["scheduler_state"] = scheduler.__getstate__() if scheduler is not None else None
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(state, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            state = pickle.load(f)
+        scheduler_state = state.pop("scheduler_state", None)
+        self.__dict__.update(state)
+        scheduler = getattr(self, "_scheduler", None)  # Tune's own scheduler object, restored in place
+        if scheduler is not None and scheduler_state is not None:
+            scheduler.__dict__.update(scheduler_state)
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         return metric in (None, METRIC) and mode in (None, MODE)
@@ -169,7 +182,72 @@ class PerModelSearcher(_PickledState, Searcher):
                                                  result if finished and not error else None, error)
 
 
-class PerModelScheduler(_PickledState, FIFOScheduler):
+    # Reconciling with Tune's trial list after --resume. Tune saves its trial list and this searcher
+    # one after the other, and copies both to the storage path in a background thread, file by
+    # file: a kill between the two leaves a searcher older or newer than the trial list. Tune runs
+    # what its list holds, so the list is the truth and the searcher is brought in line with it.
+
+    def adopt(self, trial_id: str, model: str, finished: bool, error: bool = False,
+              result: dict | None = None) -> None:
+        """A trial of Tune's list. One the saved searcher never suggested (saved before it did) is
+        counted against its model's budget and linked to its study trial; one the searcher still
+        counts as running that Tune's list has finished is told to its study as finished."""
+        if model not in self._searchers:
+            return
+        if trial_id not in self._owner:
+            self._owner[trial_id] = model
+            self._remaining[model] -= 1
+            self._study_key[trial_id] = self._relink(model, trial_id)
+            if not finished:
+                self._live.add(trial_id)
+        if finished and trial_id in self._live:
+            if self._told(model, self._study_key.get(trial_id, trial_id)):
+                self._live.discard(trial_id)  # the journal has its end already
+            else:
+                self.on_trial_complete(trial_id, result, error)
+
+    def _told(self, model: str, key: str) -> bool:
+        """Whether the study already holds the end of the trial drawn under ``key``."""
+        trial = self._searchers[model]._ot_trials.get(key)
+        return trial is not None and trial.study._storage.get_trial(trial._trial_id).state.is_finished()
+
+    def _relink(self, model: str, trial_id: str) -> str:
+        """The study trial asked for ``trial_id`` (its ``trial_id`` attribute), put back where Ray's
+        OptunaSearch looks for it; the journal kept it although the saved searcher had not."""
+        searcher = self._searchers[model]
+        for frozen in reversed(searcher._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))):
+            if frozen.user_attrs.get("trial_id") == trial_id:
+                searcher._ot_trials[trial_id] = optuna.Trial(searcher._ot_study, frozen._trial_id)
+                break
+        return trial_id
+
+    def reconcile(self, present: Mapping[str, str]) -> None:
+        """After every trial of Tune's list was adopted: forget trials the saved searcher suggested
+        but the list lacks (they will never run; their model gets the trial back), and fail the
+        study trials no trial of the list stands for (asked for, never run), with the reason."""
+        for trial_id in [t for t in self._owner if t not in present]:
+            model = self._owner.pop(trial_id)
+            self._remaining[model] += 1
+            self._live.discard(trial_id)
+            self._step.pop(trial_id, None)
+            self._study_key.pop(trial_id, None)
+        for model, searcher in self._searchers.items():
+            for frozen in searcher._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                if frozen.user_attrs.get("trial_id") not in self._live:
+                    searcher._ot_study._storage.set_trial_user_attr(
+                        frozen._trial_id, "lost", "asked for before a kill; the search drew another trial instead")
+                    searcher._ot_study.tell(frozen.number, state=TrialState.FAIL)
+                    for key, trial in list(searcher._ot_trials.items()):
+                        if trial._trial_id == frozen._trial_id:
+                            del searcher._ot_trials[key]
+
+    @property
+    def unfinished(self) -> bool:
+        """Whether some model still has trials to suggest."""
+        return any(left > 0 for left in self._remaining.values())
+
+
+class PerModelScheduler(FIFOScheduler):
     """Routes every trial event to its model's own ``ASHAScheduler``: separate brackets per model.
 
     Trials start in submission order (FIFO); only the early-stopping decisions are per model.
@@ -187,7 +265,21 @@ class PerModelScheduler(_PickledState, FIFOScheduler):
         return metric in (None, METRIC) and mode in (None, MODE)
 
     def on_trial_add(self, tune_controller, trial) -> None:
+        # Tune adds the trials of a resumed experiment's list here, after restoring the searcher.
+        searcher = _base_searcher(getattr(tune_controller, "search_alg", None))
+        if isinstance(searcher, PerModelSearcher):
+            searcher.adopt(trial.trial_id, trial.config[MODEL_KEY], trial.status in (Trial.TERMINATED, Trial.ERROR),
+                           trial.status == Trial.ERROR, trial.last_result)
         self._of(trial).on_trial_add(tune_controller, trial)
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_reconciled"}  # a new session reconciles anew
+
+    def choose_trial_to_run(self, tune_controller):
+        if not getattr(self, "_reconciled", False):  # once per session: the first step after (re)start
+            self._reconciled = True
+            reconcile_search(tune_controller)
+        return super().choose_trial_to_run(tune_controller)
 
     def on_trial_error(self, tune_controller, trial) -> None:
         self._of(trial).on_trial_error(tune_controller, trial)
@@ -203,6 +295,29 @@ class PerModelScheduler(_PickledState, FIFOScheduler):
 
     def debug_string(self) -> str:
         return "\n".join(f"[{name}] {s.debug_string()}" for name, s in self._schedulers.items())
+
+
+def _base_searcher(search_alg: Any) -> Any:
+    """The searcher inside Tune's search algorithm (a ``SearchGenerator``) and its wrappers."""
+    searcher = getattr(search_alg, "searcher", None)
+    while hasattr(searcher, "searcher"):
+        searcher = searcher.searcher
+    return searcher
+
+
+def reconcile_search(tune_controller) -> None:
+    """Bring the searcher, and Tune's count of the trials it created, in line with Tune's trial list
+    (see ``PerModelSearcher.reconcile``): a saved count newer than the list would end the search
+    short, an older one would run a trial too many."""
+    search_alg = tune_controller.search_alg
+    searcher = _base_searcher(search_alg)
+    if not isinstance(searcher, PerModelSearcher):
+        return
+    trials = tune_controller.get_trials()
+    searcher.reconcile({t.trial_id: t.config[MODEL_KEY] for t in trials})
+    # Ray 2.60's SearchGenerator keeps both counts in these attributes, saved beside the searcher.
+    search_alg._counter = len(trials)
+    search_alg._finished = not searcher.unfinished
 
 
 class PinnedTrial:
@@ -278,6 +393,9 @@ def startup_trials(num_samples: int, slots: int = 1) -> int:
     return max(2, min(max(by_budget, slots), num_samples // 2))
 
 
+SAMPLERS = ("tpe", "random")
+
+
 def tpe_sampler(num_samples: int, seed: int, slots: int = 1) -> optuna.samplers.TPESampler:
     """A seeded TPE sampler sized to the budget and to how many trials run at once.
 
@@ -300,11 +418,20 @@ def optuna_storage(folder: Path) -> optuna.storages.BaseStorage:
     return JournalStorage(JournalFileBackend(str(folder / OPTUNA_FILE)))
 
 
+def make_sampler(kind: str, num_samples: int, seed: int, slots: int = 1) -> optuna.samplers.BaseSampler:
+    """TPE (the default), or random search: the baseline TPE has to beat (benchmarks/search_quality.py)."""
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if kind != "tpe":
+        raise ValueError(f"sampler {kind!r}: choose one of {', '.join(SAMPLERS)}")
+    return tpe_sampler(num_samples, seed, slots)
+
+
 def build_searcher(plans: list[ModelPlan], seed: int, storage: optuna.storages.BaseStorage | None = None,
-                   slots: Mapping[str, int] | None = None) -> PerModelSearcher:
-    """One seeded TPE study per model (named after it, kept in ``storage`` if given, else in
-    memory), each trying the model's default configuration first; ``slots`` (trials of each model
-    that can run at once) sizes each sampler's random start."""
+                   slots: Mapping[str, int] | None = None, sampler: str = "tpe") -> PerModelSearcher:
+    """One seeded study per model (named after it, kept in ``storage`` if given, else in memory),
+    each trying the model's default configuration first; ``slots`` (trials of each model that can
+    run at once) sizes each TPE sampler's random start."""
     searchers = {}
     for i, plan in enumerate(plans):
         spec = models.get(plan.name)
@@ -314,7 +441,8 @@ def build_searcher(plans: list[ModelPlan], seed: int, storage: optuna.storages.B
             mode=MODE,
             # The default configuration first, but for what is pinned: that is never Optuna's to set.
             points_to_evaluate=[{k: v for k, v in spec.default_config.items() if k not in plan.fixed}],
-            sampler=tpe_sampler(plan.num_samples, seed + i, (slots or {}).get(plan.name, 1)),  # seeds differ so studies do not mirror
+            # Seeds differ so that the studies do not mirror each other.
+            sampler=make_sampler(sampler, plan.num_samples, seed + i, (slots or {}).get(plan.name, 1)),
             study_name=plan.name,
             storage=storage,
         )

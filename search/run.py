@@ -22,7 +22,7 @@ from typing import Any
 
 import models
 from search import storage
-from search.experiment import ModelPlan
+from search.experiment import SAMPLERS, ModelPlan
 
 # Small enough that VGG16 on a CPU core takes about a minute an epoch: the whole path, not accuracy.
 SMOKE = dict(limit=(1_024, 512, 1_024), num_samples=2, max_epochs=2, grace_period=1)
@@ -67,6 +67,7 @@ class Settings:
     max_concurrent: int | None = None  # --max-concurrent: a cap on the trials run at once
     reuse_processes: bool = True  # a finished trial's process takes the next trial of the same shape
     started_at: float = 0.0  # unix time the command started: the efficiency figures count from it
+    sampler: str = "tpe"  # each study's sampler: "tpe", or "random" for a baseline
 
     @property
     def folder(self) -> Path:
@@ -109,9 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grace-period", default=None, metavar="N|MODEL=N,...",
                    help="ASHA's first rung in epochs, for every model or per model (default: each model's own)")
     p.add_argument("--reduction-factor", type=float, default=2.0, help="ASHA keeps 1/this of trials per rung")
+    p.add_argument("--sampler", default="tpe", choices=SAMPLERS,
+                   help="how each study picks the next configuration: Optuna's TPE, or random search (a baseline; "
+                        "with --grace-period equal to --max-epochs nothing is stopped early either)")
     p.add_argument("--dataset", default="mnist", help="mnist or fashion_mnist")
     p.add_argument("--data-dir", default=None, help="folder in torchvision's layout (default: $SEARCH_DATA_DIR, else ./data)")
     p.add_argument("--val-size", type=int, default=5_000, help="validation images carved from the training set")
+    p.add_argument("--train-size", type=int, default=None, metavar="N",
+                   help="train every trial on N of the remaining training images (a fixed subset, the same for "
+                        "every trial): a quicker, rougher search; validation and test stay whole (default: all)")
     p.add_argument("--storage-path", default="results",
                    help="where <name>/ with the results is written: a folder (on a cluster, one every node "
                         "reaches) or a URI Ray Tune accepts (s3://, gs://, file://; exports are also kept in ./results)")
@@ -232,7 +239,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         raise UsageError(f"--model: {e}") from None
     for value, flag in ((args.num_samples, "--num-samples"), (args.time_budget, "--time-budget"),
                         (args.cpus, "--cpus"), (args.val_size, "--val-size"),
-                        (args.max_concurrent, "--max-concurrent")):
+                        (args.max_concurrent, "--max-concurrent"), (args.train_size, "--train-size")):
         _positive(value, flag)
     max_epochs = per_model(args.max_epochs, "--max-epochs", chosen)
     grace = per_model(args.grace_period, "--grace-period", chosen)
@@ -282,7 +289,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     settings = Settings(
         models=chosen, plans=plans, gpus=args.gpus, cpus=cpus, dataset=args.dataset, data_dir=args.data_dir,
         storage=local, name=name, seed=args.seed, weights_dir=args.weights_dir, time_budget=args.time_budget,
-        limit=SMOKE["limit"] if args.smoke else (None, None, None), val_size=args.val_size,
+        limit=training_limit(args), val_size=args.val_size, sampler=args.sampler,
         reduction_factor=args.reduction_factor, dashboard=not args.no_dashboard,
         amp=not args.no_amp, channels_last=not args.no_channels_last, verbose=args.verbose, resume=args.resume,
         retries=args.retries, address=args.address, dashboard_host=args.dashboard_host,
@@ -292,6 +299,12 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     check_storage(settings)
     check_weights(settings)
     return settings
+
+
+def training_limit(args: argparse.Namespace) -> tuple[int | None, int | None, int | None]:
+    """At most how many (train, validation, test) images are used: --smoke's caps, and --train-size."""
+    limit = SMOKE["limit"] if args.smoke else (None, None, None)
+    return (args.train_size or limit[0], *limit[1:])
 
 
 def check_storage(settings: Settings) -> None:
@@ -389,6 +402,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         named = argv if "--name" in argv else [*argv, "--name", settings.name]  # a generated name is kept
         settings = dataclasses.replace(settings, argv=tuple(named), started_at=started_at)
         data = load_dataset(settings.dataset, settings.data_dir, settings.val_size, limit=settings.limit)
+        if args.train_size and len(data.train) < args.train_size:
+            raise UsageError(f"--train-size {args.train_size}: only {len(data.train)} training images remain "
+                             f"after the {settings.val_size} of --val-size; ask for fewer")
     except (UsageError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

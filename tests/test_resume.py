@@ -124,6 +124,105 @@ def test_searcher_state_survives_a_save_and_restore(tmp_path):
     assert restored.suggest("t4") == "FINISHED"  # 4 asked for, 4 suggested across the restart
 
 
+def test_asha_rungs_are_saved_with_the_searcher_and_restored_into_tunes_scheduler(tmp_path):
+    """Tune saves the searcher, never the scheduler: a resumed ASHA would judge the trials that go on
+    against empty rungs. The searcher carries the scheduler's state, and restores it in place."""
+    import pickle
+    import types
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from search.experiment import ModelPlan, build_scheduler, build_searcher
+
+    plans = [ModelPlan("cnn", 6, 4, 1, 1.0, 0.0)]
+    scheduler = build_scheduler(plans, reduction_factor=2)
+    searcher = build_searcher(plans, seed=0).keep_with(scheduler)
+    at_start = pickle.dumps((searcher, scheduler))  # Tune's tuner.pkl: both, as the search began
+    trials = [types.SimpleNamespace(trial_id=f"t{i}", config={"model": "cnn"}, status="RUNNING", last_result={})
+              for i in range(3)]
+    for trial, acc in zip(trials, (0.9, 0.8, 0.7)):
+        scheduler.on_trial_add(None, trial)
+        decision = scheduler.on_trial_result(None, trial, {"epoch": 1, "val_acc": acc})
+    assert decision == TrialScheduler.STOP  # the third is below the rung's median
+    searcher.save(str(tmp_path / "state.pkl"))
+
+    resumed_searcher, resumed_scheduler = pickle.loads(at_start)
+    resumed_searcher.restore(str(tmp_path / "state.pkl"))
+    late = types.SimpleNamespace(trial_id="t3", config={"model": "cnn"}, status="RUNNING", last_result={})
+    resumed_scheduler.on_trial_add(None, late)
+    assert resumed_scheduler.on_trial_result(None, late, {"epoch": 1, "val_acc": 0.75}) == TrialScheduler.STOP
+    assert resumed_searcher._scheduler is resumed_scheduler
+
+
+def _restore(path):
+    """The searcher as Tune restores it from a saved state file."""
+    from search.experiment import PerModelSearcher
+
+    restored = PerModelSearcher.__new__(PerModelSearcher)
+    restored.restore(str(path))
+    return restored
+
+
+def _journal_states(folder) -> dict[str, str]:
+    """Each study trial's state, by the Tune trial it was drawn for (read anew from the journal)."""
+    import optuna
+
+    from search.experiment import optuna_storage
+
+    study = optuna.load_study(study_name="cnn", storage=optuna_storage(folder))
+    return {t.user_attrs["trial_id"]: t.state.name for t in study.trials}
+
+
+def test_a_searcher_saved_before_tune_listed_its_last_trials_counts_them_on_resume(tmp_path):
+    """Tune saves its trial list, then the searcher: killed in between, the restored searcher is
+    older than the list. It adopts what the list holds and suggests only what is still missing."""
+    import optuna
+
+    from search.experiment import ModelPlan, build_searcher, optuna_storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    searcher = build_searcher([ModelPlan("cnn", 4, 3, 1, 1.0, 0.0)], seed=0, storage=optuna_storage(tmp_path))
+    searcher.suggest("t0"), searcher.suggest("t1")
+    searcher.save(str(tmp_path / "older.pkl"))
+    searcher.suggest("t2")
+    searcher.on_trial_complete("t0", {"val_acc": 0.9, "epoch": 3})  # the list saved after this, the searcher before
+    restored = _restore(tmp_path / "older.pkl")
+    restored.adopt("t0", "cnn", finished=True, result={"val_acc": 0.9, "epoch": 3})
+    restored.adopt("t1", "cnn", finished=False)
+    restored.adopt("t2", "cnn", finished=False)
+    restored.reconcile({"t0": "cnn", "t1": "cnn", "t2": "cnn"})
+    assert restored.suggest("t3") is not None and restored.suggest("t4") == "FINISHED"  # 4 in all, not 5
+    restored.on_trial_complete("t2", {"val_acc": 0.95, "epoch": 3})  # the adopted trial reaches its study trial
+    assert _journal_states(tmp_path) == {"t0": "COMPLETE", "t1": "RUNNING", "t2": "COMPLETE", "t3": "RUNNING"}
+
+
+def test_a_searcher_newer_than_tunes_trial_list_gives_back_the_trials_that_will_never_run(tmp_path):
+    import types
+
+    import optuna
+    from ray.tune.search import SearchGenerator
+
+    from search.experiment import ModelPlan, build_searcher, optuna_storage, reconcile_search
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    searcher = build_searcher([ModelPlan("cnn", 4, 3, 1, 1.0, 0.0)], seed=0, storage=optuna_storage(tmp_path))
+    for i in range(3):
+        searcher.suggest(f"t{i}")
+    searcher.save(str(tmp_path / "newer.pkl"))
+    newer = _restore(tmp_path / "newer.pkl")  # knows t0-t2; Tune's list was saved with t0, t1
+    searcher.suggest("t3")  # asked after both were saved: in the journal only
+    generator = SearchGenerator(newer)
+    generator._total_samples, generator._counter, generator._finished = 4, 4, True  # saved when t3 was created
+    listed = [types.SimpleNamespace(trial_id=f"t{i}", config={"model": "cnn"}) for i in range(2)]
+    reconcile_search(types.SimpleNamespace(search_alg=generator, get_trials=lambda: listed))
+    assert not generator.is_finished() and generator._counter == 2
+    assert newer.suggest("t4") is not None and newer.suggest("t5") is not None and newer.suggest("t6") == "FINISHED"
+    journal = _journal_states(tmp_path)
+    assert journal == {"t0": "RUNNING", "t1": "RUNNING", "t2": "FAIL", "t3": "FAIL", "t4": "RUNNING", "t5": "RUNNING"}
+    study = optuna.load_study(study_name="cnn", storage=optuna_storage(tmp_path))
+    assert all("kill" in t.user_attrs["lost"] for t in study.trials if t.state.name == "FAIL")
+
+
 def test_a_search_short_of_its_trials_says_how_many_are_missing():
     from search.driver import missing_trials
     from search.experiment import ModelPlan

@@ -43,10 +43,31 @@ def test_missing_data_directory_is_explained(tmp_path):
     ("--num-samples", "0", "--num-samples must be positive"),
     ("--max-epochs", "-1", "--max-epochs must be positive"),
     ("--dataset", "cifar", "unknown dataset 'cifar'"),
+    ("--train-size", "0", "--train-size must be positive"),
 ])
 def test_bad_numbers_and_names_are_refused(tmp_path, flag, value, needle):
     proc, _ = refused("--model", "cnn", flag, value, "--storage-path", str(tmp_path))
     assert proc.returncode == 2 and needle in proc.stderr
+
+
+def test_training_subset_larger_than_the_training_images_is_refused(tmp_path, data_dir):
+    proc, _ = refused("--model", "cnn", "--train-size", "56000", "--data-dir", str(data_dir),
+                      "--storage-path", str(tmp_path))
+    assert proc.returncode == 2
+    assert "--train-size 56000: only 55000 training images remain after the 5000 of --val-size" in proc.stderr
+    assert not any(tmp_path.iterdir())
+
+
+def test_training_subset_and_sampler_reach_the_settings(tmp_path):
+    from search.run import build_parser, settings_from_args
+
+    def settings(*flags):
+        return settings_from_args(build_parser().parse_args(["--storage-path", str(tmp_path), *flags]))
+
+    assert settings().limit == (None, None, None) and settings().sampler == "tpe"
+    assert settings("--train-size", "10000", "--sampler", "random").limit == (10_000, None, None)
+    assert settings("--train-size", "300", "--smoke").limit == (300, 512, 1_024)  # --smoke's other caps stay
+    assert settings("--sampler", "random").sampler == "random"
 
 
 def test_smoke_search_end_to_end(tmp_path, data_dir):

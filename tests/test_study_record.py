@@ -133,3 +133,21 @@ def test_draws_the_pins_make_invalid_are_failed_in_the_study_and_drawn_again():
     failed = [t for t in study.trials if t.state.name == "FAIL"]
     assert failed and all("shrinks a 28x28 image" in t.user_attrs["invalid"] for t in failed)
     assert all(t.params["blocks"] == 3 for t in failed)
+
+
+def test_random_search_baseline_samples_the_same_space_after_the_default():
+    import optuna
+
+    import models
+    from search.experiment import ModelPlan, build_searcher
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    plan = ModelPlan("cnn", 6, 3, 1, 1.0, 0.0, fixed={"optimizer": "sgd"})
+    searcher = build_searcher([plan], seed=0, sampler="random")
+    configs = [searcher.suggest(f"t{i}") for i in range(6)]
+    study = searcher._searchers["cnn"]._ot_study
+    assert isinstance(study.sampler, optuna.samplers.RandomSampler)
+    default = {k: v for k, v in models.get("cnn").default_config.items() if k != "optimizer"}
+    assert {k: configs[0][k] for k in default} == default  # the default first, as with TPE
+    assert all(c["optimizer"] == "sgd" and 1e-3 <= c["lr"] <= 0.3 and "momentum" in c for c in configs)
+    assert len({c["lr"] for c in configs}) == 6
