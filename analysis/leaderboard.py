@@ -7,7 +7,7 @@ import textwrap
 import pandas as pd
 
 from analysis.efficiency import describe, efficiency
-from search.export import CONFIG_PREFIX
+from analysis.schema import CONFIG_PREFIX, ERROR
 
 
 def short_config(row: pd.Series) -> str:
@@ -36,7 +36,7 @@ def leaderboard(trials: pd.DataFrame, finalists: pd.DataFrame) -> str:
         counts = group["status"].value_counts()
         prefix = f"{model:<12} {len(group):>6} {counts.get('stopped_early', 0):>5} {counts.get('error', 0):>5}"
         if model not in by_model.index:
-            tested = "winner not tested" if (group["status"] != "error").any() else "no finished trial"
+            tested = "winner not tested" if (group["status"] != ERROR).any() else "no finished trial"
             lines.append(f"{prefix} {tested:>44}")
             continue
         w = by_model.loc[model]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from search.export import SCHEMA_VERSION
+from analysis.schema import SCHEMA_VERSION
 
 TABLES = ("trials", "epochs", "finalists")
 

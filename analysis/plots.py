@@ -12,7 +12,7 @@ import matplotlib.ticker  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis.load import Results  # noqa: E402
-from analysis.tables import succeeded  # noqa: E402
+from analysis.schema import STOPPED_EARLY, succeeded  # noqa: E402
 
 
 def _label(experiment: str, model: str, several: bool) -> str:
@@ -34,8 +34,8 @@ def pareto_plot(results: Results, fronts: pd.DataFrame, cost: str, xlabel: str, 
     several = trials["experiment"].nunique() > 1
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for (experiment, model), group in trials.groupby(["experiment", "model"]):
-        full = group[group["status"] != "stopped_early"]
-        early = group[group["status"] == "stopped_early"]
+        full = group[group["status"] != STOPPED_EARLY]
+        early = group[group["status"] == STOPPED_EARLY]
         points = ax.scatter(full[cost], full["best_val_acc"], label=_label(experiment, model, several), s=28)
         ax.scatter(early[cost], early["best_val_acc"], facecolors="none", edgecolors=points.get_facecolor(), s=28)
     for name, front in fronts.groupby("front", sort=True):

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.load import Results
-from search.export import CONFIG_PREFIX
+from analysis.schema import CONFIG_PREFIX, ERROR, STOPPED_EARLY, succeeded
 
 # metric name on the command line -> (column, higher is better)
 METRICS = {
@@ -18,11 +18,6 @@ METRICS = {
 }
 SHOWN = ["trial_id", "status", "budget", "best_val_acc", "best_val_f1", "best_val_loss", "train_time_s",
          "wall_clock_s", "params"]
-
-
-def succeeded(trials: pd.DataFrame) -> pd.DataFrame:
-    """Trials that reported at least one epoch and did not fail."""
-    return trials[(trials["status"] != "error") & trials["best_val_acc"].notna()]
 
 
 def differing_params(trials: pd.DataFrame) -> list[str]:
@@ -36,7 +31,7 @@ def with_budget(trials: pd.DataFrame) -> pd.DataFrame:
     the trial before its full budget: its numbers were never seen at the budget of the others)."""
     planned = trials.get(f"{CONFIG_PREFIX}epochs", pd.Series(np.nan, index=trials.index))
     budget = [f"{int(e)}/{int(p)}" if pd.notna(p) else f"{int(e)}" for e, p in zip(trials["epochs"], planned)]
-    return trials.assign(budget=budget, low_budget=trials["status"] == "stopped_early")
+    return trials.assign(budget=budget, low_budget=trials["status"] == STOPPED_EARLY)
 
 
 def rank(results: Results, metric: str = "val_acc", top_k: int = 5) -> dict[tuple[str, str], pd.DataFrame]:
@@ -70,7 +65,7 @@ def comparison(results: Results, metric: str = "test_acc") -> pd.DataFrame:
         trials = results.trials_of(experiment, model)
         counts = trials["status"].value_counts()
         row = dict(experiment=experiment, model=model, trials=len(trials),
-                   stopped_early=int(counts.get("stopped_early", 0)), errors=int(counts.get("error", 0)),
+                   stopped_early=int(counts.get(STOPPED_EARLY, 0)), errors=int(counts.get(ERROR, 0)),
                    search_trial_s=float(trials["wall_clock_s"].sum(skipna=True)))
         if finalists is not None and (experiment, model) in finalists.index:
             f = finalists.loc[(experiment, model)]
@@ -78,7 +73,7 @@ def comparison(results: Results, metric: str = "test_acc") -> pd.DataFrame:
             row.update(trial_id=f["trial_id"], test_acc=f["test_acc"], test_f1=f["test_f1"], test_loss=f["test_loss"],
                        best_val_acc=f["best_val_acc"], train_time_s=f["train_time_s"], wall_clock_s=f["wall_clock_s"],
                        params=f["params"], winner_budget=with_budget(winner)["budget"].iloc[0] if len(winner) else None,
-                       winner_low_budget=bool(len(winner) and winner["status"].iloc[0] == "stopped_early"))
+                       winner_low_budget=bool(len(winner) and winner["status"].iloc[0] == STOPPED_EARLY))
         rows.append(row)
     table = pd.DataFrame(rows)
     column, higher = METRICS.get(metric, METRICS["test_acc"])

@@ -23,9 +23,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import models  # noqa: E402
-from trainables.config import split_config  # noqa: E402
-from trainables.loop import Runtime, make_optimizer  # noqa: E402
-from trainables.train import parse_sets  # noqa: E402
+from models.config import parse_sets, split_config  # noqa: E402
+from trainables.loop import make_optimizer  # noqa: E402
+from trainables.runtime import Runtime  # noqa: E402
 
 EPOCH_IMAGES = 55_000
 

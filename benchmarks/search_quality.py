@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
+import os
 import subprocess
 import sys
 import tempfile
@@ -110,6 +110,17 @@ def markdown(rows: list[dict], budget: int) -> str:
     return "\n".join(lines)
 
 
+def cpu_name() -> str:
+    """The processor's model name (Linux), for the record of what the figures ran on."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--budget", type=int, default=48, help="training epochs each search may spend")
@@ -137,8 +148,8 @@ def main() -> None:
     import torch
 
     out = dict(budget=args.budget, max_epochs=args.max_epochs, seeds=args.seeds, train_size=args.train_size,
-               gpus=args.gpus, machine=platform.processor() or platform.machine(), torch=torch.__version__,
-               device=torch.cuda.get_device_name(0) if args.gpus else f"cpu ({__import__('os').cpu_count()} cores)",
+               gpus=args.gpus, machine=f"{cpu_name()}, {os.cpu_count()} cores", torch=torch.__version__,
+               device=torch.cuda.get_device_name(0) if args.gpus else "cpu",
                summary=rows, runs=runs)
     args.out.write_text(json.dumps(out, indent=1))
     print(markdown(rows, args.budget))

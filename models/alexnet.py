@@ -17,4 +17,4 @@ class AlexNetConfig(FineTuneConfig):
 
 
 SPEC = register(finetuned_spec("alexnet", AlexNetConfig, alexnet, AlexNet_Weights.IMAGENET1K_V1,
-                               input_sizes=[64, 112, 224], gpus=0.5))
+                               input_sizes=[64, 112, 224], gpus=0.5, backbone="features"))

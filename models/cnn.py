@@ -8,10 +8,8 @@ from typing import Any
 
 from torch import nn
 
-from models.config import check, choice, from_flat
-from models.registry import BuildContext, Config, ModelSpec, register
-
-IMAGE_SIZE = 28
+from models.config import check, choice, from_flat, suggest_optimizer
+from models.registry import IMAGE_SIZE, BuildContext, Config, ModelSpec, register
 
 
 @dataclass(frozen=True)
@@ -102,12 +100,7 @@ def space(trial: Any) -> dict[str, Any] | None:
     trial.suggest_categorical("batch_norm", [True, False])
     trial.suggest_categorical("fc_width", [0, 64, 128, 256])
     trial.suggest_float("dropout", 0.0, 0.5)
-    optimizer = trial.suggest_categorical("optimizer", ["adam", "adamw", "sgd"])
-    if optimizer == "sgd":
-        trial.suggest_float("lr", 1e-3, 0.3, log=True)
-        trial.suggest_float("momentum", 0.8, 0.99)
-    else:
-        trial.suggest_float("lr", 1e-4, 3e-2, log=True)
+    suggest_optimizer(trial, {"adam": (1e-4, 3e-2), "adamw": (1e-4, 3e-2), "sgd": (1e-3, 0.3)}, momentum=(0.8, 0.99))
     trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True)
     trial.suggest_categorical("batch_size", [64, 128, 256, 512])
     trial.suggest_categorical("schedule", ["constant", "cosine", "onecycle"])

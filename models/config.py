@@ -1,6 +1,6 @@
 """Typed configs at the boundary: Tune hands a flat dict, converted once into dataclasses here.
 
-Each model declares a dataclass of its architecture's settings; ``trainables.config.TrainConfig``
+Each model declares a dataclass of its architecture's settings; ``TrainConfig`` (below)
 holds the settings every model shares (optimizer, schedule, batch size...). ``from_flat`` picks a
 dataclass's fields out of the flat dict, converts strings given on the command line (``--set
 lr=0.003``) to the field's type, and lets the dataclass validate itself.
@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -76,3 +77,69 @@ def reject_unknown(flat: Mapping[str, Any], known: set[str], model: str) -> None
     """A key that no config of ``model`` reads is a typo, not something to ignore silently."""
     unknown = sorted(set(flat) - known)
     check(not unknown, f"unknown setting(s) {', '.join(unknown)} for model {model!r}; known: {', '.join(sorted(known))}")
+
+
+def parse_sets(pairs: Sequence[str]) -> dict[str, str]:
+    """``["lr=0.003", "augment=true"]`` -> ``{"lr": "0.003", "augment": "true"}`` (typed later)."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {pair!r} is not key=value, e.g. --set lr=0.003")
+        out[key.strip()] = value.strip()
+    return out
+
+
+# Keys the search adds to every config beside the hyperparameters.
+MODEL_KEY = "model"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimizer, schedule and data settings; ``epochs`` is the budget the schedule is planned for."""
+
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    momentum: float = 0.9  # SGD only
+    weight_decay: float = 0.0
+    batch_size: int = 256
+    schedule: str = "constant"  # constant | cosine | onecycle (per step, over `epochs`)
+    warmup_epochs: float = 0.0  # linear warm-up; capped at half the budget (a short smoke run still decays)
+    label_smoothing: float = 0.0
+    augment: bool = False
+    epochs: int = 3
+
+    def __post_init__(self) -> None:
+        choice("optimizer", self.optimizer, ("adam", "adamw", "sgd"))
+        check(0 < self.lr < 10, f"lr={self.lr} must be positive and below 10")
+        check(0 <= self.momentum < 1, f"momentum={self.momentum} must be in [0, 1)")
+        # Above 1 the decay outweighs any gradient: weights collapse or training diverges within an epoch.
+        check(0 <= self.weight_decay <= 1, f"weight_decay={self.weight_decay} must be between 0 and 1")
+        check(1 <= self.batch_size <= 65_536, f"batch_size={self.batch_size} must be between 1 and 65536")
+        choice("schedule", self.schedule, ("constant", "cosine", "onecycle"))
+        check(self.warmup_epochs >= 0, f"warmup_epochs={self.warmup_epochs} must not be negative")
+        check(0 <= self.label_smoothing < 1, f"label_smoothing={self.label_smoothing} must be in [0, 1)")
+        check(self.epochs >= 1, f"epochs={self.epochs} must be at least 1")
+
+
+def split_config(flat: Mapping[str, Any], model_config_cls: type, model: str) -> TrainConfig:
+    """Validate a flat config for ``model``: unknown keys are errors, the shared part is returned typed.
+
+    The model's own part is typed by its builder (``from_flat(model_config_cls, flat)``), which
+    validates it too; it is checked here as well so that a bad config fails before any training.
+    """
+    reject_unknown(flat, field_names(TrainConfig, model_config_cls) | {MODEL_KEY}, model)
+    from_flat(model_config_cls, flat)
+    return from_flat(TrainConfig, flat)
+
+
+def suggest_optimizer(trial: Any, lr: Mapping[str, tuple[float, float]],
+                      momentum: tuple[float, float] | None = None) -> str:
+    """Search the optimizer among ``lr``'s keys, then its learning rate on a log scale in that
+    optimizer's own range (SGD takes far larger steps than Adam), then, for SGD, its ``momentum``
+    if a range is given. The learning rate is one parameter whose range follows the optimizer."""
+    optimizer = trial.suggest_categorical("optimizer", list(lr))
+    trial.suggest_float("lr", *lr[optimizer], log=True)
+    if optimizer == "sgd" and momentum is not None:
+        trial.suggest_float("momentum", *momentum)
+    return optimizer

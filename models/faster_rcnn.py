@@ -33,7 +33,7 @@ from torch import nn
 from torchvision.models import detection
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 
-from models.config import check, choice, from_flat
+from models.config import check, choice, from_flat, suggest_optimizer
 from models.finetune import ensure_weights, torchvision_cache
 from models.registry import BuildContext, Config, ModelSpec, register
 from models.task import Predictions, Task
@@ -226,12 +226,7 @@ def space(trial: Any) -> dict[str, Any]:
     trial.suggest_categorical("input_size", [64, 96, 128, 160])
     if trial.params.get("pretrained", True):
         trial.suggest_int("trainable_backbone_layers", 0, 5)
-    optimizer = trial.suggest_categorical("optimizer", ["sgd", "adamw"])
-    if optimizer == "sgd":
-        trial.suggest_float("lr", 2e-3, 5e-2, log=True)
-        trial.suggest_float("momentum", 0.8, 0.95)
-    else:
-        trial.suggest_float("lr", 2e-5, 1e-3, log=True)
+    suggest_optimizer(trial, {"sgd": (2e-3, 5e-2), "adamw": (2e-5, 1e-3)}, momentum=(0.8, 0.95))
     trial.suggest_float("weight_decay", 1e-6, 1e-3, log=True)
     trial.suggest_categorical("batch_size", [16, 32, 64])
     trial.suggest_categorical("warmup_epochs", [0.0, 0.5])

@@ -1,6 +1,14 @@
 """Fine-tuning torchvision's ImageNet classifiers on 28x28 grayscale digits: one helper for every
-such architecture (VGG16, AlexNet), holding the settings, the input adapter, the weight loading and
-the shared part of the search space.
+such architecture (VGG16, AlexNet, ResNet-18), holding the settings, the input adapter, the weight
+loading and the shared part of the search space. A model file gives only the torchvision builder,
+its weights, its input sizes and its share of a GPU (``finetuned_spec``).
+
+The network is adapted generically: its first convolution (the first ``nn.Conv2d`` it holds) takes
+one channel instead of three, and its head (the last ``nn.Linear``) is replaced by a
+``num_classes``-way one. The backbone (what ``strategy`` freezes or slows) is everything but the
+head, or the submodule a model file names (VGG and AlexNet: ``features``, so their hidden
+fully connected layers train with the head). ``classifier_dropout`` goes to the builder where it
+takes a ``dropout`` argument (VGG, AlexNet), else before the new head (ResNet).
 
 Input: batches arrive as (B, 1, 28, 28) normalized with the data set's mean and std. The adapter
 resizes them on the device to the searched input size and re-normalizes them the way ImageNet
@@ -17,6 +25,7 @@ it goes, never a silent random initialization.
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.config import check, choice, from_flat
+from models.config import check, choice, from_flat, suggest_optimizer
 from models.registry import BuildContext, Config, ModelSpec
 
 IMAGENET_GRAY_MEAN = 0.449  # mean of (0.485, 0.456, 0.406)
@@ -133,10 +142,22 @@ def fold_rgb_conv(conv: nn.Conv2d) -> nn.Conv2d:
     return gray
 
 
-class FineTuned(nn.Module):
-    """A torchvision classifier (``features`` + ``classifier``) behind a gray-digit input adapter."""
+def first_conv_name(net: nn.Module) -> str:
+    """The name of the first convolution ``net`` holds (the one that sees the image)."""
+    return next(name for name, m in net.named_modules() if isinstance(m, nn.Conv2d))
 
-    def __init__(self, net: nn.Module, cfg: FineTuneConfig, ctx: BuildContext) -> None:
+
+def head_name(net: nn.Module) -> str:
+    """The name of the last fully connected layer ``net`` holds (its classifier's output layer)."""
+    return [name for name, m in net.named_modules() if isinstance(m, nn.Linear)][-1]
+
+
+class FineTuned(nn.Module):
+    """A torchvision classifier behind a gray-digit input adapter; ``backbone`` names the part that
+    ``strategy`` freezes or slows (None: everything but the head)."""
+
+    def __init__(self, net: nn.Module, cfg: FineTuneConfig, ctx: BuildContext, head: str,
+                 backbone: str | None = None) -> None:
         super().__init__()
         self.net = net
         self.size = cfg.input_size
@@ -144,9 +165,16 @@ class FineTuned(nn.Module):
         # data-set normalization -> ImageNet gray normalization, as one affine map
         self.scale = ctx.std / IMAGENET_GRAY_STD
         self.shift = (ctx.mean - IMAGENET_GRAY_MEAN) / IMAGENET_GRAY_STD
+        head_ids = {id(p) for p in net.get_submodule(head).parameters()}
+        part = net.get_submodule(backbone).parameters() if backbone else net.parameters()
+        self._backbone_ids = {id(p) for p in part if id(p) not in head_ids}
         if cfg.strategy == "head":
-            for p in self.net.features.parameters():
+            for p in self.backbone_parameters():
                 p.requires_grad_(False)
+
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        """The pretrained part's parameters (what ``strategy`` freezes or slows)."""
+        return [p for p in self.net.parameters() if id(p) in self._backbone_ids]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, 1, 28, 28)
         x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)  # (B, 1, S, S)
@@ -154,22 +182,24 @@ class FineTuned(nn.Module):
 
     def param_groups(self) -> list[tuple[list[nn.Parameter], float]]:
         """(parameters, learning-rate multiplier): the backbone may learn slower than the classifier."""
-        backbone = list(self.net.features.parameters())
-        ids = {id(p) for p in backbone}
-        rest = [p for p in self.parameters() if id(p) not in ids]
+        backbone = self.backbone_parameters()
+        rest = [p for p in self.parameters() if id(p) not in self._backbone_ids]
         return [(backbone, self.backbone_lr_mult), (rest, 1.0)]
 
 
-def build_finetuned(cfg: FineTuneConfig, ctx: BuildContext, builder: Callable[..., nn.Module], weights: Any) -> nn.Module:
+def build_finetuned(cfg: FineTuneConfig, ctx: BuildContext, builder: Callable[..., nn.Module], weights: Any,
+                    backbone: str | None = None) -> nn.Module:
     """Build ``builder`` (a torchvision constructor), load its ImageNet weights if ``cfg.pretrained``,
-    then give it a ``ctx.num_classes``-way last layer and a one-channel first convolution."""
-    net = builder(weights=None, dropout=cfg.classifier_dropout)
+    then give it a ``ctx.num_classes``-way head and a one-channel first convolution."""
+    takes_dropout = "dropout" in inspect.signature(builder).parameters
+    net = builder(weights=None, **({"dropout": cfg.classifier_dropout} if takes_dropout else {}))
     if cfg.pretrained and ctx.load_weights:
         load_pretrained(net, weights, ctx.weights_dir)
-    last = net.classifier[-1]
-    net.classifier[-1] = nn.Linear(last.in_features, ctx.num_classes)
-    net.features[0] = fold_rgb_conv(net.features[0])
-    return FineTuned(net, cfg, ctx)
+    head, first = head_name(net), first_conv_name(net)
+    new_head = nn.Linear(net.get_submodule(head).in_features, ctx.num_classes)
+    net.set_submodule(head, new_head if takes_dropout else nn.Sequential(nn.Dropout(cfg.classifier_dropout), new_head))
+    net.set_submodule(first, fold_rgb_conv(net.get_submodule(first)))
+    return FineTuned(net, cfg, ctx, head, backbone)
 
 
 def finetune_space(trial: Any, input_sizes: list[int]) -> dict[str, Any]:
@@ -181,11 +211,7 @@ def finetune_space(trial: Any, input_sizes: list[int]) -> dict[str, Any]:
         strategy = constants["strategy"] = "all"
     if strategy == "discriminative":
         trial.suggest_float("backbone_lr_mult", 0.01, 0.3, log=True)
-    optimizer = trial.suggest_categorical("optimizer", ["adamw", "sgd"])
-    if optimizer == "sgd":
-        trial.suggest_float("lr", 1e-3, 5e-2, log=True)
-    else:
-        trial.suggest_float("lr", 1e-5, 1e-3, log=True)
+    suggest_optimizer(trial, {"adamw": (1e-5, 1e-3), "sgd": (1e-3, 5e-2)})
     trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True)
     trial.suggest_categorical("batch_size", [64, 128, 256])
     trial.suggest_float("classifier_dropout", 0.0, 0.6)
@@ -197,12 +223,13 @@ def finetune_space(trial: Any, input_sizes: list[int]) -> dict[str, Any]:
 
 
 def finetuned_spec(name: str, config_cls: type[FineTuneConfig], builder: Callable[..., nn.Module], weights: Any,
-                   input_sizes: list[int], gpus: float) -> ModelSpec:
+                   input_sizes: list[int], gpus: float, backbone: str | None = None) -> ModelSpec:
     """The registry entry of a torchvision classifier fine-tuned here: everything but the network,
-    its weights, its input sizes and its share of a GPU is common to all of them."""
+    its weights, its input sizes, its share of a GPU and (optionally) the submodule that is its
+    pretrained backbone is common to all of them."""
 
     def build(config: Config, ctx: BuildContext = BuildContext()) -> nn.Module:
-        return build_finetuned(from_flat(config_cls, config), ctx, builder, weights)
+        return build_finetuned(from_flat(config_cls, config), ctx, builder, weights, backbone)
 
     smallest = config_cls().input_size
     return ModelSpec(

@@ -13,7 +13,10 @@ from typing import Any
 
 from torch import nn
 
+from models.config import MODEL_KEY, TrainConfig, field_names
 from models.task import CLASSIFICATION, Task
+
+IMAGE_SIZE = 28  # MNIST and Fashion-MNIST: every builder gets (B, 1, 28, 28) batches
 
 Config = Mapping[str, Any]
 
@@ -46,7 +49,7 @@ class ModelSpec:
     """Everything the search needs to know about one architecture.
 
     - ``config_cls`` is the dataclass of its architecture settings; the shared training settings
-      are ``trainables.config.TrainConfig``.
+      are ``models.config.TrainConfig``.
     - ``build(config, ctx)`` returns a module mapping (B, 1, 28, 28) normalized images to
       (B, ctx.num_classes) logits.
     - ``space(trial)`` is an Optuna define-by-run space: it only suggests values, and may return a
@@ -111,6 +114,12 @@ def register(spec: ModelSpec) -> ModelSpec:
         raise ValueError(f"model {spec.name!r} is already registered")
     if spec.name == "all" or "," in spec.name:
         raise ValueError(f"{spec.name!r} cannot be a model name: 'all' and commas have a meaning on the command line")
+    # A flat config is split by field name: a model field named like a training setting would
+    # silently take (or give) the other's value.
+    shared = field_names(spec.config_cls) & (field_names(TrainConfig) | {MODEL_KEY})
+    if shared:
+        raise ValueError(f"model {spec.name!r}: its config fields {', '.join(sorted(shared))} are training settings "
+                         f"(models.config.TrainConfig) or the model key; rename them")
     _REGISTRY[spec.name] = spec
     return spec
 

@@ -17,4 +17,4 @@ class VGG16Config(FineTuneConfig):
 
 
 SPEC = register(finetuned_spec("vgg16", VGG16Config, vgg16, VGG16_Weights.IMAGENET1K_V1,
-                               input_sizes=[32, 64, 112], gpus=1.0))
+                               input_sizes=[32, 64, 112], gpus=1.0, backbone="features"))

@@ -15,14 +15,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.config import check, from_flat
-from models.registry import BuildContext, Config, ModelSpec, register
-
-IMAGE_SIZE = 28
+from models.registry import IMAGE_SIZE, BuildContext, Config, ModelSpec, register
 
 
 @dataclass(frozen=True)
 class ViTConfig:
-    """The architecture's settings (the training ones are in ``trainables.config.TrainConfig``)."""
+    """The architecture's settings (the training ones are in ``models.config.TrainConfig``)."""
 
     patch_size: int = 4
     width: int = 64

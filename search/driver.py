@@ -17,11 +17,10 @@ from search.experiment import (METRIC, MODE, OPTUNA_FILE, ModelPlan, build_sched
                                optuna_storage, resources_for)
 from search.export import epochs_table, record_from_result, trial_dirname, trials_table, write_atomic
 from search.finalists import evaluate_finalists
-from search.run import COMMAND_FILE, Settings
+from search.settings import COMMAND_FILE, Settings
 from trainables.data import Dataset
-from trainables.loop import Runtime
-from trainables.runtime import pick_device
-from trainables.trainable import TrialData, train_trial
+from trainables.runtime import Runtime, pick_device
+from trainables.tune_trial import TrialData, train_trial
 
 
 def start_ray(settings: Settings) -> None:

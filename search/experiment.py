@@ -24,7 +24,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 import models
-from trainables.config import MODEL_KEY
+from models.config import MODEL_KEY
 
 METRIC, MODE = "val_acc", "max"
 MAX_REDRAWS = 20  # draws of one trial's config that the pinned settings make invalid, before giving up
@@ -133,7 +133,7 @@ class PerModelSearcher(Searcher):
         as failed, with the reason, and drawn again; after ``MAX_REDRAWS`` the last one runs and
         fails with that reason."""
         from models.config import ConfigError
-        from trainables.config import split_config
+        from models.config import split_config
 
         searcher, spec = self._searchers[model], models.get(model)
         for attempt in range(MAX_REDRAWS + 1):

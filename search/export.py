@@ -1,6 +1,6 @@
 """Turn Tune's results into the three Parquet files that are the contract with ``analysis/``.
 
-The schema is documented in the README ("Results schema"); ``SCHEMA_VERSION`` changes with it.
+The columns are ``analysis.schema``'s (documented in docs/schema.md).
 Files are written under a temporary name and renamed, so a reader sees either the previous
 complete file or the new complete file, never half of one.
 """
@@ -10,28 +10,29 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from trainables.config import MODEL_KEY, effective_config
+from analysis.schema import (CONFIG_PREFIX, COMPLETED, EPOCH_COLUMNS, ERROR, SCHEMA_VERSION, STOPPED_EARLY, TRIAL_COLUMNS,
+                             config_names)
+import models
+from models.config import MODEL_KEY, ConfigError, TrainConfig, from_flat
 
-SCHEMA_VERSION = 3  # 3: the efficiency columns (process ... search_started_at) in trials
-# no_box_rate: share of validation images a detector found no box in (empty for classifiers)
-EPOCH_COLUMNS = ["trial_id", "model", "epoch", "train_loss", "val_loss", "val_acc", "val_f1",
-                 "epoch_time_s", "elapsed_s", "reported_at", "no_box_rate", "node"]
-TRIAL_COLUMNS = ["experiment", "trial_id", "model", "status", "epochs", "best_val_acc", "best_val_f1",
-                 "best_val_loss", "train_time_s", "wall_clock_s", "time_to_best_s", "params", "device", "node",
-                 "precision", "dataset", "seed", "pretrained", "error", "started_at",
-                 # where and when it ran, for the search's efficiency (analysis.efficiency)
-                 "process", "trial_in_process", "setup_s", "train_started_at", "ended_at", "slots",
-                 "search_started_at"]
-FINALIST_COLUMNS = ["model", "trial_id", "test_acc", "test_f1", "test_loss", "best_val_acc", "train_time_s",
-                    "wall_clock_s", "params"]
-CONFIG_PREFIX = "config."
 _TRIAL_DIR = re.compile(r"^(?P<model>.+?)_(?P<trial_id>[0-9a-f]{5,}(?:_\d+)?)$")
+
+
+def effective_config(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """The complete config a trial trained with: what was searched or set, plus the defaults that
+    filled the rest (e.g. ``padding`` when the space did not suggest it). Exports record this, so a
+    row says everything that shaped its result. An invalid config is returned as it was given."""
+    try:
+        spec = models.get(flat[MODEL_KEY])
+        return {MODEL_KEY: spec.name, **asdict(from_flat(spec.config_cls, flat)), **asdict(from_flat(TrainConfig, flat))}
+    except (KeyError, ConfigError):
+        return dict(flat)
 
 
 def trial_dirname(trial) -> str:
@@ -74,10 +75,10 @@ def status_of(record: TrialRecord) -> str:
     """``error`` if the trial raised; ``completed`` if it trained its whole budget; else
     ``stopped_early`` (ASHA, or the experiment's time budget, stopped it)."""
     if record.error is not None:
-        return "error"
+        return ERROR
     budget = record.config.get("epochs")
     done = int(record.history["epoch"].max()) if len(record.history) else 0
-    return "completed" if budget is not None and done >= int(budget) else "stopped_early"
+    return COMPLETED if budget is not None and done >= int(budget) else STOPPED_EARLY
 
 
 def trial_row(record: TrialRecord, experiment: str, dataset: str, seed: int,
@@ -137,8 +138,7 @@ def trials_table(records: Iterable[TrialRecord], experiment: str, dataset: str, 
                  search: Mapping[str, Any] | None = None) -> pd.DataFrame:
     rows = [trial_row(r, experiment, dataset, seed, search) for r in records]
     table = pd.DataFrame(rows)
-    config_cols = sorted(c for c in table.columns if c.startswith(CONFIG_PREFIX))
-    return table.reindex(columns=TRIAL_COLUMNS + config_cols).sort_values(["model", "trial_id"], ignore_index=True)
+    return table.reindex(columns=TRIAL_COLUMNS + config_names(table)).sort_values(["model", "trial_id"], ignore_index=True)
 
 
 def epochs_table(records: Iterable[TrialRecord]) -> pd.DataFrame:

@@ -9,15 +9,17 @@ from typing import Any
 import pandas as pd
 
 import models
-from search.export import CONFIG_PREFIX, FINALIST_COLUMNS, config_columns
+from analysis.schema import FINALIST_COLUMNS, config_names, succeeded
+from search.export import config_columns
 from trainables.data import Split
-from trainables.loop import Runtime, evaluate
-from trainables.trainable import load_weights
+from trainables.loop import evaluate
+from trainables.runtime import Runtime
+from trainables.tune_trial import load_weights
 
 
 def pick_winners(trials: pd.DataFrame) -> pd.DataFrame:
     """Per model, the trial with the highest ``best_val_acc`` among those that did not fail."""
-    ok = trials[(trials["status"] != "error") & trials["best_val_acc"].notna()]
+    ok = succeeded(trials)
     if ok.empty:
         return ok
     return ok.loc[ok.groupby("model")["best_val_acc"].idxmax()].reset_index(drop=True)
@@ -47,8 +49,7 @@ def evaluate_finalists(
         except Exception as e:  # one model's winner failing must not cost the others' test
             problems[winner["model"]] = f"{type(e).__name__}: {e}"
     table = pd.DataFrame(rows)
-    config_cols = sorted(c for c in table.columns if c.startswith(CONFIG_PREFIX))
-    return table.reindex(columns=FINALIST_COLUMNS + config_cols), problems
+    return table.reindex(columns=FINALIST_COLUMNS + config_names(table)), problems
 
 
 def _test_winner(winner: pd.Series, checkpoints: Mapping[str, Any], configs: Mapping[str, dict[str, Any]],

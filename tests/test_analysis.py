@@ -12,7 +12,8 @@ from analysis.__main__ import main as analysis_main
 from analysis.load import AnalysisError, load
 from analysis.tables import (at_common_budget, best_so_far, comparison, importance, pareto_front, pareto_fronts, rank,
                              succeeded, winning_ranges)
-from search.export import SCHEMA_VERSION, TrialRecord, epochs_table, trials_table, write_atomic
+from analysis.schema import SCHEMA_VERSION
+from search.export import TrialRecord, epochs_table, trials_table, write_atomic
 
 T0 = 1_700_000_000.0
 
@@ -134,6 +135,21 @@ def test_report_is_written_with_plots_and_tables(tmp_path, capsys):
     assert set(ranked["model"]) == {"cnn", "vit"} and (ranked.groupby("model").size() == 2).all()
     assert pd.read_csv(report / "comparison.csv")["model"].tolist() == ["cnn", "vit"]
     assert str(report / "report.md") in capsys.readouterr().out
+
+
+def test_the_analysis_command_needs_neither_torch_nor_ray(tmp_path):
+    """Results copied off a cluster are analysed on a laptop: ``python -m analysis`` reads Parquet
+    and the schema, and never imports torch or Ray (``-X importtime`` lists every module imported)."""
+    import subprocess
+    import sys
+
+    folder = write_experiment(tmp_path / "exp")
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "analysis", str(folder)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "pandas" in imported and "analysis.schema" in imported  # the listing is complete
+    assert not {name for name in imported if name.split(".")[0] in ("torch", "ray", "torchvision")}
 
 
 def test_two_experiments_are_compared(tmp_path):

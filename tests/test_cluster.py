@@ -11,17 +11,18 @@ import pytest
 import ray
 from ray import tune
 
-import search.run as run
+import search.settings as settings
 from conftest import run_cli
 from search.experiment import resources_for
-from search.run import UsageError, build_parser, settings_from_args
+from search.run import build_parser
+from search.settings import UsageError, settings_from_args
 
 GPUS = 4
 
 
 def plans_for(tmp_path, monkeypatch, *flags):
     """The per-model plans ``search.run`` makes from a command line, on a machine with 4 GPUs."""
-    monkeypatch.setattr(run, "_gpus_found", lambda: GPUS)
+    monkeypatch.setattr(settings, "_gpus_found", lambda: GPUS)
     args = build_parser().parse_args([*flags, "--gpus", str(GPUS), "--no-pretrained", "--storage-path", str(tmp_path)])
     return settings_from_args(args).plans
 

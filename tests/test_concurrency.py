@@ -12,7 +12,7 @@ from ray import tune
 import models
 from conftest import run_cli
 from search.experiment import ModelPlan, concurrency, startup_trials
-from trainables.trainable import DeviceData, TrialData, train_trial
+from trainables.tune_trial import DeviceData, TrialData, train_trial
 
 
 def plan(name: str, cpus: float = 1, gpus: float = 0, samples: int = 16) -> ModelPlan:

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from analysis.leaderboard import leaderboard
-from search.export import (EPOCH_COLUMNS, TRIAL_COLUMNS, TrialRecord, epochs_table, short_error, trials_table,
-                           write_atomic)
+from analysis.schema import EPOCH_COLUMNS, TRIAL_COLUMNS
+from search.export import TrialRecord, epochs_table, short_error, trials_table, write_atomic
 from search.finalists import pick_winners
 
 
@@ -83,8 +83,8 @@ def test_short_error_keeps_the_last_meaningful_line():
 def test_a_winner_that_cannot_be_tested_is_reported_and_the_others_still_are(tmp_path, mnist_small):
     import models
     from search.finalists import evaluate_finalists
-    from trainables.loop import Runtime
-    from trainables.trainable import CHECKPOINT_FILE
+    from trainables.runtime import Runtime
+    from trainables.tune_trial import CHECKPOINT_FILE
 
     configs = {"c1": {"model": "cnn", **models.get("cnn").default_config},
                "v1": {"model": "vit", **models.get("vit").default_config}}

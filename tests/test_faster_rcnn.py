@@ -14,8 +14,9 @@ from conftest import run_cli
 from models.faster_rcnn import BACKBONES, DETECTION, digit_boxes
 from models.finetune import WeightsError, weights_file_name
 from trainables.data import Split
-from trainables.loop import Runtime, evaluate, train_one_epoch
-from trainables.config import TrainConfig
+from trainables.loop import evaluate, train_one_epoch
+from trainables.runtime import Runtime
+from models.config import TrainConfig
 
 SPEC = models.get("faster_rcnn")
 MEAN, STD = 0.1307, 0.3081

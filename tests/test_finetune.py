@@ -1,5 +1,6 @@
-"""VGG16 and AlexNet fine-tuned from pretrained weights: the offline weight-loading path, the
-gray-digit input adapter, the fine-tuning strategies, and refusing to run without weights."""
+"""The fine-tuned architectures (every registered model built by ``models.finetune``: VGG16,
+AlexNet, ResNet-18): the offline weight-loading path, the gray-digit input adapter, the fine-tuning
+strategies, and refusing to run without weights."""
 
 from __future__ import annotations
 
@@ -10,26 +11,31 @@ import torch
 
 import models
 from conftest import run_cli
-from models.config import ConfigError
-from models.finetune import (IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD, WeightsError, ensure_weights, fold_rgb_conv,
-                             weights_file_name)
-from trainables.config import TrainConfig
+from models.config import ConfigError, TrainConfig
+from models.finetune import (IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD, FineTuneConfig, WeightsError, ensure_weights,
+                             first_conv_name, fold_rgb_conv, head_name, weights_file_name)
 from trainables.loop import make_optimizer
 
-FINE_TUNED = ["vgg16", "alexnet"]
-BUILDERS = {"vgg16": "vgg16", "alexnet": "alexnet"}
+FINE_TUNED = [name for name in models.names() if issubclass(models.get(name).config_cls, FineTuneConfig)]
+
+
+def imagenet_network(name: str) -> torch.nn.Module:
+    """The torchvision network ``name`` fine-tunes, ImageNet-shaped (found by its weights' type)."""
+    import torchvision.models as tvm
+
+    weights = models.get(name).pretrained_weights
+    builder = next(b for b in tvm.list_models() if tvm.get_model_weights(b) is type(weights))
+    return tvm.get_model(builder, weights=None)
 
 
 @pytest.fixture(scope="session")
 def weights_dir(tmp_path_factory):
     """A weights folder holding, under torchvision's file names, state dicts of the architectures
     that this test writes (random values, distinguishable from a fresh initialization)."""
-    import torchvision.models as tvm
-
     folder = tmp_path_factory.mktemp("weights")
     for name in FINE_TUNED:
         torch.manual_seed(123)
-        state = getattr(tvm, BUILDERS[name])(weights=None).state_dict()
+        state = imagenet_network(name).state_dict()
         torch.save(state, folder / weights_file_name(models.get(name).pretrained_weights))
     return folder
 
@@ -39,15 +45,14 @@ def test_pretrained_weights_are_loaded_from_the_weights_folder(name, weights_dir
     saved = torch.load(weights_dir / weights_file_name(models.get(name).pretrained_weights), weights_only=True)
     ctx = models.BuildContext(weights_dir=str(weights_dir))
     model = models.get(name).build({"pretrained": True}, ctx)
-    net = model.net
-    # Every pretrained layer kept its weights; the first conv holds the RGB filters summed; the last
-    # layer is new and 10-way.
-    assert torch.equal(net.features[0].weight, saved["features.0.weight"].sum(dim=1, keepdim=True))
-    fc6 = min(i for i, m in enumerate(net.classifier) if isinstance(m, torch.nn.Linear))
-    assert torch.equal(net.classifier[fc6].weight, saved[f"classifier.{fc6}.weight"])
-    last_conv = max(i for i, m in enumerate(net.features) if isinstance(m, torch.nn.Conv2d))
-    assert torch.equal(net.features[last_conv].weight, saved[f"features.{last_conv}.weight"])
-    assert net.classifier[-1].out_features == 10
+    net, first, head = model.net, first_conv_name(imagenet_network(name)), head_name(imagenet_network(name))
+    # Every pretrained layer kept its weights (buffers too: batch-norm statistics); the first conv
+    # holds the RGB filters summed; the head is new and 10-way.
+    assert torch.equal(net.get_submodule(first).weight, saved[f"{first}.weight"].sum(dim=1, keepdim=True))
+    state = net.state_dict()
+    kept = [k for k in saved if not k.startswith((f"{first}.", f"{head}."))]
+    assert len(kept) > 10 and all(torch.equal(state[k], saved[k]) for k in kept)
+    assert net.get_submodule(head_name(net)).out_features == 10
 
 
 @pytest.mark.parametrize("name", FINE_TUNED)
@@ -82,8 +87,9 @@ def test_folded_first_conv_equals_repeating_the_gray_channel():
     assert torch.allclose(fold_rgb_conv(rgb)(gray), rgb(gray.expand(-1, 3, -1, -1)), atol=1e-5)
 
 
-@pytest.mark.parametrize("name,size", [("vgg16", 64), ("alexnet", 112)])
-def test_input_is_resized_and_renormalized_on_the_way_in(name, size):
+@pytest.mark.parametrize("name", FINE_TUNED)
+def test_input_is_resized_and_renormalized_on_the_way_in(name):
+    size = models.get(name).config_cls().MIN_INPUT + 16
     ctx = models.BuildContext(mean=0.1307, std=0.3081)
     model = models.get(name).build({"pretrained": False, "strategy": "all", "input_size": size}, ctx)
     seen = {}
@@ -91,28 +97,34 @@ def test_input_is_resized_and_renormalized_on_the_way_in(name, size):
     def record(module, inputs) -> None:
         seen["x"] = inputs[0]
 
-    model.net.features[0].register_forward_pre_hook(record)
+    model.net.get_submodule(first_conv_name(model.net)).register_forward_pre_hook(record)
     black = torch.full((2, 1, 28, 28), (0.0 - 0.1307) / 0.3081)  # a black MNIST image, data-set normalized
     assert model(black).shape == (2, 10)
     assert seen["x"].shape == (2, 1, size, size)
     assert torch.allclose(seen["x"], torch.full_like(seen["x"], (0.0 - IMAGENET_GRAY_MEAN) / IMAGENET_GRAY_STD), atol=1e-5)
 
 
-@pytest.mark.parametrize("name,too_small", [("vgg16", 28), ("alexnet", 32)])
-def test_input_below_what_the_network_accepts_is_an_error(name, too_small):
+@pytest.mark.parametrize("name", FINE_TUNED)
+def test_input_below_what_the_network_accepts_is_an_error(name):
+    too_small = models.get(name).config_cls().MIN_INPUT - 1
     with pytest.raises(ConfigError, match=f"input_size={too_small} is below what this network accepts"):
         models.get(name).build({"pretrained": False, "strategy": "all", "input_size": too_small})
 
 
-def test_strategies_freeze_or_slow_the_backbone():
-    spec = models.get("alexnet")
-    head = spec.build({"pretrained": False, "strategy": "all"})
-    assert all(p.requires_grad for p in head.parameters())
+@pytest.mark.parametrize("name", FINE_TUNED)
+def test_strategies_freeze_or_slow_the_backbone(name):
+    spec = models.get(name)
+    everything = spec.build({"pretrained": False, "strategy": "all"})
+    assert all(p.requires_grad for p in everything.parameters())
     frozen = spec.build({"pretrained": True, "strategy": "head"}, models.BuildContext(load_weights=False))
-    assert not any(p.requires_grad for p in frozen.net.features.parameters())
+    backbone = {id(p) for p in frozen.backbone_parameters()}
+    first_conv = frozen.net.get_submodule(first_conv_name(frozen.net)).weight
+    assert id(first_conv) in backbone and not any(p.requires_grad for p in frozen.backbone_parameters())
+    head = frozen.net.get_submodule(head_name(frozen.net))
+    assert all(p.requires_grad for p in head.parameters())
     optimizer = make_optimizer(frozen, TrainConfig(lr=0.01))
     trained = {id(p) for g in optimizer.param_groups for p in g["params"]}
-    assert not trained & {id(p) for p in frozen.net.features.parameters()}
+    assert not trained & backbone and {id(p) for p in head.parameters()} <= trained
     slow = spec.build({"pretrained": True, "strategy": "discriminative", "backbone_lr_mult": 0.1},
                       models.BuildContext(load_weights=False))
     lrs = sorted({round(g["lr"], 9) for g in make_optimizer(slow, TrainConfig(lr=0.01)).param_groups})

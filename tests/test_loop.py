@@ -11,8 +11,8 @@ import torch
 from sklearn.metrics import f1_score
 
 import models
-from trainables.fit import fit, prepare
-from trainables.loop import DivergedError, Runtime, evaluate, lr_factor, train_one_epoch
+from trainables.loop import DivergedError, evaluate, fit, lr_factor, prepare, train_one_epoch
+from trainables.runtime import Runtime
 from trainables.train import main as train_main
 
 
@@ -55,7 +55,7 @@ def test_diverging_training_stops_with_a_reason(mnist_small, runtime):
 
 
 def test_a_checkpoint_resumes_model_optimizer_and_schedule(mnist_small, runtime, tmp_path):
-    from trainables.trainable import resume_state, save_checkpoint
+    from trainables.tune_trial import resume_state, save_checkpoint
 
     config = {**models.get("cnn").default_config, "epochs": 2}
     first = prepare("cnn", config, mnist_small.train, runtime)

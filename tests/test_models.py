@@ -7,9 +7,8 @@ import pytest
 import torch
 
 import models
-from models.config import ConfigError
 from search.experiment import space_with_pretrained
-from trainables.config import TrainConfig, split_config
+from models.config import ConfigError, TrainConfig, split_config
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 ALL = models.names()
@@ -77,6 +76,19 @@ def test_registry_rejects_duplicates_and_lists_known_names():
         models.get("resnet")
     assert models.parse_models("all") == ALL
     assert models.parse_models("cnn,cnn") == ["cnn"]
+
+
+def test_a_model_whose_settings_shadow_training_settings_is_refused():
+    import dataclasses
+
+    @dataclasses.dataclass(frozen=True)
+    class ShadowingConfig:
+        width: int = 8
+        lr: float = 0.1  # also TrainConfig's: one flat config could not say whose it is
+
+    with pytest.raises(ValueError, match="'shadow': its config fields lr are training settings"):
+        models.register(dataclasses.replace(models.get("cnn"), name="shadow", config_cls=ShadowingConfig))
+    assert "shadow" not in models.names()
 
 
 def test_bad_settings_are_named():

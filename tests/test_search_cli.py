@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from conftest import run_cli
-from search.export import EPOCH_COLUMNS, FINALIST_COLUMNS, TRIAL_COLUMNS
+from analysis.schema import EPOCH_COLUMNS, FINALIST_COLUMNS, TRIAL_COLUMNS
 
 
 def refused(*args, **kw):
@@ -59,7 +59,8 @@ def test_training_subset_larger_than_the_training_images_is_refused(tmp_path, da
 
 
 def test_training_subset_and_sampler_reach_the_settings(tmp_path):
-    from search.run import build_parser, settings_from_args
+    from search.run import build_parser
+    from search.settings import settings_from_args
 
     def settings(*flags):
         return settings_from_args(build_parser().parse_args(["--storage-path", str(tmp_path), *flags]))
@@ -117,7 +118,8 @@ def test_unwritable_storage_is_refused(tmp_path):
 
 
 def test_per_model_budgets_on_the_command_line(tmp_path):
-    from search.run import UsageError, build_parser, settings_from_args
+    from search.run import build_parser
+    from search.settings import UsageError, settings_from_args
 
     def plans(*flags):
         args = build_parser().parse_args(["--model", "cnn,vit", "--storage-path", str(tmp_path), *flags])

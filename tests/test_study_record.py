@@ -100,14 +100,14 @@ def test_optuna_dashboard_lists_the_trials_that_way(pinned_search):
     ("vgg16", ["pretrained=false"], "use --no-pretrained"),
 ])
 def test_settings_that_cannot_train_are_refused_before_the_search(model, pairs, needle):
-    from search.run import UsageError, pinned_settings
+    from search.settings import UsageError, pinned_settings
 
     with pytest.raises(UsageError, match=needle):
         pinned_settings(pairs, [model], (False,))
 
 
 def test_a_pin_is_checked_against_the_from_scratch_config_when_training_from_scratch():
-    from search.run import UsageError, pinned_settings
+    from search.settings import UsageError, pinned_settings
 
     assert pinned_settings(["strategy=head"], ["vgg16"], (True,)) == {"vgg16": {"strategy": "head"}}
     with pytest.raises(UsageError, match="strategy='head' with pretrained=False"):
@@ -118,7 +118,7 @@ def test_draws_the_pins_make_invalid_are_failed_in_the_study_and_drawn_again():
     import optuna
 
     from search.experiment import ModelPlan, build_searcher
-    from trainables.config import split_config
+    from models.config import split_config
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # 5x5 'valid' convolutions in three blocks shrink 28x28 to nothing (the space pads three blocks).

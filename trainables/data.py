@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from models.registry import IMAGE_SIZE
+
 IMAGES_MAGIC = 0x00000803  # unsigned byte, 3 dimensions
 LABELS_MAGIC = 0x00000801  # unsigned byte, 1 dimension
 
@@ -183,8 +185,9 @@ def read_split(raw_dir: Path, split: str) -> Split:
     assert image_path is not None and label_path is not None, "ensure_files() runs first"
     images = read_idx(image_path, IMAGES_MAGIC, SPLIT_SIZES[split])
     labels = read_idx(label_path, LABELS_MAGIC, SPLIT_SIZES[split])
-    if images.shape[1:] != (28, 28):
-        raise DataError(f"{image_path}: images are {images.shape[1]}x{images.shape[2]}, expected 28x28; replace it")
+    if images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
+        raise DataError(f"{image_path}: images are {images.shape[1]}x{images.shape[2]}, "
+                        f"expected {IMAGE_SIZE}x{IMAGE_SIZE}; replace it")
     if labels.max() > 9:
         raise DataError(f"{label_path}: labels go up to {labels.max()}, expected 0-9; replace it")
     return Split(torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64)))

@@ -1,17 +1,18 @@
-"""Small training and evaluation functions with no Ray in them.
+"""The training loop, with no Ray in it: one epoch's training and evaluation, and one
+configuration trained over its epochs (``prepare`` then ``fit``).
 
-They take a model, data and an optimizer and return numbers, so the Tune trainable, the
+The functions take a model, data and an optimizer and return numbers, so the Tune trial, the
 ``trainables.train`` command, tests and benchmarks all call the same code.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import functools
 import math
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,68 +20,16 @@ import torch.nn.functional as F
 from sklearn.metrics import f1_score
 from torch import nn
 
+import models
+from models.config import TrainConfig, split_config
 from models.task import CLASSIFICATION, Task
 from trainables.batches import iterate
-from trainables.config import TrainConfig
 from trainables.data import Split
+from trainables.runtime import Runtime
 
 
 class DivergedError(RuntimeError):
     """The training loss became NaN or infinite: this configuration cannot recover."""
-
-
-@functools.cache
-def cpu_supports_bf16() -> bool:
-    """Whether oneDNN has fast bf16 kernels on this CPU (AVX-512 BF16/AMX class processors).
-
-    Without them CPU autocast would emulate bf16 slowly, so mixed precision stays off there.
-    """
-    try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a torch build without the check
-        return False
-
-
-@dataclass(frozen=True)
-class Runtime:
-    """How to run, as opposed to what to train: device and speed switches, not hyperparameters."""
-
-    device: torch.device
-    mean: float
-    std: float
-    amp: bool = True  # bf16 autocast where the device has fast bf16 (recent GPUs; CPUs, see below)
-    channels_last: bool = True  # faster convolutions on CPU (about 1.4x) and on tensor cores
-    # On CPUs bf16 pays off for convolutions (the CNN: 1.7x) but slows small matmuls (the ViT: 0.7x);
-    # on an H100 it speeds up VGG16 and AlexNet but slows the small CNN and ViT (launch-bound). A
-    # model's registry entry says where to use it (``ModelSpec.cpu_bf16``, ``ModelSpec.gpu_bf16``).
-    cpu_bf16: bool = False
-    gpu_bf16: bool = True
-
-    def place(self, model: nn.Module) -> nn.Module:
-        """``model`` on this device, in channels_last layout when that is on."""
-        model = model.to(self.device)
-        return model.to(memory_format=torch.channels_last) if self.channels_last else model
-
-    def for_model(self, spec) -> "Runtime":
-        """This runtime with the bf16 choices of the model ``spec``."""
-        return dataclasses.replace(self, cpu_bf16=spec.cpu_bf16, gpu_bf16=spec.gpu_bf16)
-
-    @functools.cached_property
-    def precision(self) -> str:
-        """``bf16`` when matrix work runs under bf16 autocast, else ``fp32``; recorded in results."""
-        if not self.amp:
-            return "fp32"
-        if self.device.type == "cuda":
-            return "bf16" if self.gpu_bf16 and torch.cuda.is_bf16_supported() else "fp32"
-        return "bf16" if self.device.type == "cpu" and self.cpu_bf16 and cpu_supports_bf16() else "fp32"
-
-    @property
-    def autocast(self) -> contextlib.AbstractContextManager:
-        # Convolutions and matmuls in bf16, reductions, norms and the loss in fp32 (autocast's lists);
-        # bf16 keeps fp32's range, so no loss scaling is needed.
-        if self.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
 
 
 @dataclass
@@ -218,3 +167,67 @@ def evaluate(model: nn.Module, data: Split, runtime: Runtime, batch_size: int = 
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+@dataclass
+class Prepared:
+    """A model ready to train, with everything built from one flat config."""
+
+    model: nn.Module
+    train_cfg: TrainConfig
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    params: int
+    task: Task = CLASSIFICATION  # how the loop gets losses and predictions (from the registry entry)
+
+
+def prepare(model_name: str, config: Mapping[str, Any], train: Split, runtime: Runtime, num_classes: int = 10,
+            weights_dir: str | None = None) -> Prepared:
+    """Validate ``config`` for ``model_name`` and build model, optimizer and schedule on the device."""
+    spec = models.get(model_name)
+    train_cfg = split_config(config, spec.config_cls, model_name)
+    ctx = models.BuildContext(num_classes, runtime.mean, runtime.std, weights_dir)
+    model = runtime.place(spec.build(config, ctx))
+    optimizer = make_optimizer(model, train_cfg)
+    steps_per_epoch = -(-len(train) // train_cfg.batch_size)
+    scheduler = make_scheduler(optimizer, train_cfg, steps_per_epoch)
+    return Prepared(model, train_cfg, optimizer, scheduler, count_parameters(model), spec.task)
+
+
+def fit(
+    prepared: Prepared,
+    train: Split,
+    val: Split,
+    runtime: Runtime,
+    seed: int = 0,
+    start_epoch: int = 0,
+    spent: tuple[float, float] = (0.0, 0.0),
+) -> Iterator[dict[str, float]]:
+    """Train for ``train_cfg.epochs`` epochs, yielding after each one the metrics the search reports:
+    ``epoch, train_loss, val_loss, val_acc, val_f1, epoch_time_s, train_time_s, elapsed_s,
+    samples_per_s, params``, and the task's rates (``no_box_rate`` for a detector).
+    ``train_time_s`` counts training passes only; ``elapsed_s`` is wall clock of the trial,
+    evaluation included. A resumed trial passes the epoch it resumes after and
+    the (train, elapsed) seconds already spent, so both keep counting from there.
+    """
+    generator = torch.Generator().manual_seed(seed + start_epoch)
+    started = time.perf_counter() - spent[1]
+    train_time = spent[0]
+    for epoch in range(start_epoch + 1, prepared.train_cfg.epochs + 1):
+        stats = train_one_epoch(prepared.model, train, prepared.optimizer, prepared.scheduler,
+                                prepared.train_cfg, runtime, generator, prepared.task)
+        train_time += stats.seconds
+        scores = evaluate(prepared.model, val, runtime, task=prepared.task)
+        yield {
+            "epoch": epoch,
+            "train_loss": stats.loss,
+            "val_loss": scores.loss,
+            "val_acc": scores.acc,
+            "val_f1": scores.f1,
+            "epoch_time_s": stats.seconds,
+            "train_time_s": train_time,
+            "elapsed_s": time.perf_counter() - started,
+            "samples_per_s": stats.samples_per_s,
+            "params": prepared.params,
+            **scores.rates,
+        }

@@ -16,23 +16,11 @@ from collections.abc import Sequence
 import torch
 
 import models
-from models.config import ConfigError, from_flat
+from models.config import ConfigError, from_flat, parse_sets
 from models.finetune import WeightsError
 from trainables.data import DATASETS, DataError, load_dataset
-from trainables.fit import fit, prepare
-from trainables.loop import DivergedError, Runtime, evaluate
-from trainables.runtime import pick_device, set_threads
-
-
-def parse_sets(pairs: Sequence[str]) -> dict[str, str]:
-    """``["lr=0.003", "augment=true"]`` -> ``{"lr": "0.003", "augment": "true"}`` (typed later)."""
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set {pair!r} is not key=value, e.g. --set lr=0.003")
-        out[key.strip()] = value.strip()
-    return out
+from trainables.loop import DivergedError, evaluate, fit, prepare
+from trainables.runtime import Runtime, pick_device, set_threads
 
 
 def build_parser() -> argparse.ArgumentParser:

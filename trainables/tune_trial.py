@@ -1,4 +1,4 @@
-"""The one Ray Tune trainable for every model: it wires ``trainables.fit`` to ``tune.report``.
+"""The one Ray Tune trainable for every model: it wires ``trainables.loop`` to ``tune.report``.
 
 Tune reuses a trial's process for the next trial of the same resource shape (``reuse_actors``), so
 this module keeps what is worth keeping between trials (the splits already on the device) and
@@ -23,9 +23,8 @@ import torch
 
 import models
 from trainables.data import Split
-from trainables.fit import Prepared, fit, prepare
-from trainables.loop import Runtime
-from trainables.runtime import describe, set_threads
+from trainables.loop import Prepared, fit, prepare
+from trainables.runtime import Runtime, describe, set_threads
 
 CHECKPOINT_FILE = "model.pt"
 

@@ -1,0 +1,276 @@
+"""The search's settings: everything the command line asks for, checked before Ray starts.
+
+``settings_from_args`` turns parsed flags into ``Settings`` (one ``ModelPlan`` per model) or raises
+``UsageError`` with a message that says what is wrong and how to fix it. ``search.run`` is the
+command line around it; ``search.driver`` runs what it describes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import models
+from search import storage
+from search.experiment import ModelPlan
+
+# Small enough that VGG16 on a CPU core takes about a minute an epoch: the whole path, not accuracy.
+SMOKE = dict(limit=(1_024, 512, 1_024), num_samples=2, max_epochs=2, grace_period=1)
+COMMAND_FILE = "command.json"  # the command line that defined an experiment, saved for --resume
+
+
+class UsageError(ValueError):
+    """Bad input found before any trial starts; the message says what is wrong and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated command line."""
+
+    models: list[str]
+    plans: list[ModelPlan]
+    gpus: int
+    cpus: int
+    dataset: str
+    data_dir: str | None
+    storage: Path
+    name: str
+    seed: int
+    time_budget: float | None
+    weights_dir: str | None
+    limit: tuple[int | None, int | None, int | None]
+    val_size: int
+    reduction_factor: float
+    dashboard: bool
+    amp: bool
+    channels_last: bool
+    verbose: int
+    resume: bool = False
+    retries: int = 0
+    address: str | None = None  # a running Ray cluster ("auto" or HOST:PORT); None starts Ray here
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = 8265
+    # --storage-path as a URI (s3://, gs://, file://): Tune's state and checkpoints go there, and this
+    # project's files are written under ``storage`` (./results) and uploaded at the end.
+    remote: str | None = None
+    argv: tuple[str, ...] = ()  # the command line that defined the experiment, saved for --resume
+    max_concurrent: int | None = None  # --max-concurrent: a cap on the trials run at once
+    reuse_processes: bool = True  # a finished trial's process takes the next trial of the same shape
+    started_at: float = 0.0  # unix time the command started: the efficiency figures count from it
+    sampler: str = "tpe"  # each study's sampler: "tpe", or "random" for a baseline
+
+    @property
+    def folder(self) -> Path:
+        """The local folder of this experiment's exports, report and Optuna journal."""
+        return self.storage / self.name
+
+    @property
+    def tune_storage(self) -> str:
+        return self.remote or str(self.storage)
+
+    @property
+    def tune_folder(self) -> str:
+        """Where Tune keeps this experiment: the folder, or its place under the storage URI."""
+        return storage.join(self.remote, self.name) if self.remote else str(self.folder)
+
+
+def _positive(value: float | None, flag: str) -> None:
+    if value is not None and value <= 0:
+        raise UsageError(f"{flag} must be positive, got {value}")
+
+
+def per_model(text: str | None, flag: str, chosen: list[str], kind: type = int) -> dict[str, Any]:
+    """``"5"`` -> every chosen model gets 5; ``"vit=20,cnn=3"`` -> those models get those values."""
+    if not text:
+        return {}
+    out: dict[str, Any] = {}
+    for part in text.split(","):
+        name, sep, value = part.strip().rpartition("=")
+        targets = [name.strip()] if sep else chosen
+        if sep and name.strip() not in chosen:
+            raise UsageError(f"{flag} {text!r}: {name.strip()!r} is not among the chosen models ({', '.join(chosen)})")
+        try:
+            number = kind(value)
+        except ValueError:
+            what = "a whole number" if kind is int else "a number"
+            raise UsageError(f"{flag} {text!r}: {value!r} is not {what}; write N or model=N,model=N") from None
+        _positive(number, flag)
+        out.update({target: number for target in targets})
+    return out
+
+
+def check_gpu_share(share: float, name: str, gpus: int) -> None:
+    """Ray gives a trial a fraction of one GPU or a whole number of GPUs, never more than there are."""
+    if share > 1 and not float(share).is_integer():
+        raise UsageError(f"--gpu-per-trial {name}={share}: Ray shares out a fraction of one GPU (up to 1) or "
+                         "whole GPUs (2, 3...), not a mix; use e.g. 0.5 or 2")
+    if gpus and share > gpus:
+        raise UsageError(f"--gpu-per-trial {name}={share}: more than the {gpus} GPU(s) given with --gpus; "
+                         f"no {name} trial could ever start")
+
+
+def pinned_settings(pairs: list[str], chosen: list[str],
+                    pretrained: tuple[bool, ...] = (True,)) -> dict[str, dict[str, Any]]:
+    """``--set`` values per chosen model, each checked on top of that model's default config, and
+    on top of its from-scratch config where the search trains from scratch (``pretrained``).
+
+    A key no chosen model has is an error; a key only some models have applies to those.
+    """
+    from models.config import ConfigError, TrainConfig, field_names, from_flat, parse_sets, split_config
+
+    try:
+        wanted = parse_sets(pairs)
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+    if "pretrained" in wanted:
+        raise UsageError("--set pretrained: use --no-pretrained (train from scratch) or --compare-scratch (search "
+                         "both) instead; they also check the weights and adapt the search space")
+    out = {}
+    for name in chosen:
+        spec = models.get(name)
+        known = field_names(TrainConfig, spec.config_cls)
+        out[name] = {k: v for k, v in wanted.items() if k in known}
+        bases = [spec.default_config]
+        if spec.pretrained_weights is not None and False in pretrained:
+            bases = [{**spec.default_config, **spec.scratch_config}] + (bases if True in pretrained else [])
+        try:
+            for base in bases:
+                merged = {**base, **out[name]}
+                typed = [split_config(merged, spec.config_cls, name), from_flat(spec.config_cls, merged)]
+        except ConfigError as e:
+            raise UsageError(f"--set for {name}: {e}") from None
+        out[name] = {k: getattr(next(c for c in typed if hasattr(c, k)), k) for k in out[name]}  # typed values
+    unused = sorted(set(wanted) - {k for values in out.values() for k in values})
+    if unused:
+        raise UsageError(f"--set {', '.join(unused)}: no chosen model ({', '.join(chosen)}) has such a setting")
+    return out
+
+
+def _gpus_found() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Check every flag and turn the command line into ``Settings``, or raise ``UsageError``."""
+    try:
+        chosen = models.parse_models(args.model)
+    except models.UnknownModelError as e:
+        raise UsageError(f"--model: {e}") from None
+    for value, flag in ((args.num_samples, "--num-samples"), (args.time_budget, "--time-budget"),
+                        (args.cpus, "--cpus"), (args.val_size, "--val-size"),
+                        (args.max_concurrent, "--max-concurrent"), (args.train_size, "--train-size")):
+        _positive(value, flag)
+    max_epochs = per_model(args.max_epochs, "--max-epochs", chosen)
+    grace = per_model(args.grace_period, "--grace-period", chosen)
+    gpu_share = per_model(args.gpu_per_trial, "--gpu-per-trial", chosen, kind=float)
+    cpu_share = per_model(args.cpu_per_trial, "--cpu-per-trial", chosen, kind=float)
+    if gpu_share and not args.gpus:
+        raise UsageError("--gpu-per-trial needs GPUs: add --gpus N (0 runs every trial on CPUs)")
+    if args.no_pretrained and args.compare_scratch:
+        raise UsageError("--no-pretrained and --compare-scratch contradict each other: --compare-scratch already "
+                         "searches both; pass one of them")
+    pretrained = (False,) if args.no_pretrained else (True, False) if args.compare_scratch else (True,)
+    if args.reduction_factor <= 1:
+        raise UsageError(f"--reduction-factor must be above 1, got {args.reduction_factor}")
+    if args.gpus < 0:
+        raise UsageError(f"--gpus must be 0 (CPU) or more, got {args.gpus}")
+    found = _gpus_found()
+    if args.address is None and args.gpus > found:  # a cluster's GPUs are counted once connected
+        raise UsageError(f"--gpus {args.gpus} asked for, but {found} GPU(s) found on this machine "
+                         f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); "
+                         f"use --gpus {found}" + (" to run on CPUs" if found == 0 else ""))
+    if args.retries < 0:
+        raise UsageError(f"--retries must be 0 or more, got {args.retries}")
+    pinned = pinned_settings(args.set, chosen, pretrained)
+    cpus = args.cpus or os.cpu_count() or 1
+    num_samples = args.num_samples or (SMOKE["num_samples"] if args.smoke else 8)
+    plans = []
+    for name in chosen:
+        spec = models.get(name)
+        epochs = max_epochs.get(name) or (SMOKE["max_epochs"] if args.smoke else spec.max_epochs)
+        first_rung = grace.get(name) or (SMOKE["grace_period"] if args.smoke else min(spec.grace_period, epochs))
+        if first_rung > epochs:
+            raise UsageError(f"--grace-period {first_rung} is longer than {name}'s budget of {epochs} epochs; "
+                             f"lower it or raise --max-epochs")
+        trial_cpus = cpu_share.get(name, spec.cpus)
+        if trial_cpus > cpus and args.address is None:
+            raise UsageError(f"{name} trials need {trial_cpus} CPUs but only {cpus} are available (--cpus)")
+        trial_gpus = gpu_share.get(name, spec.gpus) if args.gpus else 0.0
+        check_gpu_share(trial_gpus, name, args.gpus)
+        plans.append(ModelPlan(name, num_samples, epochs, first_rung, trial_cpus, trial_gpus,
+                               pretrained if spec.pretrained_weights is not None else (),
+                               {**(spec.smoke_config if args.smoke else {}), **pinned[name]}))
+    remote = args.storage_path if storage.is_uri(args.storage_path) else None
+    local = Path("results" if remote else args.storage_path).expanduser().resolve()
+    name = args.name or f"{'-'.join(chosen)}-{args.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if not name or "/" in name or name.startswith("."):
+        raise UsageError(f"--name {name!r} must be a plain folder name")
+    settings = Settings(
+        models=chosen, plans=plans, gpus=args.gpus, cpus=cpus, dataset=args.dataset, data_dir=args.data_dir,
+        storage=local, name=name, seed=args.seed, weights_dir=args.weights_dir, time_budget=args.time_budget,
+        limit=training_limit(args), val_size=args.val_size, sampler=args.sampler,
+        reduction_factor=args.reduction_factor, dashboard=not args.no_dashboard,
+        amp=not args.no_amp, channels_last=not args.no_channels_last, verbose=args.verbose, resume=args.resume,
+        retries=args.retries, address=args.address, dashboard_host=args.dashboard_host,
+        dashboard_port=args.dashboard_port, remote=remote, max_concurrent=args.max_concurrent,
+        reuse_processes=not args.fresh_processes,
+    )
+    check_storage(settings)
+    check_weights(settings)
+    return settings
+
+
+def training_limit(args: argparse.Namespace) -> tuple[int | None, int | None, int | None]:
+    """At most how many (train, validation, test) images are used: --smoke's caps, and --train-size."""
+    limit = SMOKE["limit"] if args.smoke else (None, None, None)
+    return (args.train_size or limit[0], *limit[1:])
+
+
+def check_storage(settings: Settings) -> None:
+    """The results folder (and the storage URI) must be writable and must not hold an earlier
+    experiment of that name."""
+    taken_remotely = False
+    if settings.remote:
+        try:
+            storage.check_writable(settings.remote)
+            taken_remotely = storage.exists(settings.tune_folder)
+        except storage.StorageError as e:
+            raise UsageError(str(e)) from None
+    if (settings.folder.exists() or taken_remotely) and not settings.resume:
+        where = settings.remote or settings.storage
+        raise UsageError(f"an experiment named {settings.name!r} already exists in {where}; "
+                         f"continue it with --resume --name {settings.name}, or choose another --name "
+                         "(results are never overwritten)")
+    try:
+        settings.storage.mkdir(parents=True, exist_ok=True)
+        probe = settings.storage / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UsageError(f"--storage-path {settings.storage} is not writable ({e.strerror}); "
+                         "choose a folder you can write to") from None
+
+
+def check_weights(settings: Settings) -> None:
+    """Every pretrained file a trial may load must be here (or downloadable) before any trial starts."""
+    from models.finetune import WeightsError, ensure_weights
+
+    if settings.weights_dir and not Path(settings.weights_dir).expanduser().is_dir():
+        raise UsageError(f"--weights-dir {settings.weights_dir} is not a folder")
+    for plan in settings.plans:
+        if True not in plan.pretrained:
+            continue
+        spec = models.get(plan.name)
+        for weights in spec.weights_needed(plan.fixed):
+            try:
+                ensure_weights(weights, settings.weights_dir)
+            except WeightsError as e:
+                pin = (f" To search one {spec.weights_by} only, pin it with --set {spec.weights_by}=VALUE."
+                       if spec.weights_by and spec.weights_by not in plan.fixed else "")
+                raise UsageError(f"{plan.name}: {e}{pin}") from None
