@@ -223,7 +223,7 @@ def finetune_space(trial: Any, input_sizes: list[int]) -> dict[str, Any]:
 
 
 def finetuned_spec(name: str, config_cls: type[FineTuneConfig], builder: Callable[..., nn.Module], weights: Any,
-                   input_sizes: list[int], gpus: float, backbone: str | None = None) -> ModelSpec:
+                   input_sizes: list[int], gpus: float, backbone: str | None = None, cpu_bf16: bool = True) -> ModelSpec:
     """The registry entry of a torchvision classifier fine-tuned here: everything but the network,
     its weights, its input sizes, its share of a GPU and (optionally) the submodule that is its
     pretrained backbone is common to all of them."""
@@ -247,7 +247,9 @@ def finetuned_spec(name: str, config_cls: type[FineTuneConfig], builder: Callabl
         grace_period=1,
         cpus=1.0,
         gpus=gpus,
-        cpu_bf16=True,  # 1.3-2x per training step on a 2-core AVX-512 BF16 CPU (benchmarks/epoch_cost.py)
+        # VGG16 and AlexNet: 1.1-2x per training step under bf16 on 2-core AVX-512 BF16 CPUs
+        # (benchmarks/epoch_cost.py); a model file passes False where it measured otherwise.
+        cpu_bf16=cpu_bf16,
         pretrained_weights=weights,
         scratch_config={"pretrained": False, "strategy": "all"},  # from scratch nothing is kept frozen
         smoke_config={"input_size": smallest},  # a larger draw would make a smoke run minutes longer

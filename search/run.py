@@ -26,6 +26,11 @@ from search.settings import COMMAND_FILE, UsageError, settings_from_args
 EXIT_BAD_INPUT = 2
 
 
+def pretrained_models() -> list[str]:
+    """The registered models that start from pretrained weights."""
+    return [name for name in models.names() if models.get(name).pretrained_weights is not None]
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m search.run", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -79,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder holding pretrained weight files under torchvision's names, searched before "
                         "torchvision's cache ($TORCH_HOME/hub/checkpoints); on a cluster, a path every node has")
     p.add_argument("--no-pretrained", action="store_true",
-                   help="train fine-tunable models (vgg16, alexnet) from random initialization (pretrained=False)")
+                   help=f"train the models that start from pretrained weights ({', '.join(pretrained_models())}) "
+                        "from random initialization (pretrained=False)")
     p.add_argument("--compare-scratch", action="store_true",
                    help="search pretrained=True/False as a hyperparameter of fine-tunable models")
     p.add_argument("--no-dashboard", action="store_true", help="do not start the Ray dashboard")

@@ -4,12 +4,9 @@ missing data directory fails the test instead of skipping it."""
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
@@ -30,12 +27,3 @@ def mnist_small(data_dir):
     from trainables.data import load_dataset
 
     return load_dataset("mnist", data_dir, limit=(2_048, 512, 512), download=False)
-
-
-def run_cli(*args: str, env: dict | None = None, timeout: float = 600, cwd: Path | None = None):
-    """Run ``python -m <args>`` from the project's root, as a user would; returns the completed process."""
-    import subprocess
-
-    full_env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
-    return subprocess.run([sys.executable, "-m", *args], cwd=cwd or ROOT, env=full_env, capture_output=True,
-                          text=True, timeout=timeout)

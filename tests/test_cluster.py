@@ -12,7 +12,7 @@ import ray
 from ray import tune
 
 import search.settings as settings
-from conftest import run_cli
+from helpers import run_cli, search_command
 from search.experiment import resources_for
 from search.run import build_parser
 from search.settings import UsageError, settings_from_args
@@ -80,6 +80,7 @@ def four_gpus_declared():
     ray.shutdown()
 
 
+@pytest.mark.integration
 def test_sixteen_quarter_gpu_cnn_trials_run_together_and_vgg16_one_per_gpu(four_gpus_declared, tmp_path, monkeypatch):
     plans = plans_for(tmp_path, monkeypatch, "--model", "cnn,vgg16")
     assert {p.name: p.gpus for p in plans} == {"cnn": 0.25, "vgg16": 1.0}  # the registry's defaults
@@ -113,9 +114,8 @@ def test_impossible_gpu_shares_are_refused(tmp_path, monkeypatch, flags, needle)
         plans_for(tmp_path, monkeypatch, "--model", "cnn", *flags)
 
 
-def test_gpu_share_without_gpus_is_refused(tmp_path):
-    proc = run_cli("search.run", "--model", "cnn", "--gpu-per-trial", "0.5", "--storage-path", str(tmp_path),
-                   timeout=120)
+def test_gpu_share_without_gpus_is_refused(tmp_path, capsys):
+    proc = search_command(capsys, "--model", "cnn", "--gpu-per-trial", "0.5", "--storage-path", str(tmp_path))
     assert proc.returncode == 2 and "--gpu-per-trial needs GPUs" in proc.stderr
 
 
@@ -132,6 +132,7 @@ def two_node_cluster():
     cluster.shutdown()
 
 
+@pytest.mark.integration
 def test_search_through_address_runs_trials_on_both_nodes(two_node_cluster, tmp_path, data_dir):
     proc = run_cli("search.run", "--address", two_node_cluster.address, "--model", "cnn", "--smoke",
                    "--num-samples", "2", "--max-epochs", "1", "--grace-period", "1", "--gpus", "0",
@@ -161,12 +162,13 @@ def reported_nodes(folder) -> dict[str, set[str]]:
     return seen
 
 
+@pytest.mark.integration
 def test_a_lost_worker_nodes_trials_are_retried_on_the_remaining_node(two_node_cluster, tmp_path, data_dir):
     import os
     import subprocess
     import sys
 
-    from conftest import ROOT
+    from helpers import ROOT
 
     (worker,) = two_node_cluster.worker_nodes
     prefix = "/" + worker.node_id[:8]

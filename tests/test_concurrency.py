@@ -10,7 +10,7 @@ import torch
 from ray import tune
 
 import models
-from conftest import run_cli
+from helpers import run_cli
 from search.experiment import ModelPlan, concurrency, startup_trials
 from trainables.tune_trial import DeviceData, TrialData, train_trial
 
@@ -69,6 +69,7 @@ def run_trials(tmp_path, data: TrialData, lrs: list[float], name: str) -> pd.Dat
     return pd.concat([r.metrics_dataframe.assign(lr=r.config["lr"]) for r in results], ignore_index=True)
 
 
+@pytest.mark.integration
 def test_a_trial_in_a_reused_process_gives_the_results_of_a_fresh_one(local_ray, tmp_path, mnist_small):
     data = TrialData(mnist_small.train.subset(1024), mnist_small.val.subset(256), 0.1307, 0.3081, 10, seed=3)
     shared = run_trials(tmp_path, data, [0.02, 0.005], "shared")
@@ -81,6 +82,7 @@ def test_a_trial_in_a_reused_process_gives_the_results_of_a_fresh_one(local_ray,
     pd.testing.assert_frame_equal(second[columns], alone[columns].reset_index(drop=True))
 
 
+@pytest.mark.integration
 def test_four_slots_run_four_trials_at_once_in_fewer_processes(tmp_path, data_dir):
     # One epoch of all of MNIST per trial: long enough that four processes starting on two cores (their
     # imports take seconds) are all training before the first trial ends.

@@ -10,7 +10,7 @@ from torchvision.models import detection
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 import models
-from conftest import run_cli
+from helpers import run_cli, search_command
 from models.faster_rcnn import BACKBONES, DETECTION, digit_boxes
 from models.finetune import WeightsError, weights_file_name
 from trainables.data import Split
@@ -124,17 +124,18 @@ def test_missing_coco_weights_name_the_file_and_the_way_out(tmp_path, monkeypatc
         SPEC.build({"pretrained": True, "backbone": "resnet50"}, models.BuildContext(weights_dir=str(tmp_path)))
 
 
-def test_search_refuses_to_start_without_every_backbone_it_may_draw(tmp_path, coco_file):
+def test_search_refuses_to_start_without_every_backbone_it_may_draw(tmp_path, coco_file, capsys, monkeypatch):
     folder, _ = coco_file  # holds the small backbone's file only
-    proc = run_cli("search.run", "--model", "faster_rcnn", "--weights-dir", str(folder),
-                   "--storage-path", str(tmp_path / "out"), env={"TORCH_HOME": str(tmp_path / "torch-home")},
-                   timeout=120)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    proc = search_command(capsys, "--model", "faster_rcnn", "--weights-dir", str(folder),
+                          "--storage-path", str(tmp_path / "out"))
     assert proc.returncode == 2
     assert "fasterrcnn_mobilenet_v3_large_fpn" in proc.stderr or "fasterrcnn_resnet50_fpn" in proc.stderr
     assert "--set backbone=" in proc.stderr and "--no-pretrained" in proc.stderr
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
+@pytest.mark.integration
 def test_smoke_search_records_accuracy_f1_loss_time_and_no_box_rate(tmp_path, data_dir):
     proc = run_cli("search.run", "--model", "faster_rcnn", "--gpus", "0", "--smoke", "--no-pretrained",
                    "--num-samples", "1", "--max-epochs", "1", "--grace-period", "1", "--storage-path", str(tmp_path),
@@ -156,6 +157,7 @@ def test_loading_from_the_weights_folder_leaves_torchs_cache_setting_alone(coco_
     assert torch.hub.get_dir() == str(tmp_path / "elsewhere" / "hub")
 
 
+@pytest.mark.integration
 def test_pretrained_winner_is_tested_offline_with_the_searchs_weights_folder(tmp_path, coco_file, data_dir):
     folder, _ = coco_file  # the only copy of the COCO file; torch's cache is empty
     proc = run_cli("search.run", "--model", "faster_rcnn", "--gpus", "0", "--smoke", "--num-samples", "1",

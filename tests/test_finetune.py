@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import models
-from conftest import run_cli
+from helpers import run_cli, search_command
 from models.config import ConfigError, TrainConfig
 from models.finetune import (IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD, FineTuneConfig, WeightsError, ensure_weights,
                              first_conv_name, fold_rgb_conv, head_name, weights_file_name)
@@ -133,23 +133,24 @@ def test_strategies_freeze_or_slow_the_backbone(name):
         spec.build({"pretrained": False, "strategy": "head"})
 
 
-def test_search_without_weights_stops_before_any_trial(tmp_path):
+def test_search_without_weights_stops_before_any_trial(tmp_path, capsys, monkeypatch):
     start = time.monotonic()
-    proc = run_cli("search.run", "--model", "vgg16,alexnet", "--gpus", "0", "--smoke", "--storage-path",
-                   str(tmp_path / "out"), "--no-dashboard", env={"TORCH_HOME": str(tmp_path / "torch-home")},
-                   timeout=120)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    proc = search_command(capsys, "--model", "vgg16,alexnet", "--gpus", "0", "--smoke", "--storage-path",
+                          str(tmp_path / "out"), "--no-dashboard")
     assert proc.returncode == 2
     assert time.monotonic() - start < 30
     assert "vgg16-397923af.pth" in proc.stderr and "--no-pretrained" in proc.stderr
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
-def test_search_flags_that_contradict_are_refused(tmp_path):
-    proc = run_cli("search.run", "--model", "alexnet", "--no-pretrained", "--compare-scratch",
-                   "--storage-path", str(tmp_path), timeout=120)
+def test_search_flags_that_contradict_are_refused(tmp_path, capsys):
+    proc = search_command(capsys, "--model", "alexnet", "--no-pretrained", "--compare-scratch",
+                          "--storage-path", str(tmp_path))
     assert proc.returncode == 2 and "contradict" in proc.stderr
 
 
+@pytest.mark.integration
 def test_smoke_search_without_pretraining_records_it(tmp_path, data_dir):
     import pandas as pd
 
@@ -167,6 +168,7 @@ def test_smoke_search_without_pretraining_records_it(tmp_path, data_dir):
     assert sorted(finalists["model"]) == ["alexnet", "vgg16"]
 
 
+@pytest.mark.integration
 def test_search_with_a_weights_folder_records_pretrained(tmp_path, weights_dir, data_dir):
     import pandas as pd
 

@@ -13,7 +13,7 @@ import time
 import pandas as pd
 import pytest
 
-from conftest import ROOT, run_cli
+from helpers import ROOT, run_cli, search_command
 
 ARGS = ["--model", "cnn", "--gpus", "0", "--smoke", "--num-samples", "6", "--max-epochs", "3", "--no-dashboard",
         "--verbose", "0"]
@@ -36,6 +36,7 @@ def kill_session(proc: subprocess.Popen) -> None:
     subprocess.run(["pkill", "-9", "-s", str(proc.pid)], check=False)
 
 
+@pytest.mark.integration
 def test_killed_search_resumes_without_losing_or_repeating_trials(tmp_path, data_dir):
     folder = tmp_path / "exp"
     env = {**os.environ, "SEARCH_DATA_DIR": str(data_dir), "RAY_USAGE_STATS_ENABLED": "0"}
@@ -66,8 +67,8 @@ def test_killed_search_resumes_without_losing_or_repeating_trials(tmp_path, data
         assert list(zip(kept["epoch"], kept["val_acc"])) == rows, f"trial {trial_id} changed or was re-run"
 
 
-def test_resume_of_an_unknown_experiment_is_explained(tmp_path):
-    proc = run_cli("search.run", "--resume", "--name", "nope", "--storage-path", str(tmp_path))
+def test_resume_of_an_unknown_experiment_is_explained(tmp_path, capsys):
+    proc = search_command(capsys, "--resume", "--name", "nope", "--storage-path", str(tmp_path))
     assert proc.returncode == 2 and "nothing to resume" in proc.stderr
 
 
@@ -84,6 +85,7 @@ def model_trials_cannot_build():
     models.unregister("broken")
 
 
+@pytest.mark.integration
 def test_failing_trials_are_recorded_and_an_all_failed_model_fails_the_run(tmp_path, data_dir, capsys,
                                                                           model_trials_cannot_build):
     from search.run import main
@@ -100,8 +102,8 @@ def test_failing_trials_are_recorded_and_an_all_failed_model_fails_the_run(tmp_p
     assert pd.read_parquet(tmp_path / "bad" / "finalists.parquet")["model"].tolist() == ["cnn"]
 
 
-def test_a_pinned_setting_no_model_has_is_refused(tmp_path):
-    proc = run_cli("search.run", "--model", "cnn", "--set", "patch_size=4", "--storage-path", str(tmp_path))
+def test_a_pinned_setting_no_model_has_is_refused(tmp_path, capsys):
+    proc = search_command(capsys, "--model", "cnn", "--set", "patch_size=4", "--storage-path", str(tmp_path))
     assert proc.returncode == 2 and "--set patch_size: no chosen model (cnn) has such a setting" in proc.stderr
 
 
@@ -245,6 +247,7 @@ MOMENTS = {  # when to kill, read from the experiment's folder (the moment right
 }
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("moment", list(MOMENTS))
 def test_resume_ends_with_every_requested_trial_once_wherever_the_kill_landed(tmp_path, data_dir, moment):
     folder = tmp_path / "exp"

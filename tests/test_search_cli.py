@@ -8,33 +8,30 @@ import time
 import pandas as pd
 import pytest
 
-from conftest import run_cli
+from helpers import run_cli, search_command
 from analysis.schema import EPOCH_COLUMNS, FINALIST_COLUMNS, TRIAL_COLUMNS
 
 
-def refused(*args, **kw):
-    start = time.monotonic()
-    proc = run_cli("search.run", *args, timeout=120, **kw)
-    return proc, time.monotonic() - start
-
-
-def test_unknown_model_lists_the_known_ones(tmp_path):
-    proc, _ = refused("--model", "cnn,resnet", "--storage-path", str(tmp_path))
+def test_unknown_model_lists_the_known_ones(tmp_path, capsys):
+    proc = search_command(capsys, "--model", "cnn,resnet", "--storage-path", str(tmp_path))
     assert proc.returncode == 2
     assert "unknown model 'resnet'" in proc.stderr and "cnn" in proc.stderr
 
 
 def test_more_gpus_than_exist_fails_fast_saying_how_many(tmp_path):
-    proc, seconds = refused("--model", "cnn", "--gpus", "4", "--storage-path", str(tmp_path))
+    """The one refusal run as its own process: the command exits 2 before Ray starts."""
+    start = time.monotonic()
+    proc = run_cli("search.run", "--model", "cnn", "--gpus", "4", "--storage-path", str(tmp_path), timeout=120)
+    seconds = time.monotonic() - start
     assert proc.returncode == 2
     assert "--gpus 4 asked for, but 0 GPU(s) found" in proc.stderr
     assert seconds < 30
     assert not any(tmp_path.iterdir()), "nothing may be written for a refused run"
 
 
-def test_missing_data_directory_is_explained(tmp_path):
+def test_missing_data_directory_is_explained(tmp_path, capsys):
     missing = tmp_path / "no-such-dir"
-    proc, _ = refused("--model", "cnn", "--data-dir", str(missing), "--storage-path", str(tmp_path / "out"))
+    proc = search_command(capsys, "--model", "cnn", "--data-dir", str(missing), "--storage-path", str(tmp_path / "out"))
     assert proc.returncode == 2
     assert "train-images-idx3-ubyte" in proc.stderr and str(missing / "MNIST" / "raw") in proc.stderr
 
@@ -45,14 +42,14 @@ def test_missing_data_directory_is_explained(tmp_path):
     ("--dataset", "cifar", "unknown dataset 'cifar'"),
     ("--train-size", "0", "--train-size must be positive"),
 ])
-def test_bad_numbers_and_names_are_refused(tmp_path, flag, value, needle):
-    proc, _ = refused("--model", "cnn", flag, value, "--storage-path", str(tmp_path))
+def test_bad_numbers_and_names_are_refused(tmp_path, capsys, flag, value, needle):
+    proc = search_command(capsys, "--model", "cnn", flag, value, "--storage-path", str(tmp_path))
     assert proc.returncode == 2 and needle in proc.stderr
 
 
-def test_training_subset_larger_than_the_training_images_is_refused(tmp_path, data_dir):
-    proc, _ = refused("--model", "cnn", "--train-size", "56000", "--data-dir", str(data_dir),
-                      "--storage-path", str(tmp_path))
+def test_training_subset_larger_than_the_training_images_is_refused(tmp_path, data_dir, capsys):
+    proc = search_command(capsys, "--model", "cnn", "--train-size", "56000", "--data-dir", str(data_dir),
+                   "--storage-path", str(tmp_path))
     assert proc.returncode == 2
     assert "--train-size 56000: only 55000 training images remain after the 5000 of --val-size" in proc.stderr
     assert not any(tmp_path.iterdir())
@@ -71,6 +68,7 @@ def test_training_subset_and_sampler_reach_the_settings(tmp_path):
     assert settings("--sampler", "random").sampler == "random"
 
 
+@pytest.mark.integration
 def test_smoke_search_end_to_end(tmp_path, data_dir):
     proc = run_cli("search.run", "--model", "cnn,vit", "--gpus", "0", "--smoke", "--storage-path", str(tmp_path),
                    "--name", "smoke", "--no-dashboard", "--data-dir", str(data_dir), timeout=600)
@@ -110,10 +108,10 @@ def test_smoke_search_end_to_end(tmp_path, data_dir):
     assert again.returncode == 2 and "already exists" in again.stderr
 
 
-def test_unwritable_storage_is_refused(tmp_path):
+def test_unwritable_storage_is_refused(tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    proc, _ = refused("--model", "cnn", "--storage-path", str(blocker / "results"))
+    proc = search_command(capsys, "--model", "cnn", "--storage-path", str(blocker / "results"))
     assert proc.returncode == 2 and "is not writable" in proc.stderr
 
 
@@ -135,6 +133,7 @@ def test_per_model_budgets_on_the_command_line(tmp_path):
         plans("--grace-period", "4", "--max-epochs", "vit=20")
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_eight_trial_search_reaches_99_percent(tmp_path, data_dir):
     """The issue's acceptance run (about 5 minutes on 2 cores): `pytest -m slow` runs it."""
@@ -148,6 +147,7 @@ def test_eight_trial_search_reaches_99_percent(tmp_path, data_dir):
     assert finalists.loc[finalists["model"] == "cnn", "test_acc"].item() >= 0.99
 
 
+@pytest.mark.integration
 def test_storage_uri_gets_tune_state_checkpoints_and_the_exports(tmp_path, data_dir, monkeypatch):
     """A URI (here file://, resolved by pyarrow like s3:// or gs://) is Tune's storage; the exports are
     complete locally in ./results/<name> and then uploaded beside Tune's files."""
@@ -167,6 +167,6 @@ def test_storage_uri_gets_tune_state_checkpoints_and_the_exports(tmp_path, data_
     assert again.returncode == 2 and "already exists" in again.stderr
 
 
-def test_unusable_storage_uri_is_refused_before_ray_starts(tmp_path):
-    proc, seconds = refused("--model", "cnn", "--storage-path", "nosuchscheme://bucket/x")
+def test_unusable_storage_uri_is_refused_before_ray_starts(tmp_path, capsys):
+    proc = search_command(capsys, "--model", "cnn", "--storage-path", "nosuchscheme://bucket/x")
     assert proc.returncode == 2 and "--storage-path nosuchscheme://bucket/x cannot be opened" in proc.stderr

@@ -10,14 +10,14 @@ from wsgiref.util import setup_testing_defaults
 import pandas as pd
 import pytest
 
-from conftest import run_cli
+from helpers import run_cli
 
 STATES = {"completed": "COMPLETE", "stopped_early": "PRUNED", "error": "FAIL"}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def pinned_search(tmp_path_factory, data_dir):
-    """A smoke search with SGD pinned, at momentum 0 (plain SGD)."""
+    """A smoke search with SGD pinned, at momentum 0 (plain SGD), run once: its tests only read it."""
     folder = tmp_path_factory.mktemp("study")
     proc = run_cli("search.run", "--model", "cnn", "--gpus", "0", "--cpus", "2", "--smoke", "--num-samples", "6",
                    "--set", "optimizer=sgd", "--set", "momentum=0", "--no-dashboard", "--verbose", "0",
@@ -35,6 +35,7 @@ def study_of(folder, name: str = "cnn"):
     return storage, optuna.load_study(study_name=name, storage=storage)
 
 
+@pytest.mark.integration
 def test_pinned_settings_are_never_suggested_and_the_study_holds_what_trained(pinned_search):
     trials = pd.read_parquet(pinned_search / "trials.parquet").set_index("trial_id")
     assert (trials["status"] != "error").all(), trials["error"]  # SGD with momentum 0 trains
@@ -50,6 +51,7 @@ def test_pinned_settings_are_never_suggested_and_the_study_holds_what_trained(pi
         assert 1e-3 <= t.params["lr"] <= 0.3  # SGD's learning-rate range: the pinned branch of the space
 
 
+@pytest.mark.integration
 def test_early_stops_are_pruned_and_every_epoch_is_an_intermediate_value(pinned_search):
     trials = pd.read_parquet(pinned_search / "trials.parquet").set_index("trial_id")
     epochs = pd.read_parquet(pinned_search / "epochs.parquet")
@@ -73,6 +75,7 @@ def call(app, path: str) -> dict:
     return json.loads(body)
 
 
+@pytest.mark.integration
 def test_optuna_dashboard_lists_the_trials_that_way(pinned_search):
     pytest.importorskip("optuna_dashboard")
     from optuna_dashboard import wsgi
