@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from machine import cpu_name  # benchmarks/machine.py: a script's folder is on its path
 
 ROOT = Path(__file__).resolve().parents[1]
 TOLERANCE = 0.001  # 0.1 point of accuracy
@@ -108,17 +109,6 @@ def markdown(rows: list[dict], budget: int) -> str:
         lines.append(f"| {r['strategy']} | {100 * r['best_mean']:.2f} +- {100 * r['best_std']:.2f} "
                      f"({100 * r['best_min']:.2f}-{100 * r['best_max']:.2f}) | {reach} |")
     return "\n".join(lines)
-
-
-def cpu_name() -> str:
-    """The processor's model name (Linux), for the record of what the figures ran on."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def main() -> None:

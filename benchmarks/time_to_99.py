@@ -38,6 +38,7 @@ import models  # noqa: E402
 from trainables.data import load_dataset, resolve_data_dir  # noqa: E402
 from trainables.loop import evaluate, prepare, train_one_epoch  # noqa: E402
 from trainables.runtime import Runtime  # noqa: E402
+from machine import cpu_name  # noqa: E402  (benchmarks/machine.py: a script's folder is on its path)
 
 TARGET = 0.99
 
@@ -140,16 +141,6 @@ def run_tutorial(data_dir: Path, max_epochs: int) -> dict:
         return {"history": history, "params": sum(p.numel() for p in model.parameters())}
     finally:
         shutil.rmtree(root, ignore_errors=True)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def time_to_target(run: dict) -> float | None:

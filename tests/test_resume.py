@@ -29,6 +29,14 @@ def finished_trials(folder) -> dict[str, list[tuple[int, float]]]:
     return done
 
 
+def start_search(storage, data_dir) -> subprocess.Popen:
+    """The search of ``ARGS`` as experiment ``exp``, in a session of its own (so it can be killed whole)."""
+    env = {**os.environ, "SEARCH_DATA_DIR": str(data_dir), "RAY_USAGE_STATS_ENABLED": "0"}
+    return subprocess.Popen([sys.executable, "-m", "search.run", *ARGS, "--storage-path", str(storage),
+                             "--name", "exp"], cwd=ROOT, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def kill_session(proc: subprocess.Popen) -> None:
     """SIGKILL the search and everything it started (Ray's processes share its session)."""
     os.killpg(proc.pid, signal.SIGKILL)
@@ -39,10 +47,7 @@ def kill_session(proc: subprocess.Popen) -> None:
 @pytest.mark.integration
 def test_killed_search_resumes_without_losing_or_repeating_trials(tmp_path, data_dir):
     folder = tmp_path / "exp"
-    env = {**os.environ, "SEARCH_DATA_DIR": str(data_dir), "RAY_USAGE_STATS_ENABLED": "0"}
-    proc = subprocess.Popen([sys.executable, "-m", "search.run", *ARGS, "--storage-path", str(tmp_path),
-                             "--name", "exp"], cwd=ROOT, env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = start_search(tmp_path, data_dir)
     deadline = time.monotonic() + 300
     before = {}
     while time.monotonic() < deadline and not before:
@@ -251,10 +256,7 @@ MOMENTS = {  # when to kill, read from the experiment's folder (the moment right
 @pytest.mark.parametrize("moment", list(MOMENTS))
 def test_resume_ends_with_every_requested_trial_once_wherever_the_kill_landed(tmp_path, data_dir, moment):
     folder = tmp_path / "exp"
-    env = {**os.environ, "SEARCH_DATA_DIR": str(data_dir), "RAY_USAGE_STATS_ENABLED": "0"}
-    proc = subprocess.Popen([sys.executable, "-m", "search.run", *ARGS, "--storage-path", str(tmp_path),
-                             "--name", "exp"], cwd=ROOT, env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = start_search(tmp_path, data_dir)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and not MOMENTS[moment](folder) and proc.poll() is None:
         time.sleep(0.1)
