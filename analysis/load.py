@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from analysis.schema import SCHEMA_VERSION
+from analysis.schema import PREDICTION_COLUMNS, SCHEMA_VERSION
 
 TABLES = ("trials", "epochs", "finalists")
 
@@ -25,6 +26,8 @@ class Results:
     epochs: pd.DataFrame
     finalists: pd.DataFrame
     folders: list[Path]
+    # The tested winners' test predictions (empty for results written before schema version 4).
+    predictions: pd.DataFrame = dataclasses.field(default_factory=lambda: pd.DataFrame(columns=PREDICTION_COLUMNS))
 
     @property
     def groups(self) -> list[tuple[str, str]]:
@@ -57,8 +60,9 @@ def _hint(folder: Path) -> str:
     return "; pass the folder a search wrote (<storage-path>/<name>/ of python -m search.run)"
 
 
-def load_folder(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """The three tables of one experiment folder; ``epochs`` and ``finalists`` gain ``experiment``."""
+def load_folder(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The tables of one experiment folder (``predictions`` empty where it has none); all but
+    ``trials`` gain ``experiment``."""
     if not folder.is_dir():
         raise AnalysisError(f"{folder} is not a folder" + _hint(folder.parent if folder.parent.is_dir() else folder))
     missing = [name for name in TABLES if not (folder / f"{name}.parquet").is_file()]
@@ -71,7 +75,9 @@ def load_folder(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]
     experiment = str(trials["experiment"].iloc[0])
     epochs = epochs.assign(experiment=experiment)
     finalists = finalists.assign(experiment=experiment)
-    return trials, epochs, finalists
+    has_predictions = (folder / "predictions.parquet").is_file()
+    predictions = _read(folder, "predictions") if has_predictions else pd.DataFrame(columns=PREDICTION_COLUMNS)
+    return trials, epochs, finalists, predictions.assign(experiment=experiment)
 
 
 def load(folders: Sequence[str | Path], models: Sequence[str] | None = None) -> Results:
@@ -83,15 +89,16 @@ def load(folders: Sequence[str | Path], models: Sequence[str] | None = None) -> 
     if not paths:
         raise AnalysisError("no results folder given")
     parts = [load_folder(p) for p in paths]
-    names = [str(t["experiment"].iloc[0]) for t, _, _ in parts]
+    names = [str(part[0]["experiment"].iloc[0]) for part in parts]
     if len(set(names)) != len(names):
         raise AnalysisError(f"the same experiment was given twice ({', '.join(names)})")
-    trials, epochs, finalists = (pd.concat([p[i] for p in parts], ignore_index=True) for i in range(3))
+    trials, epochs, finalists, predictions = (pd.concat([p[i] for p in parts], ignore_index=True) for i in range(4))
     if models:
         absent = sorted(set(models) - set(trials["model"]))
         if absent:
             raise AnalysisError(f"model(s) {', '.join(absent)} not in these results; present: "
                                 f"{', '.join(sorted(set(trials['model'])))}")
-        trials, epochs, finalists = (t[t["model"].isin(models)] for t in (trials, epochs, finalists))
+        trials, epochs, finalists, predictions = (t[t["model"].isin(models)]
+                                                  for t in (trials, epochs, finalists, predictions))
     return Results(trials.reset_index(drop=True), epochs.reset_index(drop=True),
-                   finalists.reset_index(drop=True), paths)
+                   finalists.reset_index(drop=True), paths, predictions.reset_index(drop=True))

@@ -12,7 +12,8 @@ import pandas as pd
 from analysis import plots
 from analysis.efficiency import efficiency
 from analysis.load import Results
-from analysis.tables import (at_common_budget, best_so_far, comparison, importance, pareto_fronts, rank, succeeded,
+from analysis.tables import (SIGNIFICANCE, at_common_budget, best_so_far, comparison, importance, paired_tests,
+                             pareto_fronts, rank, succeeded,
                              winning_ranges)
 
 
@@ -78,6 +79,21 @@ def _efficiency(results: Results, folder: Path) -> list[str]:
             "`processes`/`reused`: worker processes, and trials that ran in a process another trial had used.", ""]
 
 
+def _significance(results: Results, folder: Path) -> list[str]:
+    """Whether each pair of winners' test accuracies differ by more than chance (McNemar's exact test)."""
+    table = paired_tests(results.predictions)
+    if table.empty:
+        return []
+    table.to_csv(folder / "significance.csv", index=False)
+    return ["## Is the difference real? (winners compared on the same test images)", "",
+            markdown_table(table), "",
+            "McNemar's exact test on each pair of tested winners: the images one got right and the other wrong "
+            "(`only_a_right`, `only_b_right`) would split like a fair coin if the two were equally accurate; "
+            f"`p_value` is scipy's exact binomial test of that split, and `significant` marks p < {SIGNIFICANCE:g}. "
+            "It is paired, so it sees more than the two accuracies alone; it says nothing of a winner's seed "
+            "luck (one training run each).", ""]
+
+
 def write_report(results: Results, out: Path, metric: str = "val_acc", top_k: int = 5, pool: bool = False) -> Path:
     """Write ``report.md``, PNG plots and ranking tables (Parquet and CSV) into ``out``.
 
@@ -126,6 +142,7 @@ def _write(results: Results, folder: Path, metric: str, top_k: int, pool: bool =
               "`search_trial_s`: the trials' wall clock added up (what the search of that model cost).", ""]
     compare.to_csv(folder / "comparison.csv", index=False)
     compare.to_parquet(folder / "comparison.parquet", index=False)
+    lines += _significance(results, folder)
 
     lines += [f"## Top {top_k} configurations per model (by {metric})", "",
               "Only hyperparameters that differ between a model's trials are shown. `low_budget` marks trials "

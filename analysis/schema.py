@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-SCHEMA_VERSION = 3  # 3: the efficiency columns (process ... search_started_at) in trials
+# 4: predictions.parquet (the tested winners' test predictions); 3: the efficiency columns in trials
+SCHEMA_VERSION = 4
 # no_box_rate: share of validation images a detector found no box in (empty for classifiers)
 EPOCH_COLUMNS = ["trial_id", "model", "epoch", "train_loss", "val_loss", "val_acc", "val_f1",
                  "epoch_time_s", "elapsed_s", "reported_at", "no_box_rate", "node"]
@@ -20,6 +21,8 @@ TRIAL_COLUMNS = ["experiment", "trial_id", "model", "status", "epochs", "best_va
                  "search_started_at"]
 FINALIST_COLUMNS = ["model", "trial_id", "test_acc", "test_f1", "test_loss", "best_val_acc", "train_time_s",
                     "wall_clock_s", "params"]
+# One row per tested winner and test image: what it predicted (paired comparisons of the winners).
+PREDICTION_COLUMNS = ["model", "trial_id", "index", "label", "predicted"]
 CONFIG_PREFIX = "config."  # a trial's settings, one column each: config.lr, config.batch_size ...
 
 # A trial's status: it trained its whole budget, ASHA (or the time budget) stopped it, or it raised.

@@ -186,3 +186,42 @@ def winning_ranges(trials: pd.DataFrame, top_fraction: float = 0.25, min_top: in
             shown = ", ".join(f"{v} ({n})" for v, n in values.astype(str).value_counts().items())
         rows.append(dict(parameter=p[len(CONFIG_PREFIX):], winning=shown, top_trials=len(top)))
     return pd.DataFrame(rows, columns=["parameter", "winning", "top_trials"])
+
+
+SIGNIFICANCE = 0.05
+
+
+def mcnemar_exact(a_correct: np.ndarray, b_correct: np.ndarray) -> tuple[int, int, float]:
+    """McNemar's exact test of two classifiers on the same images: (images only ``a`` got right,
+    images only ``b`` got right, two-sided p-value). Under "equally accurate" each image one gets
+    right and the other wrong is a fair coin's toss, so the p-value is scipy's exact binomial test
+    of the first count among the discordant images."""
+    from scipy.stats import binomtest
+
+    a_only = int(np.sum(a_correct & ~b_correct))
+    b_only = int(np.sum(b_correct & ~a_correct))
+    if a_only + b_only == 0:
+        return 0, 0, 1.0
+    return a_only, b_only, float(binomtest(a_only, a_only + b_only, 0.5).pvalue)
+
+
+def paired_tests(predictions: pd.DataFrame) -> pd.DataFrame:
+    """Every pair of models tested in the same experiment, compared on the test images both saw:
+    accuracies, the discordant counts, McNemar's exact p-value and whether the gap is significant
+    at ``SIGNIFICANCE``."""
+    rows = []
+    for experiment, group in predictions.groupby("experiment", sort=True):
+        correct = {model: rows_.set_index("index").sort_index().eval("label == predicted")
+                   for model, rows_ in group.groupby("model", sort=True)}
+        names = sorted(correct)
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                both = correct[a].index.intersection(correct[b].index)
+                ca, cb = correct[a].loc[both].to_numpy(bool), correct[b].loc[both].to_numpy(bool)
+                a_only, b_only, p = mcnemar_exact(ca, cb)
+                rows.append(dict(experiment=experiment, model_a=a, model_b=b, images=len(both),
+                                 acc_a=ca.mean(), acc_b=cb.mean(), gap=ca.mean() - cb.mean(),
+                                 only_a_right=a_only, only_b_right=b_only, p_value=p,
+                                 significant=p < SIGNIFICANCE))
+    return pd.DataFrame(rows, columns=["experiment", "model_a", "model_b", "images", "acc_a", "acc_b", "gap",
+                                       "only_a_right", "only_b_right", "p_value", "significant"])

@@ -55,7 +55,8 @@ class ModelSpec:
     - ``space(trial)`` is an Optuna define-by-run space: it only suggests values, and may return a
       dict of constants to add to the config.
     - ``default_config`` is tried first by the search and used by ``trainables.train``.
-    - ``max_epochs`` / ``grace_period`` are this model's ASHA budget (CLI flags override them).
+    - ``max_epochs`` / ``grace_period`` are this model's ASHA budget on CPUs, ``gpu_max_epochs`` /
+      ``gpu_grace_period`` on GPUs (None: the CPU one); ``budget(on_gpu)`` picks. CLI flags override.
     - ``cpus`` / ``gpus`` are what one trial takes from Ray by default.
     - ``pretrained_weights``: the weights the model starts from; such a model's config has a
       ``pretrained`` setting, and the search checks the file is available before any trial starts.
@@ -79,6 +80,8 @@ class ModelSpec:
     default_config: dict[str, Any]
     max_epochs: int = 3
     grace_period: int = 1
+    gpu_max_epochs: int | None = None  # a GPU's budget: enough for the accuracy the architecture is known for
+    gpu_grace_period: int | None = None
     cpus: float = 1.0
     gpus: float = 0.25
     cpu_bf16: bool = False  # bf16 autocast on CPUs with fast bf16: only where measured to be faster
@@ -89,6 +92,12 @@ class ModelSpec:
     smoke_config: dict[str, Any] = field(default_factory=dict)  # settings pinned by --smoke to keep it cheap
     description: str = ""
     task: Task = CLASSIFICATION
+
+    def budget(self, on_gpu: bool) -> tuple[int, int]:
+        """(epochs a trial may train, ASHA's first rung) on GPUs or on CPUs."""
+        if on_gpu:
+            return self.gpu_max_epochs or self.max_epochs, self.gpu_grace_period or self.grace_period
+        return self.max_epochs, self.grace_period
 
     def weights_for(self, config: Config) -> Any:
         """The pretrained weights a trial with ``config`` starts from."""

@@ -153,8 +153,8 @@ def make_tuner(settings: Settings, data: Dataset, slots: tuple[int, dict[str, in
 
 def export(settings: Settings, data: Dataset, results: tune.ResultGrid,
            slots: int) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
-    """Write trials and epochs, then test each model's winner once and write finalists (each file
-    atomically). Returns the tables and, per model whose winner could not be tested, why."""
+    """Write trials and epochs, then test each model's winner once and write finalists and their
+    test predictions (each file atomically). Returns the tables and, per model whose winner could not be tested, why."""
     pairs = [(record_from_result(r), r) for r in results]
     records = [rec for rec, _ in pairs]
     trials = trials_table(records, settings.name, settings.dataset, settings.seed,
@@ -168,11 +168,11 @@ def export(settings: Settings, data: Dataset, results: tune.ResultGrid,
     # The driver tests the finalists; on a cluster it may run on a head node without a GPU.
     device = pick_device(None if settings.gpus else "cpu")
     runtime = Runtime(device, data.info.mean, data.info.std, amp=settings.amp, channels_last=settings.channels_last)
-    tables["finalists"], problems = evaluate_finalists(
-        trials, checkpoints, {rec.trial_id: rec.config for rec in records}, data.test, runtime,
-        data.info.num_classes, settings.weights_dir)
-    write_atomic({"finalists": tables["finalists"]}, settings.folder)
-    return tables, problems
+    tested = evaluate_finalists(trials, checkpoints, {rec.trial_id: rec.config for rec in records}, data.test,
+                                runtime, data.info.num_classes, settings.weights_dir)
+    tables.update(finalists=tested.finalists, predictions=tested.predictions)
+    write_atomic({"finalists": tested.finalists, "predictions": tested.predictions}, settings.folder)
+    return tables, tested.problems
 
 
 def missing_trials(plans: list[ModelPlan], trials: pd.DataFrame) -> dict[str, tuple[int, int]]:
@@ -230,7 +230,7 @@ def run_search(settings: Settings, data: Dataset) -> int:
         ray.shutdown()
     print()
     print(leaderboard(tables["trials"], tables["finalists"]))
-    print(f"\nResults: {Path(settings.folder)}/{{trials,epochs,finalists}}.parquet")
+    print(f"\nResults: {Path(settings.folder)}/{{trials,epochs,finalists,predictions}}.parquet")
     print(write_analysis(settings.folder))
     if settings.remote:
         storage.upload(settings.folder, settings.tune_folder)  # complete local files, then each uploaded

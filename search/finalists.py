@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 import models
-from analysis.schema import FINALIST_COLUMNS, config_names, succeeded
+from analysis.schema import FINALIST_COLUMNS, PREDICTION_COLUMNS, config_names, succeeded
 from search.export import config_columns
 from trainables.data import Split
 from trainables.loop import evaluate
@@ -25,6 +27,16 @@ def pick_winners(trials: pd.DataFrame) -> pd.DataFrame:
     return ok.loc[ok.groupby("model")["best_val_acc"].idxmax()].reset_index(drop=True)
 
 
+@dataclass
+class Tested:
+    """The winners' single test evaluation: ``finalists`` (a row per model), ``predictions`` (a row
+    per model and test image) and, per model whose winner could not be tested, why."""
+
+    finalists: pd.DataFrame
+    predictions: pd.DataFrame
+    problems: dict[str, str] = field(default_factory=dict)
+
+
 def evaluate_finalists(
     trials: pd.DataFrame,
     checkpoints: Mapping[str, Any],
@@ -33,27 +45,36 @@ def evaluate_finalists(
     runtime: Runtime,
     num_classes: int,
     weights_dir: str | None = None,
-) -> tuple[pd.DataFrame, dict[str, str]]:
-    """Test loss, accuracy and macro F1 of each model's winner, from its best checkpoint; and, per
-    model whose winner could not be tested, the reason (the other winners are still tested).
+) -> Tested:
+    """Test loss, accuracy and macro F1 of each model's winner, from its best checkpoint, with its
+    prediction for every test image; and, per model whose winner could not be tested, the reason
+    (the other winners are still tested).
 
     ``checkpoints`` maps trial id to a ``ray.tune.Checkpoint`` (or a local folder) of the best epoch.
     ``weights_dir`` is the search's: a model whose pretrained architecture is built from its weights
     file (Faster R-CNN) needs that file again to be rebuilt.
     """
-    rows, problems = [], {}
+    rows, predictions, problems = [], [], {}
     test = test.to(runtime.device)
+    labels = test.labels.cpu().numpy()
     for _, winner in pick_winners(trials).iterrows():
         try:
-            rows.append(_test_winner(winner, checkpoints, configs, test, runtime, num_classes, weights_dir))
+            row, predicted = _test_winner(winner, checkpoints, configs, test, runtime, num_classes, weights_dir)
         except Exception as e:  # one model's winner failing must not cost the others' test
             problems[winner["model"]] = f"{type(e).__name__}: {e}"
+            continue
+        rows.append(row)
+        predictions.append(pd.DataFrame({"model": row["model"], "trial_id": row["trial_id"],
+                                         "index": np.arange(len(labels)), "label": labels, "predicted": predicted}))
     table = pd.DataFrame(rows)
-    return table.reindex(columns=FINALIST_COLUMNS + config_names(table)), problems
+    predicted_all = pd.concat(predictions, ignore_index=True) if predictions else pd.DataFrame()
+    return Tested(table.reindex(columns=FINALIST_COLUMNS + config_names(table)),
+                  predicted_all.reindex(columns=PREDICTION_COLUMNS), problems)
 
 
 def _test_winner(winner: pd.Series, checkpoints: Mapping[str, Any], configs: Mapping[str, dict[str, Any]],
-                 test: Split, runtime: Runtime, num_classes: int, weights_dir: str | None) -> dict[str, Any]:
+                 test: Split, runtime: Runtime, num_classes: int,
+                 weights_dir: str | None) -> tuple[dict[str, Any], np.ndarray]:
     trial_id, config = winner["trial_id"], configs[winner["trial_id"]]
     checkpoint = checkpoints.get(trial_id)
     if checkpoint is None:
@@ -67,7 +88,8 @@ def _test_winner(winner: pd.Series, checkpoints: Mapping[str, Any], configs: Map
     scores = evaluate(model, test, runtime.for_model(spec), task=spec.task)
     return dict(model=winner["model"], trial_id=trial_id, test_acc=scores.acc, test_f1=scores.f1,
                 test_loss=scores.loss, best_val_acc=winner["best_val_acc"], train_time_s=winner["train_time_s"],
-                wall_clock_s=winner["wall_clock_s"], params=winner["params"], **config_columns(config))
+                wall_clock_s=winner["wall_clock_s"], params=winner["params"],
+                **config_columns(config)), scores.predictions
 
 
 def _local(checkpoint) -> contextlib.AbstractContextManager:

@@ -193,8 +193,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     plans = []
     for name in chosen:
         spec = models.get(name)
-        epochs = max_epochs.get(name) or (SMOKE["max_epochs"] if args.smoke else spec.max_epochs)
-        first_rung = grace.get(name) or (SMOKE["grace_period"] if args.smoke else min(spec.grace_period, epochs))
+        own_epochs, own_rung = spec.budget(on_gpu=args.gpus > 0)  # each kind of device its own default
+        epochs = max_epochs.get(name) or (SMOKE["max_epochs"] if args.smoke else own_epochs)
+        first_rung = grace.get(name) or (SMOKE["grace_period"] if args.smoke else min(own_rung, epochs))
         if first_rung > epochs:
             raise UsageError(f"--grace-period {first_rung} is longer than {name}'s budget of {epochs} epochs; "
                              f"lower it or raise --max-epochs")

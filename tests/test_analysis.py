@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import struct
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -229,3 +230,38 @@ def test_importance_is_fitted_at_the_budget_every_trial_reached():
     assert budget == 1 and at.set_index("trial_id")["val_acc_at_budget"].to_dict()["t1"] == 0.95
     assert importance(at, target="val_acc_at_budget").index[0] == "lr"
     assert importance(trials).index[0] == "batch_size"  # best_val_acc across rungs learns who ran longer
+
+
+def test_mcnemar_on_two_fixed_prediction_vectors_gives_the_known_answer():
+    """80 images both got right, 10 only A, 2 only B, 8 neither: under "equally accurate" the 12
+    discordant images split 10/2 or worse with probability 2 * (1 + 12 + 66) / 2**12 = 0.03857."""
+    from analysis.tables import paired_tests
+
+    labels = np.zeros(100, dtype=int)
+    a = np.r_[np.zeros(80), np.zeros(10), np.ones(2), np.ones(8)].astype(int)
+    b = np.r_[np.zeros(80), np.ones(10), np.zeros(2), np.ones(8)].astype(int)
+    rows = [pd.DataFrame({"experiment": "e", "model": name, "trial_id": name, "index": np.arange(100),
+                          "label": labels, "predicted": predicted}) for name, predicted in (("cnn", a), ("vit", b))]
+    table = paired_tests(pd.concat(rows, ignore_index=True))
+    row = table.iloc[0]
+    assert (row["model_a"], row["model_b"], row["only_a_right"], row["only_b_right"]) == ("cnn", "vit", 10, 2)
+    assert row["p_value"] == pytest.approx(158 / 4096) and bool(row["significant"])
+    assert row["acc_a"] == pytest.approx(0.90) and row["acc_b"] == pytest.approx(0.82)
+    even = paired_tests(pd.concat([rows[0], rows[0].assign(model="vit")], ignore_index=True))
+    assert even["p_value"].iloc[0] == 1.0 and not even["significant"].iloc[0]  # identical predictions
+
+
+def test_report_says_which_winners_differ_significantly(tmp_path):
+    folder = write_experiment(tmp_path / "exp")
+    labels = np.arange(200) % 10
+    cnn = labels.copy()
+    vit = np.where(np.arange(200) < 40, (labels + 1) % 10, labels)  # wrong on the first 40 images
+    predictions = pd.concat([pd.DataFrame({"model": m, "trial_id": m, "index": np.arange(200), "label": labels,
+                                           "predicted": p}) for m, p in (("cnn", cnn), ("vit", vit))])
+    write_atomic({"predictions": predictions}, folder)
+    assert analysis_main([str(folder)]) == 0
+    text = (folder / "report" / "report.md").read_text()
+    assert "## Is the difference real?" in text and "McNemar's exact test" in text
+    table = pd.read_csv(folder / "report" / "significance.csv")
+    assert table[["model_a", "model_b", "only_a_right", "only_b_right"]].values.tolist() == [["cnn", "vit", 40, 0]]
+    assert table["significant"].tolist() == [True]

@@ -94,6 +94,19 @@ def test_sixteen_quarter_gpu_cnn_trials_run_together_and_vgg16_one_per_gpu(four_
     assert all(len(ids) == 1 for ids in gpu_ids)
 
 
+def test_epoch_budgets_follow_the_kind_of_device_and_the_flags_still_win(tmp_path, monkeypatch):
+    import models
+
+    def budgets(*flags):
+        return {p.name: (p.max_epochs, p.grace_period) for p in plans_for(tmp_path, monkeypatch, *flags)}
+
+    on_gpus = budgets("--model", "cnn,vit,vgg16")
+    assert on_gpus == {"cnn": (15, 2), "vit": (50, 5), "vgg16": (3, 1)}  # vgg16 has one budget for both
+    assert on_gpus["cnn"] != (models.get("cnn").max_epochs, models.get("cnn").grace_period)  # the CPU one
+    assert budgets("--model", "cnn,vit", "--max-epochs", "cnn=6")["cnn"] == (6, 2)
+    assert budgets("--model", "vit", "--grace-period", "8")["vit"] == (50, 8)
+
+
 def test_gpu_share_is_overridable_per_model(tmp_path, monkeypatch):
     plans = plans_for(tmp_path, monkeypatch, "--model", "cnn,vit", "--gpu-per-trial", "cnn=0.5",
                       "--cpu-per-trial", "vit=2")

@@ -99,8 +99,13 @@ def test_a_winner_that_cannot_be_tested_is_reported_and_the_others_still_are(tmp
              params=1),
     ])
     runtime = Runtime(torch.device("cpu"), mnist_small.info.mean, mnist_small.info.std)
-    table, problems = evaluate_finalists(trials, {"c1": tmp_path / "c1", "v1": tmp_path / "v1"}, configs,
-                                         mnist_small.test, runtime, 10)
+    tested = evaluate_finalists(trials, {"c1": tmp_path / "c1", "v1": tmp_path / "v1"}, configs,
+                                mnist_small.test, runtime, 10)
+    table, predictions = tested.finalists, tested.predictions
     assert table["model"].tolist() == ["cnn"] and table["test_acc"].between(0, 1).all()
-    assert list(problems) == ["vit"] and "model.pt" in problems["vit"]
+    assert list(tested.problems) == ["vit"] and "model.pt" in tested.problems["vit"]
     assert "winner not tested" in leaderboard(trials.assign(experiment="e", epochs=1), table)
+    # Every test image's prediction is kept, and they make the reported accuracy.
+    assert len(predictions) == len(mnist_small.test) and set(predictions["model"]) == {"cnn"}
+    assert predictions["index"].tolist() == list(range(len(mnist_small.test)))
+    assert (predictions["label"] == predictions["predicted"]).mean() == pytest.approx(table["test_acc"].iloc[0])

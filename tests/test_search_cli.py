@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from helpers import run_cli, search_command
-from analysis.schema import EPOCH_COLUMNS, FINALIST_COLUMNS, TRIAL_COLUMNS
+from analysis.schema import EPOCH_COLUMNS, FINALIST_COLUMNS, PREDICTION_COLUMNS, TRIAL_COLUMNS
 
 
 def test_unknown_model_lists_the_known_ones(tmp_path, capsys):
@@ -96,12 +96,19 @@ def test_smoke_search_end_to_end(tmp_path, data_dir):
         assert winner.trial_id == own.loc[own["best_val_acc"].idxmax(), "trial_id"]
         assert 0.1 < winner.test_acc <= 1.0 and 0.0 < winner.test_f1 <= 1.0  # above chance, on 1,024 images
     assert finalists.set_index("model").loc["cnn", "test_acc"] > 0.3
+    predictions = pd.read_parquet(folder / "predictions.parquet")
+    assert list(predictions.columns) == PREDICTION_COLUMNS and len(predictions) == 2 * 1_024
+    for winner in finalists.itertuples():  # each winner's predictions make its reported accuracy
+        own = predictions[predictions["model"] == winner.model]
+        assert (own["trial_id"] == winner.trial_id).all()
+        assert (own["label"] == own["predicted"]).mean() == pytest.approx(winner.test_acc)
 
     board = proc.stdout[proc.stdout.index("test_acc"):]  # the leaderboard
     assert "\ncnn " in board and "\nvit " in board
     assert not list(folder.glob(".*.tmp")), "no temporary export files may be left behind"
     report = folder / "report" / "report.md"
     assert f"Report:  {report}" in proc.stdout and "| vit |" in report.read_text().replace("| smoke ", "")
+    assert "## Is the difference real?" in report.read_text()  # cnn and vit compared image by image
 
     again = run_cli("search.run", "--model", "cnn", "--smoke", "--storage-path", str(tmp_path), "--name", "smoke",
                     "--no-dashboard", "--data-dir", str(data_dir))

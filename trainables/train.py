@@ -26,7 +26,8 @@ from trainables.runtime import Runtime, pick_device, set_threads
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m trainables.train", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="cnn", help=f"one of: {', '.join(models.names())}")
-    p.add_argument("--epochs", type=int, default=None, help="default: the model's max_epochs")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="default: the model's budget on this device (its CPU or its GPU budget)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one setting")
     p.add_argument("--dataset", default="mnist", choices=sorted(DATASETS))
     p.add_argument("--data-dir", default=None, help="default: $SEARCH_DATA_DIR, else ./data")
@@ -50,7 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.no_pretrained and spec.pretrained_weights is not None:
             config.update(spec.scratch_config)
         config.update(parse_sets(args.set))
-        config["epochs"] = args.epochs if args.epochs is not None else config.get("epochs", spec.max_epochs)
+        on_gpu = pick_device(args.device).type == "cuda"
+        config["epochs"] = args.epochs if args.epochs is not None else config.get("epochs", spec.budget(on_gpu)[0])
         data = load_dataset(args.dataset, args.data_dir, limit=(args.limit, None, None))
     except (models.UnknownModelError, ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
