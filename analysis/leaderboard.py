@@ -23,6 +23,19 @@ def short_config(row: pd.Series) -> str:
     return " ".join(parts)
 
 
+def repeat_summary(winner: pd.Series) -> str:
+    """``repeats: 3 seeds, test_acc 0.9912 +- 0.0008 (95%: 0.9892-0.9932), test_f1 ...``"""
+    parts = [f"repeats: {int(winner['repeats'])} seed{'s' if winner['repeats'] > 1 else ''},"]
+    for metric in ("test_acc", "test_f1"):
+        mean, std = winner[f"{metric}_mean"], winner[f"{metric}_std"]
+        if pd.isna(std):
+            parts.append(f"{metric} {mean:.4f}")
+        else:
+            parts.append(f"{metric} {mean:.4f} +- {std:.4f} (95%: {winner[f'{metric}_low']:.4f}-"
+                         f"{winner[f'{metric}_high']:.4f})")
+    return " ".join(parts)
+
+
 def leaderboard(trials: pd.DataFrame, finalists: pd.DataFrame) -> str:
     """One block per model: its trial counts, and its winner's validation and test numbers; then
     how full the machine was kept (``analysis.efficiency``)."""
@@ -44,6 +57,9 @@ def leaderboard(trials: pd.DataFrame, finalists: pd.DataFrame) -> str:
                      f"{w['train_time_s']:>8.1f} {w['wall_clock_s']:>8.1f}")
         lines += textwrap.wrap(short_config(w), width=len(header), initial_indent=" " * 13 + "best: ",
                                subsequent_indent=" " * 19)
+        if w.get("repeats", 0) > 0:
+            lines += textwrap.wrap(repeat_summary(w), width=len(header), initial_indent=" " * 13,
+                                   subsequent_indent=" " * 22)
     if len(trials):
         lines += [""] + textwrap.wrap(describe(efficiency(trials).iloc[0]), width=len(header),
                                       subsequent_indent=" " * 12)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.schema import PREDICTION_COLUMNS, SCHEMA_VERSION
+from analysis.schema import PREDICTION_COLUMNS, REPEAT_COLUMNS, SCHEMA_VERSION
 
 TABLES = ("trials", "epochs", "finalists")
 
@@ -28,6 +28,8 @@ class Results:
     folders: list[Path]
     # The tested winners' test predictions (empty for results written before schema version 4).
     predictions: pd.DataFrame = dataclasses.field(default_factory=lambda: pd.DataFrame(columns=PREDICTION_COLUMNS))
+    # The winners' repeat runs at other seeds (empty without --repeats).
+    repeats: pd.DataFrame = dataclasses.field(default_factory=lambda: pd.DataFrame(columns=REPEAT_COLUMNS))
 
     @property
     def groups(self) -> list[tuple[str, str]]:
@@ -60,9 +62,14 @@ def _hint(folder: Path) -> str:
     return "; pass the folder a search wrote (<storage-path>/<name>/ of python -m search.run)"
 
 
-def load_folder(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """The tables of one experiment folder (``predictions`` empty where it has none); all but
-    ``trials`` gain ``experiment``."""
+def _optional(folder: Path, name: str, columns: list[str]) -> pd.DataFrame:
+    """A table only some searches write (older ones, or without --repeats): empty if absent."""
+    return _read(folder, name) if (folder / f"{name}.parquet").is_file() else pd.DataFrame(columns=columns)
+
+
+def load_folder(folder: Path) -> tuple[pd.DataFrame, ...]:
+    """The tables of one experiment folder: trials, epochs, finalists, predictions and repeats (the
+    last two empty where it has none); all but ``trials`` gain ``experiment``."""
     if not folder.is_dir():
         raise AnalysisError(f"{folder} is not a folder" + _hint(folder.parent if folder.parent.is_dir() else folder))
     missing = [name for name in TABLES if not (folder / f"{name}.parquet").is_file()]
@@ -75,9 +82,9 @@ def load_folder(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame,
     experiment = str(trials["experiment"].iloc[0])
     epochs = epochs.assign(experiment=experiment)
     finalists = finalists.assign(experiment=experiment)
-    has_predictions = (folder / "predictions.parquet").is_file()
-    predictions = _read(folder, "predictions") if has_predictions else pd.DataFrame(columns=PREDICTION_COLUMNS)
-    return trials, epochs, finalists, predictions.assign(experiment=experiment)
+    predictions = _optional(folder, "predictions", PREDICTION_COLUMNS).assign(experiment=experiment)
+    repeats = _optional(folder, "repeats", REPEAT_COLUMNS).assign(experiment=experiment)
+    return trials, epochs, finalists, predictions, repeats
 
 
 def load(folders: Sequence[str | Path], models: Sequence[str] | None = None) -> Results:
@@ -92,13 +99,14 @@ def load(folders: Sequence[str | Path], models: Sequence[str] | None = None) -> 
     names = [str(part[0]["experiment"].iloc[0]) for part in parts]
     if len(set(names)) != len(names):
         raise AnalysisError(f"the same experiment was given twice ({', '.join(names)})")
-    trials, epochs, finalists, predictions = (pd.concat([p[i] for p in parts], ignore_index=True) for i in range(4))
+    trials, epochs, finalists, predictions, repeats = (pd.concat([p[i] for p in parts], ignore_index=True)
+                                                       for i in range(5))
     if models:
         absent = sorted(set(models) - set(trials["model"]))
         if absent:
             raise AnalysisError(f"model(s) {', '.join(absent)} not in these results; present: "
                                 f"{', '.join(sorted(set(trials['model'])))}")
-        trials, epochs, finalists, predictions = (t[t["model"].isin(models)]
-                                                  for t in (trials, epochs, finalists, predictions))
-    return Results(trials.reset_index(drop=True), epochs.reset_index(drop=True),
-                   finalists.reset_index(drop=True), paths, predictions.reset_index(drop=True))
+        trials, epochs, finalists, predictions, repeats = (t[t["model"].isin(models)] for t in
+                                                           (trials, epochs, finalists, predictions, repeats))
+    return Results(trials.reset_index(drop=True), epochs.reset_index(drop=True), finalists.reset_index(drop=True),
+                   paths, predictions.reset_index(drop=True), repeats.reset_index(drop=True))

@@ -13,7 +13,7 @@ from analysis import plots
 from analysis.efficiency import efficiency
 from analysis.load import Results
 from analysis.tables import (SIGNIFICANCE, at_common_budget, best_so_far, comparison, importance, paired_tests,
-                             pareto_fronts, rank, succeeded,
+                             pareto_fronts, rank, seed_tests, succeeded,
                              winning_ranges)
 
 
@@ -79,19 +79,31 @@ def _efficiency(results: Results, folder: Path) -> list[str]:
             "`processes`/`reused`: worker processes, and trials that ran in a process another trial had used.", ""]
 
 
+MCNEMAR_NOTE = ("McNemar's exact test on each pair of tested winners: the images one got right and the other wrong "
+                "(`only_a_right`, `only_b_right`) would split like a fair coin if the two were equally accurate; "
+                f"`p_value` is scipy's exact binomial test of that split, and `significant` marks p < {SIGNIFICANCE:g}. "
+                "It is paired, so it sees more than the two accuracies alone; it says nothing of a winner's seed "
+                "luck (one training run each).")
+WELCH_NOTE = ("Welch's t-test on the test accuracies of each configuration's repeat runs (one run per seed, "
+              "independent): it allows two architectures different spreads over seeds, and with a few runs each "
+              f"it is the t distribution, not the normal, that fits; `significant` marks p < {SIGNIFICANCE:g}. "
+              "This is the test for 'is this architecture better on this data', since it includes the luck of "
+              "the seed.")
+
+
 def _significance(results: Results, folder: Path) -> list[str]:
-    """Whether each pair of winners' test accuracies differ by more than chance (McNemar's exact test)."""
-    table = paired_tests(results.predictions)
-    if table.empty:
-        return []
-    table.to_csv(folder / "significance.csv", index=False)
-    return ["## Is the difference real? (winners compared on the same test images)", "",
-            markdown_table(table), "",
-            "McNemar's exact test on each pair of tested winners: the images one got right and the other wrong "
-            "(`only_a_right`, `only_b_right`) would split like a fair coin if the two were equally accurate; "
-            f"`p_value` is scipy's exact binomial test of that split, and `significant` marks p < {SIGNIFICANCE:g}. "
-            "It is paired, so it sees more than the two accuracies alone; it says nothing of a winner's seed "
-            "luck (one training run each).", ""]
+    """Whether each pair of winners differs by more than chance: on the same test images (McNemar),
+    and over seeds where the search made repeats (Welch)."""
+    parts = [(paired_tests(results.predictions), "significance.csv", "The winners on the same test images",
+              MCNEMAR_NOTE),
+             (seed_tests(results.repeats), "significance_seeds.csv",
+              "The winners' configurations over seeds (--repeats)", WELCH_NOTE)]
+    lines = []
+    for table, name, title, note in parts:
+        if not table.empty:
+            table.to_csv(folder / name, index=False)
+            lines += [f"### {title}", "", markdown_table(table), "", note, ""]
+    return ["## Is the difference real?", "", *lines] if lines else []
 
 
 def write_report(results: Results, out: Path, metric: str = "val_acc", top_k: int = 5, pool: bool = False) -> Path:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-# 4: predictions.parquet (the tested winners' test predictions); 3: the efficiency columns in trials
+# 4: predictions.parquet (the tested winners' test predictions), repeats.parquet and the repeat
+# statistics in finalists (with --repeats); 3: the efficiency columns in trials
 SCHEMA_VERSION = 4
 # no_box_rate: share of validation images a detector found no box in (empty for classifiers)
 EPOCH_COLUMNS = ["trial_id", "model", "epoch", "train_loss", "val_loss", "val_acc", "val_f1",
@@ -21,6 +22,12 @@ TRIAL_COLUMNS = ["experiment", "trial_id", "model", "status", "epochs", "best_va
                  "search_started_at"]
 FINALIST_COLUMNS = ["model", "trial_id", "test_acc", "test_f1", "test_loss", "best_val_acc", "train_time_s",
                     "wall_clock_s", "params"]
+# --repeats: one row per run of a winner's configuration at another seed, and, in finalists, the
+# statistics over a model's runs (mean, sample standard deviation, Student's t 95% interval).
+REPEAT_COLUMNS = ["model", "trial_id", "seed", "test_acc", "test_f1", "test_loss", "best_val_acc", "train_time_s",
+                  "wall_clock_s"]
+REPEAT_STAT_COLUMNS = ["repeats"] + [f"{metric}_{stat}" for metric in ("test_acc", "test_f1")
+                                     for stat in ("mean", "std", "low", "high")]
 # One row per tested winner and test image: what it predicted (paired comparisons of the winners).
 PREDICTION_COLUMNS = ["model", "trial_id", "index", "label", "predicted"]
 CONFIG_PREFIX = "config."  # a trial's settings, one column each: config.lr, config.batch_size ...

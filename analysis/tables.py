@@ -3,6 +3,8 @@ best-so-far curve, hyperparameter importance and the ranges that won. Pure panda
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
@@ -225,3 +227,24 @@ def paired_tests(predictions: pd.DataFrame) -> pd.DataFrame:
                                  significant=p < SIGNIFICANCE))
     return pd.DataFrame(rows, columns=["experiment", "model_a", "model_b", "images", "acc_a", "acc_b", "gap",
                                        "only_a_right", "only_b_right", "p_value", "significant"])
+
+
+def seed_tests(repeats: pd.DataFrame) -> pd.DataFrame:
+    """Every pair of models with repeat runs in the same experiment: their per-seed test accuracies
+    compared with Welch's t-test (scipy), which allows the two architectures different spreads over
+    seeds; ``significant`` at ``SIGNIFICANCE``. Pairs with fewer than two runs on a side are left out."""
+    from scipy.stats import ttest_ind
+
+    rows = []
+    for experiment, group in repeats.groupby("experiment", sort=True):
+        runs = {model: g["test_acc"].to_numpy(float) for model, g in group.groupby("model", sort=True)}
+        names = [m for m in sorted(runs) if len(runs[m]) >= 2]
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                p = float(ttest_ind(runs[a], runs[b], equal_var=False).pvalue)
+                p = 1.0 if math.isnan(p) else p  # identical constant runs: no evidence of a difference
+                rows.append(dict(experiment=experiment, model_a=a, model_b=b, runs_a=len(runs[a]),
+                                 runs_b=len(runs[b]), mean_a=runs[a].mean(), mean_b=runs[b].mean(),
+                                 gap=runs[a].mean() - runs[b].mean(), p_value=p, significant=p < SIGNIFICANCE))
+    return pd.DataFrame(rows, columns=["experiment", "model_a", "model_b", "runs_a", "runs_b", "mean_a", "mean_b",
+                                       "gap", "p_value", "significant"])

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # One short GPU check, run on a lent GPU machine (see README "GPU checks"):
 #   bash ../shared/gpu/prepare.sh            # here, once: builds the ignored .gpu/ kit
-#   device run, carrying .gpu:  source .gpu/install.sh && bash benchmarks/gpu_session.sh
-# Each step has its own time limit so that one slow step cannot eat the others' results.
+#   device run, carrying .gpu:  source .gpu/install.sh && bash benchmarks/gpu_session.sh [efficiency|repeats]
+# Each step has its own time limit so that one slow step cannot eat the others' results; each part
+# fits in one device call (under 10 minutes), so run one part per session.
+#   efficiency: issue 12's targets (trials at once, slot share, GPU busy) and the MPS comparison
+#   repeats:    issue 15's targets: the CNN and ViT searches at their GPU budgets with --repeats 3
 # Logs and Parquet files go to $OUT (default ./gpu-out).
 set -uo pipefail
 out=${OUT:-gpu-out}
@@ -16,12 +19,21 @@ step() {  # step NAME SECONDS COMMAND...
 }
 nvidia-smi -L
 python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
+part=${1:-efficiency}
+if [ "$part" = repeats ]; then
+  # Goals: CNN >= 99.6%, ViT >= 99.3% test accuracy (mean of the repeats), each search well under 10 minutes.
+  step repeats_cnn 270 python3 -m search.run --model cnn --gpus 1 --repeats 3 --no-dashboard --verbose 0 \
+    --storage-path "$out" --name cnn-gpu-repeats
+  step repeats_vit 300 python3 -m search.run --model vit --gpus 1 --repeats 3 --no-dashboard --verbose 0 \
+    --storage-path "$out" --name vit-gpu-repeats
+  exit 0
+fi
 # 1. the issue-12 targets: whole command, trials at once, slot-time share, GPU busy (nvidia-smi every 0.5 s)
 step eff_cnn16 120 python3 benchmarks/search_efficiency.py -- \
   --model cnn --gpus 1 --num-samples 16 --max-epochs 6
 step eff_smoke_all 150 python3 benchmarks/search_efficiency.py -- \
   --model all --gpus 1 --smoke --no-pretrained
-step eff_vit8 160 python3 benchmarks/search_efficiency.py -- --model vit --gpus 1 --num-samples 8
+step eff_vit8 160 python3 benchmarks/search_efficiency.py -- --model vit --gpus 1 --num-samples 8 --max-epochs 15
 # 2. the same CNN search with NVIDIA MPS on: do four trial processes sharing the GPU gain from it?
 if command -v nvidia-cuda-mps-control > /dev/null; then
   nvidia-cuda-mps-control -d && step eff_cnn16_mps 120 python3 benchmarks/search_efficiency.py \

@@ -108,6 +108,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     augment: bool = False
     epochs: int = 3
+    seed: int = 0  # initialization and batch order; the search sets its --seed (a winner's repeats, others)
 
     def __post_init__(self) -> None:
         choice("optimizer", self.optimizer, ("adam", "adamw", "sgd"))

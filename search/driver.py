@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import ray
@@ -16,7 +17,9 @@ from search import storage
 from search.experiment import (METRIC, MODE, OPTUNA_FILE, ModelPlan, build_scheduler, build_searcher, concurrency,
                                optuna_storage, resources_for)
 from search.export import epochs_table, record_from_result, trial_dirname, trials_table, write_atomic
-from search.finalists import evaluate_finalists
+from analysis.schema import succeeded
+from search.finalists import evaluate_finalists, test_runs
+from search.repeats import FixedConfigs, repeat_configs, repeats_table, with_repeat_statistics
 from search.settings import COMMAND_FILE, Settings
 from trainables.data import Dataset
 from trainables.runtime import Runtime, pick_device
@@ -151,28 +154,73 @@ def make_tuner(settings: Settings, data: Dataset, slots: tuple[int, dict[str, in
     )
 
 
+def best_checkpoints(results: tune.ResultGrid) -> dict[str, Any]:
+    """Each trial's best checkpoint (by val_acc; its last one if it kept none by score)."""
+    checkpoints = {}
+    for result in results:
+        best = result.get_best_checkpoint(METRIC, MODE) if result.best_checkpoints else None
+        checkpoints[record_from_result(result).trial_id] = best or result.checkpoint
+    return checkpoints
+
+
+def test_runtime(settings: Settings, data: Dataset) -> Runtime:
+    """Where the driver tests runs: on a cluster it may be a head node without a GPU."""
+    device = pick_device(None if settings.gpus else "cpu")
+    return Runtime(device, data.info.mean, data.info.std, amp=settings.amp, channels_last=settings.channels_last)
+
+
 def export(settings: Settings, data: Dataset, results: tune.ResultGrid,
-           slots: int) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
+           slots: int) -> tuple[dict[str, pd.DataFrame], dict[str, str], dict[str, dict]]:
     """Write trials and epochs, then test each model's winner once and write finalists and their
-    test predictions (each file atomically). Returns the tables and, per model whose winner could not be tested, why."""
-    pairs = [(record_from_result(r), r) for r in results]
-    records = [rec for rec, _ in pairs]
+    test predictions (each file atomically). Returns the tables, per model whose winner could not
+    be tested why, and every trial's configuration."""
+    records = [record_from_result(r) for r in results]
     trials = trials_table(records, settings.name, settings.dataset, settings.seed,
                           search=dict(slots=slots, search_started_at=settings.started_at))
     tables = {"trials": trials, "epochs": epochs_table(records)}
     write_atomic(tables, settings.folder)  # the search's record is safe before any finalist is built
-    checkpoints = {}
-    for rec, result in pairs:
-        best = result.get_best_checkpoint(METRIC, MODE) if result.best_checkpoints else None
-        checkpoints[rec.trial_id] = best or result.checkpoint
-    # The driver tests the finalists; on a cluster it may run on a head node without a GPU.
-    device = pick_device(None if settings.gpus else "cpu")
-    runtime = Runtime(device, data.info.mean, data.info.std, amp=settings.amp, channels_last=settings.channels_last)
-    tested = evaluate_finalists(trials, checkpoints, {rec.trial_id: rec.config for rec in records}, data.test,
-                                runtime, data.info.num_classes, settings.weights_dir)
+    configs = {rec.trial_id: rec.config for rec in records}
+    tested = evaluate_finalists(trials, best_checkpoints(results), configs, data.test, test_runtime(settings, data),
+                                data.info.num_classes, settings.weights_dir)
     tables.update(finalists=tested.finalists, predictions=tested.predictions)
     write_atomic({"finalists": tested.finalists, "predictions": tested.predictions}, settings.folder)
-    return tables, tested.problems
+    return tables, tested.problems, configs
+
+
+REPEATS_DIR = "repeats"  # the repeats' Tune experiment, inside the search's folder
+
+
+def run_repeats(settings: Settings, data: Dataset, finalists: pd.DataFrame, configs: dict[str, dict],
+                slots: tuple[int, dict[str, int]]) -> dict[str, pd.DataFrame]:
+    """Train each tested winner's configuration ``settings.repeats`` more times at other seeds (one
+    Tune experiment, packed like the search, no early stopping), test each run once, and write
+    ``repeats.parquet`` and the finalists with the runs' statistics."""
+    points = repeat_configs(finalists, configs, settings.seed, settings.repeats)
+    tuner = tune.Tuner(
+        make_trainable(settings, data),
+        tune_config=tune.TuneConfig(
+            metric=METRIC, mode=MODE, num_samples=len(points), max_concurrent_trials=slots[0],
+            search_alg=FixedConfigs(points, METRIC, MODE),
+            reuse_actors=settings.reuse_processes, trial_name_creator=trial_dirname,
+            trial_dirname_creator=trial_dirname),
+        run_config=tune.RunConfig(
+            name=REPEATS_DIR, storage_path=settings.tune_folder, verbose=settings.verbose,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=METRIC,
+                                                    checkpoint_score_order=MODE),
+            failure_config=tune.FailureConfig(max_failures=settings.retries)),
+    )
+    results = tuner.fit()
+    records = [record_from_result(r) for r in results]
+    runs = trials_table(records, settings.name, settings.dataset, settings.seed)
+    run_configs = {rec.trial_id: rec.config for rec in records}
+    tested = test_runs(succeeded(runs), best_checkpoints(results), run_configs, data.test,
+                       test_runtime(settings, data), data.info.num_classes, settings.weights_dir)
+    for model, reason in sorted(tested.problems.items()):
+        print(f"warning: a repeat of {model} could not be tested: {reason}")
+    repeats = repeats_table(tested.finalists, run_configs)
+    tables = {"repeats": repeats, "finalists": with_repeat_statistics(finalists, repeats)}
+    write_atomic(tables, settings.folder)
+    return tables
 
 
 def missing_trials(plans: list[ModelPlan], trials: pd.DataFrame) -> dict[str, tuple[int, int]]:
@@ -225,7 +273,9 @@ def run_search(settings: Settings, data: Dataset) -> int:
               + ", ".join(f"{name} {n}" for name, n in slots[1].items()) + " by the resources"
               + (f", --max-concurrent {settings.max_concurrent}" if settings.max_concurrent else "") + ")")
         results = tuner_for(settings, data, slots).fit()
-        tables, untested = export(settings, data, results, slots[0])
+        tables, untested, configs = export(settings, data, results, slots[0])
+        if settings.repeats and len(tables["finalists"]):
+            tables.update(run_repeats(settings, data, tables["finalists"], configs, slots))
     finally:
         ray.shutdown()
     print()

@@ -449,7 +449,7 @@ def build_searcher(plans: list[ModelPlan], seed: int, storage: optuna.storages.B
     return PerModelSearcher(
         searchers,
         {p.name: p.num_samples for p in plans},
-        {p.name: {"epochs": p.max_epochs, **p.fixed} for p in plans},
+        {p.name: {"epochs": p.max_epochs, "seed": seed, **p.fixed} for p in plans},
         slots,
     )
 

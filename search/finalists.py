@@ -54,10 +54,17 @@ def evaluate_finalists(
     ``weights_dir`` is the search's: a model whose pretrained architecture is built from its weights
     file (Faster R-CNN) needs that file again to be rebuilt.
     """
+    return test_runs(pick_winners(trials), checkpoints, configs, test, runtime, num_classes, weights_dir)
+
+
+def test_runs(runs: pd.DataFrame, checkpoints: Mapping[str, Any], configs: Mapping[str, dict[str, Any]],
+              test: Split, runtime: Runtime, num_classes: int, weights_dir: str | None = None) -> Tested:
+    """Test each run (a row of a trials table: a search's winner, or a repeat of one) once, from its
+    best checkpoint; a run that cannot be tested is reported by model and the others still are."""
     rows, predictions, problems = [], [], {}
     test = test.to(runtime.device)
     labels = test.labels.cpu().numpy()
-    for _, winner in pick_winners(trials).iterrows():
+    for _, winner in runs.iterrows():
         try:
             row, predicted = _test_winner(winner, checkpoints, configs, test, runtime, num_classes, weights_dir)
         except Exception as e:  # one model's winner failing must not cost the others' test

@@ -75,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="pin a setting in every trial of the models that have it (e.g. --set batch_size=256); "
                         "the rest is searched")
+    p.add_argument("--repeats", type=int, default=0, metavar="K",
+                   help="after the search, train each model's winning configuration K more times at other seeds "
+                        "(full budget, same machinery) and test each run: repeats.parquet, and the mean, spread "
+                        "and 95%% interval of the winner's test accuracy and F1 in finalists.parquet")
     p.add_argument("--retries", type=int, default=0, help="times a failed trial is restarted (from its checkpoint)")
     p.add_argument("--resume", action="store_true",
                    help="continue the experiment --name in --storage-path after a crash or kill, with its "

@@ -62,6 +62,7 @@ class Settings:
     reuse_processes: bool = True  # a finished trial's process takes the next trial of the same shape
     started_at: float = 0.0  # unix time the command started: the efficiency figures count from it
     sampler: str = "tpe"  # each study's sampler: "tpe", or "random" for a baseline
+    repeats: int = 0  # --repeats: each winner trained this many more times at other seeds, each run tested
 
     @property
     def folder(self) -> Path:
@@ -187,6 +188,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
                          f"use --gpus {found}" + (" to run on CPUs" if found == 0 else ""))
     if args.retries < 0:
         raise UsageError(f"--retries must be 0 or more, got {args.retries}")
+    if args.repeats < 0:
+        raise UsageError(f"--repeats must be 0 (no repeats) or more, got {args.repeats}")
     pinned = pinned_settings(args.set, chosen, pretrained)
     cpus = args.cpus or os.cpu_count() or 1
     num_samples = args.num_samples or (SMOKE["num_samples"] if args.smoke else 8)
@@ -215,7 +218,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     settings = Settings(
         models=chosen, plans=plans, gpus=args.gpus, cpus=cpus, dataset=args.dataset, data_dir=args.data_dir,
         storage=local, name=name, seed=args.seed, weights_dir=args.weights_dir, time_budget=args.time_budget,
-        limit=training_limit(args), val_size=args.val_size, sampler=args.sampler,
+        limit=training_limit(args), val_size=args.val_size, sampler=args.sampler, repeats=args.repeats,
         reduction_factor=args.reduction_factor, dashboard=not args.no_dashboard,
         amp=not args.no_amp, channels_last=not args.no_channels_last, verbose=args.verbose, resume=args.resume,
         retries=args.retries, address=args.address, dashboard_host=args.dashboard_host,

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 
 import models
-from models.config import ConfigError, from_flat, parse_sets
+from models.config import ConfigError, TrainConfig, from_flat, parse_sets
 from models.finetune import WeightsError
 from trainables.data import DATASETS, DataError, load_dataset
 from trainables.loop import DivergedError, evaluate, fit, prepare
@@ -51,13 +51,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.no_pretrained and spec.pretrained_weights is not None:
             config.update(spec.scratch_config)
         config.update(parse_sets(args.set))
+        config.setdefault("seed", args.seed)
+        seed = from_flat(TrainConfig, config).seed  # a --set seed=... must read as a whole number
         on_gpu = pick_device(args.device).type == "cuda"
         config["epochs"] = args.epochs if args.epochs is not None else config.get("epochs", spec.budget(on_gpu)[0])
         data = load_dataset(args.dataset, args.data_dir, limit=(args.limit, None, None))
     except (models.UnknownModelError, ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    torch.manual_seed(args.seed)
+    torch.manual_seed(seed)
     set_threads(args.threads)
     device = pick_device(args.device)
     runtime = Runtime(device, data.info.mean, data.info.std, amp=not args.no_amp,
@@ -72,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"  {spec.config_cls.__name__}: {from_flat(spec.config_cls, config)}")
     print(f"  {prepared.train_cfg}")
     try:
-        for m in fit(prepared, train, val, runtime, seed=args.seed):
+        for m in fit(prepared, train, val, runtime, seed=prepared.train_cfg.seed):
             print(f"epoch {m['epoch']:>3}  train_loss {m['train_loss']:.4f}  val_loss {m['val_loss']:.4f}  "
                   f"val_acc {m['val_acc']:.4f}  val_f1 {m['val_f1']:.4f}  epoch {m['epoch_time_s']:.1f}s  "
                   f"train {m['train_time_s']:.1f}s  elapsed {m['elapsed_s']:.1f}s  {m['samples_per_s']:,.0f} img/s",

@@ -168,7 +168,7 @@ def train_trial(config: dict[str, Any], data: TrialData) -> None:
     facts = dict(device=describe(runtime.device), node=node_name(), precision=runtime.precision,
                  process=f"{socket.gethostname()}:{os.getpid()}", trial_in_process=_TRIALS_RUN,
                  started_at=began - spent[1], setup_s=time.time() - began, train_started_at=time.time())
-    for metrics in fit(prepared, train, val, runtime, seed=data.seed, start_epoch=start, spent=spent):
+    for metrics in fit(prepared, train, val, runtime, seed=prepared.train_cfg.seed, start_epoch=start, spent=spent):
         best = _report({**metrics, **facts, "reported_at": time.time()}, prepared, best)
 
 
@@ -181,7 +181,9 @@ def _setup(config: dict[str, Any], data: TrialData):
     runtime = Runtime(device, data.mean, data.std, amp=data.amp, channels_last=data.channels_last)
     runtime = runtime.for_model(models.get(config["model"]))
     train, val = DeviceData.get(data, device)
-    seed_everything(data.seed)
+    # The trial's own seed (the search's, or a repeat's), set before the model is built: it initializes it.
+    config = {"seed": data.seed, **config}
+    seed_everything(int(config["seed"]))
     prepared = prepare(config["model"], config, train, runtime, data.num_classes, data.weights_dir)
     return prepared, runtime, train, val
 
