@@ -3,6 +3,7 @@ best-so-far curve, hyperparameter importance and the ranges that won. Pure panda
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -215,16 +216,13 @@ def paired_tests(predictions: pd.DataFrame) -> pd.DataFrame:
     for experiment, group in predictions.groupby("experiment", sort=True):
         correct = {model: rows_.set_index("index").sort_index().eval("label == predicted")
                    for model, rows_ in group.groupby("model", sort=True)}
-        names = sorted(correct)
-        for i, a in enumerate(names):
-            for b in names[i + 1:]:
-                both = correct[a].index.intersection(correct[b].index)
-                ca, cb = correct[a].loc[both].to_numpy(bool), correct[b].loc[both].to_numpy(bool)
-                a_only, b_only, p = mcnemar_exact(ca, cb)
-                rows.append(dict(experiment=experiment, model_a=a, model_b=b, images=len(both),
-                                 acc_a=ca.mean(), acc_b=cb.mean(), gap=ca.mean() - cb.mean(),
-                                 only_a_right=a_only, only_b_right=b_only, p_value=p,
-                                 significant=p < SIGNIFICANCE))
+        for a, b in itertools.combinations(sorted(correct), 2):
+            both = correct[a].index.intersection(correct[b].index)
+            ca, cb = correct[a].loc[both].to_numpy(bool), correct[b].loc[both].to_numpy(bool)
+            a_only, b_only, p = mcnemar_exact(ca, cb)
+            rows.append(dict(experiment=experiment, model_a=a, model_b=b, images=len(both),
+                             acc_a=ca.mean(), acc_b=cb.mean(), gap=ca.mean() - cb.mean(),
+                             only_a_right=a_only, only_b_right=b_only, p_value=p, significant=p < SIGNIFICANCE))
     return pd.DataFrame(rows, columns=["experiment", "model_a", "model_b", "images", "acc_a", "acc_b", "gap",
                                        "only_a_right", "only_b_right", "p_value", "significant"])
 
@@ -238,13 +236,11 @@ def seed_tests(repeats: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for experiment, group in repeats.groupby("experiment", sort=True):
         runs = {model: g["test_acc"].to_numpy(float) for model, g in group.groupby("model", sort=True)}
-        names = [m for m in sorted(runs) if len(runs[m]) >= 2]
-        for i, a in enumerate(names):
-            for b in names[i + 1:]:
-                p = float(ttest_ind(runs[a], runs[b], equal_var=False).pvalue)
-                p = 1.0 if math.isnan(p) else p  # identical constant runs: no evidence of a difference
-                rows.append(dict(experiment=experiment, model_a=a, model_b=b, runs_a=len(runs[a]),
-                                 runs_b=len(runs[b]), mean_a=runs[a].mean(), mean_b=runs[b].mean(),
-                                 gap=runs[a].mean() - runs[b].mean(), p_value=p, significant=p < SIGNIFICANCE))
+        for a, b in itertools.combinations([m for m in sorted(runs) if len(runs[m]) >= 2], 2):
+            p = float(ttest_ind(runs[a], runs[b], equal_var=False).pvalue)
+            p = 1.0 if math.isnan(p) else p  # identical constant runs: no evidence of a difference
+            rows.append(dict(experiment=experiment, model_a=a, model_b=b, runs_a=len(runs[a]), runs_b=len(runs[b]),
+                             mean_a=runs[a].mean(), mean_b=runs[b].mean(), gap=runs[a].mean() - runs[b].mean(),
+                             p_value=p, significant=p < SIGNIFICANCE))
     return pd.DataFrame(rows, columns=["experiment", "model_a", "model_b", "runs_a", "runs_b", "mean_a", "mean_b",
                                        "gap", "p_value", "significant"])

@@ -16,7 +16,7 @@ from analysis.leaderboard import leaderboard
 from search import storage
 from search.experiment import (METRIC, MODE, OPTUNA_FILE, ModelPlan, build_scheduler, build_searcher, concurrency,
                                optuna_storage, resources_for)
-from search.export import epochs_table, record_from_result, trial_dirname, trials_table, write_atomic
+from search.export import TrialRecord, epochs_table, record_from_result, trial_dirname, trials_table, write_atomic
 from analysis.schema import succeeded
 from search.finalists import evaluate_finalists, test_runs
 from search.repeats import FixedConfigs, repeat_configs, repeats_table, with_repeat_statistics
@@ -143,23 +143,28 @@ def make_tuner(settings: Settings, data: Dataset, slots: tuple[int, dict[str, in
             trial_name_creator=trial_dirname,
             trial_dirname_creator=trial_dirname,
         ),
-        run_config=tune.RunConfig(
-            name=settings.name,
-            storage_path=settings.tune_storage,
-            checkpoint_config=tune.CheckpointConfig(
-                num_to_keep=1, checkpoint_score_attribute=METRIC, checkpoint_score_order=MODE),
-            verbose=settings.verbose,
-            failure_config=tune.FailureConfig(max_failures=settings.retries),
-        ),
+        run_config=run_config(settings, settings.name, settings.tune_storage),
     )
 
 
-def best_checkpoints(results: tune.ResultGrid) -> dict[str, Any]:
+def run_config(settings: Settings, name: str, storage_path: str) -> tune.RunConfig:
+    """Where an experiment of this search goes, each trial keeping only its best checkpoint."""
+    return tune.RunConfig(
+        name=name,
+        storage_path=storage_path,
+        checkpoint_config=tune.CheckpointConfig(
+            num_to_keep=1, checkpoint_score_attribute=METRIC, checkpoint_score_order=MODE),
+        verbose=settings.verbose,
+        failure_config=tune.FailureConfig(max_failures=settings.retries),
+    )
+
+
+def best_checkpoints(records: list[TrialRecord], results: tune.ResultGrid) -> dict[str, Any]:
     """Each trial's best checkpoint (by val_acc; its last one if it kept none by score)."""
     checkpoints = {}
-    for result in results:
+    for record, result in zip(records, results):
         best = result.get_best_checkpoint(METRIC, MODE) if result.best_checkpoints else None
-        checkpoints[record_from_result(result).trial_id] = best or result.checkpoint
+        checkpoints[record.trial_id] = best or result.checkpoint
     return checkpoints
 
 
@@ -180,7 +185,7 @@ def export(settings: Settings, data: Dataset, results: tune.ResultGrid,
     tables = {"trials": trials, "epochs": epochs_table(records)}
     write_atomic(tables, settings.folder)  # the search's record is safe before any finalist is built
     configs = {rec.trial_id: rec.config for rec in records}
-    tested = evaluate_finalists(trials, best_checkpoints(results), configs, data.test, test_runtime(settings, data),
+    tested = evaluate_finalists(trials, best_checkpoints(records, results), configs, data.test, test_runtime(settings, data),
                                 data.info.num_classes, settings.weights_dir)
     tables.update(finalists=tested.finalists, predictions=tested.predictions)
     write_atomic({"finalists": tested.finalists, "predictions": tested.predictions}, settings.folder)
@@ -203,17 +208,13 @@ def run_repeats(settings: Settings, data: Dataset, finalists: pd.DataFrame, conf
             search_alg=FixedConfigs(points, METRIC, MODE),
             reuse_actors=settings.reuse_processes, trial_name_creator=trial_dirname,
             trial_dirname_creator=trial_dirname),
-        run_config=tune.RunConfig(
-            name=REPEATS_DIR, storage_path=settings.tune_folder, verbose=settings.verbose,
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=METRIC,
-                                                    checkpoint_score_order=MODE),
-            failure_config=tune.FailureConfig(max_failures=settings.retries)),
+        run_config=run_config(settings, REPEATS_DIR, settings.tune_folder),
     )
     results = tuner.fit()
     records = [record_from_result(r) for r in results]
     runs = trials_table(records, settings.name, settings.dataset, settings.seed)
     run_configs = {rec.trial_id: rec.config for rec in records}
-    tested = test_runs(succeeded(runs), best_checkpoints(results), run_configs, data.test,
+    tested = test_runs(succeeded(runs), best_checkpoints(records, results), run_configs, data.test,
                        test_runtime(settings, data), data.info.num_classes, settings.weights_dir)
     for model, reason in sorted(tested.problems.items()):
         print(f"warning: a repeat of {model} could not be tested: {reason}")
@@ -280,7 +281,7 @@ def run_search(settings: Settings, data: Dataset) -> int:
         ray.shutdown()
     print()
     print(leaderboard(tables["trials"], tables["finalists"]))
-    print(f"\nResults: {Path(settings.folder)}/{{trials,epochs,finalists,predictions}}.parquet")
+    print(f"\nResults: {Path(settings.folder)}/{{{','.join(tables)}}}.parquet")
     print(write_analysis(settings.folder))
     if settings.remote:
         storage.upload(settings.folder, settings.tune_folder)  # complete local files, then each uploaded

@@ -132,8 +132,7 @@ class PerModelSearcher(Searcher):
         (``--set padding=valid`` and three blocks shrink the image to nothing) is told to the study
         as failed, with the reason, and drawn again; after ``MAX_REDRAWS`` the last one runs and
         fails with that reason."""
-        from models.config import ConfigError
-        from models.config import split_config
+        from models.config import ConfigError, split_config
 
         searcher, spec = self._searchers[model], models.get(model)
         for attempt in range(MAX_REDRAWS + 1):
@@ -197,7 +196,7 @@ class PerModelSearcher(Searcher):
         if trial_id not in self._owner:
             self._owner[trial_id] = model
             self._remaining[model] -= 1
-            self._study_key[trial_id] = self._relink(model, trial_id)
+            self._relink(model, trial_id)  # the study trial was drawn under the Tune id itself
             if not finished:
                 self._live.add(trial_id)
         if finished and trial_id in self._live:
@@ -211,15 +210,14 @@ class PerModelSearcher(Searcher):
         trial = self._searchers[model]._ot_trials.get(key)
         return trial is not None and trial.study._storage.get_trial(trial._trial_id).state.is_finished()
 
-    def _relink(self, model: str, trial_id: str) -> str:
+    def _relink(self, model: str, trial_id: str) -> None:
         """The study trial asked for ``trial_id`` (its ``trial_id`` attribute), put back where Ray's
         OptunaSearch looks for it; the journal kept it although the saved searcher had not."""
         searcher = self._searchers[model]
         for frozen in reversed(searcher._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))):
             if frozen.user_attrs.get("trial_id") == trial_id:
                 searcher._ot_trials[trial_id] = optuna.Trial(searcher._ot_study, frozen._trial_id)
-                break
-        return trial_id
+                return
 
     def reconcile(self, present: Mapping[str, str]) -> None:
         """After every trial of Tune's list was adopted: forget trials the saved searcher suggested

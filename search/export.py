@@ -16,9 +16,9 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.schema import (CONFIG_PREFIX, COMPLETED, EPOCH_COLUMNS, ERROR, SCHEMA_VERSION, STOPPED_EARLY, TRIAL_COLUMNS,
-                             config_names)
 import models
+from analysis.schema import (CONFIG_PREFIX, COMPLETED, EPOCH_COLUMNS, ERROR, SCHEMA_VERSION, STOPPED_EARLY,
+                             TRIAL_COLUMNS, config_names)
 from models.config import MODEL_KEY, ConfigError, TrainConfig, from_flat
 
 _TRIAL_DIR = re.compile(r"^(?P<model>.+?)_(?P<trial_id>[0-9a-f]{5,}(?:_\d+)?)$")

@@ -11,6 +11,7 @@ search's own run was picked for its validation score (and may have been stopped 
 from __future__ import annotations
 
 import math
+import pickle
 from collections.abc import Mapping
 from typing import Any
 
@@ -47,6 +48,14 @@ class FixedConfigs(Searcher):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         pass  # nothing to learn: every configuration is fixed
+
+    def save(self, checkpoint_path: str) -> None:  # Tune saves its searcher with each snapshot
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self._configs, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self._configs = pickle.load(f)
 
 
 def repeats_table(tested: pd.DataFrame, configs: Mapping[str, dict[str, Any]]) -> pd.DataFrame:
