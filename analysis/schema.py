@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-# 4: predictions.parquet (the tested winners' test predictions), repeats.parquet and the repeat
-# statistics in finalists (with --repeats); 3: the efficiency columns in trials
-SCHEMA_VERSION = 4
+# 5: classes.parquet (class names and per-split counts) and dataset.json (what the data was and how it
+# was split and normalized); 4: predictions.parquet (the tested winners' test predictions),
+# repeats.parquet and the repeat statistics in finalists (with --repeats); 3: the efficiency columns in trials
+SCHEMA_VERSION = 5
 # no_box_rate: share of validation images a detector found no box in (empty for classifiers)
 EPOCH_COLUMNS = ["trial_id", "model", "epoch", "train_loss", "val_loss", "val_acc", "val_f1",
                  "epoch_time_s", "elapsed_s", "reported_at", "no_box_rate", "node"]
@@ -30,6 +31,9 @@ REPEAT_STAT_COLUMNS = ["repeats"] + [f"{metric}_{stat}" for metric in ("test_acc
                                      for stat in ("mean", "std", "low", "high")]
 # One row per tested winner and test image: what it predicted (paired comparisons of the winners).
 PREDICTION_COLUMNS = ["model", "trial_id", "index", "label", "predicted"]
+# One row per class: its index (the label in predictions), its name, and its images in each split.
+CLASS_COLUMNS = ["class", "name", "train", "val", "test"]
+DATASET_FILE = "dataset.json"
 CONFIG_PREFIX = "config."  # a trial's settings, one column each: config.lr, config.batch_size ...
 
 # A trial's status: it trained its whole budget, ASHA (or the time budget) stopped it, or it raised.

@@ -1,5 +1,7 @@
 """A plain convolutional network: conv blocks (conv, optional batch norm, ReLU, pooling), then a
-fully connected head. Its search space and its default configuration live beside it."""
+fully connected head. Its search space and its default configuration live beside it; both adapt to
+the data's size (how many blocks it allows, whether a strided or unpadded first block still leaves
+an image), so the search never draws a network that cannot be built."""
 
 from __future__ import annotations
 
@@ -8,8 +10,8 @@ from typing import Any
 
 from torch import nn
 
-from models.config import check, choice, from_flat, suggest_optimizer
-from models.registry import IMAGE_SIZE, BuildContext, Config, ModelSpec, register
+from models.config import ConfigError, check, choice, from_flat, suggest_optimizer
+from models.registry import BuildContext, Config, DataShape, ModelSpec, register
 
 
 @dataclass(frozen=True)
@@ -35,9 +37,8 @@ class CNNConfig:
         choice("pool", self.pool, ("max", "avg"))
         check(0 <= self.fc_width <= 8192, f"fc_width={self.fc_width} must be 0 (no hidden layer) or up to 8192")
         check(0.0 <= self.dropout < 1.0, f"dropout={self.dropout} must be in [0, 1)")
-        self.feature_sizes()  # a combination that shrinks the image to nothing is refused here, not in a trial
 
-    def feature_sizes(self, image_size: int = IMAGE_SIZE) -> list[int]:
+    def feature_sizes(self, image_size: int) -> list[int]:
         """Spatial size after each block; raises if a block would shrink the image to nothing."""
         sizes, size = [], image_size
         for block in range(self.blocks):
@@ -55,11 +56,11 @@ class CNNConfig:
 
 
 class CNN(nn.Module):
-    def __init__(self, cfg: CNNConfig, num_classes: int = 10, in_channels: int = 1) -> None:
+    def __init__(self, cfg: CNNConfig, shape: DataShape = DataShape()) -> None:
         super().__init__()
-        final_size = cfg.feature_sizes()[-1]
+        final_size = cfg.feature_sizes(shape.image_size)[-1]
         layers: list[nn.Module] = []
-        channels_in, channels = in_channels, cfg.channels
+        channels_in, channels = shape.channels, cfg.channels
         for block in range(cfg.blocks):
             pad = cfg.kernel_size // 2 if cfg.padding == "same" else 0
             stride = cfg.stride if block == 0 else 1
@@ -76,26 +77,63 @@ class CNN(nn.Module):
         if cfg.fc_width:
             head += [nn.Linear(flat, cfg.fc_width), nn.ReLU(inplace=True), nn.Dropout(cfg.dropout)]
             flat = cfg.fc_width
-        head.append(nn.Linear(flat, num_classes))
+        head.append(nn.Linear(flat, shape.num_classes))
         self.head = nn.Sequential(*head)
 
-    def forward(self, x):  # x: (B, 1, 28, 28)
+    def forward(self, x):  # x: (B, C, S, S)
         return self.head(self.features(x))  # (B, C, s, s) -> (B, num_classes)
 
 
 def build(config: Config, ctx: BuildContext = BuildContext()) -> nn.Module:
     """The CNN described by the architecture keys of a flat config."""
-    return CNN(from_flat(CNNConfig, config), ctx.num_classes)
+    return CNN(from_flat(CNNConfig, config), ctx.shape)
 
 
-def space(trial: Any) -> dict[str, Any] | None:
-    """Optuna define-by-run search space: suggestions only, no computation."""
-    blocks = trial.suggest_int("blocks", 1, 3)
+def fits(config: Config, shape: DataShape) -> None:
+    """Raise ``ConfigError`` if the blocks of ``config`` shrink an image of ``shape`` to nothing."""
+    from_flat(CNNConfig, config).feature_sizes(shape.image_size)
+
+
+def block_range(image_size: int) -> tuple[int, int]:
+    """Fewest and most blocks searched at this size: enough blocks that the head sees at most 14x14
+    (a 224-pixel image with one block would feed it millions of features), at most two more, and no
+    more than halving the image (stride 1, padded) leaves room for."""
+    fewest = 1
+    while image_size / 2 ** fewest > 14 and fewest < 4:
+        fewest += 1
+    return fewest, max(fewest, min(4, fewest + 2, image_size.bit_length() - 1))
+
+
+def _builds(size: int, **settings: Any) -> bool:
+    try:
+        CNNConfig(**settings).feature_sizes(size)
+        return True
+    except ConfigError:
+        return False
+
+
+def adapt(shape: DataShape) -> dict[str, Any]:
+    """The default's two blocks, or the fewest this size needs."""
+    fewest, most = block_range(shape.image_size)
+    return {"blocks": min(max(2, fewest), most)}
+
+
+def space(trial: Any, shape: DataShape) -> dict[str, Any] | None:
+    """Optuna define-by-run search space: suggestions only, and only ones that build for ``shape``."""
+    constants: dict[str, Any] = {}
+    size = shape.image_size
+    blocks = trial.suggest_int("blocks", *block_range(size))
     trial.suggest_categorical("channels", [16, 24, 32, 48, 64])
-    trial.suggest_categorical("kernel_size", [3, 5])
-    trial.suggest_categorical("stride", [1, 2])
-    if blocks <= 2:  # three 'valid' blocks can shrink 28x28 to nothing; three blocks always pad
+    kernel = trial.suggest_categorical("kernel_size", [3, 5])
+    # A strided or unpadded first block is searched only where it still leaves an image at every block.
+    if _builds(size, blocks=blocks, kernel_size=kernel, stride=2):
+        stride = trial.suggest_categorical("stride", [1, 2])
+    else:
+        stride = constants["stride"] = 1
+    if _builds(size, blocks=blocks, kernel_size=kernel, stride=stride, padding="valid"):
         trial.suggest_categorical("padding", ["same", "valid"])
+    else:
+        constants["padding"] = "same"
     trial.suggest_categorical("pool", ["max", "avg"])
     trial.suggest_categorical("batch_norm", [True, False])
     trial.suggest_categorical("fc_width", [0, 64, 128, 256])
@@ -106,7 +144,7 @@ def space(trial: Any) -> dict[str, Any] | None:
     trial.suggest_categorical("schedule", ["constant", "cosine", "onecycle"])
     trial.suggest_float("label_smoothing", 0.0, 0.2)
     trial.suggest_categorical("augment", [True, False])
-    return None
+    return constants
 
 
 SPEC = register(
@@ -115,6 +153,8 @@ SPEC = register(
         config_cls=CNNConfig,
         build=build,
         space=space,
+        adapt=adapt,
+        fits=fits,
         # A BatchNorm CNN with a one-cycle schedule at batch 256: 99% on MNIST in two epochs.
         default_config=dict(
             blocks=2, channels=16, kernel_size=3, stride=1, padding="same", pool="max", batch_norm=True,

@@ -1,15 +1,17 @@
-"""Faster R-CNN fine-tuned from COCO weights and used as a digit classifier.
+"""Faster R-CNN fine-tuned from COCO weights and used as an image classifier.
 
-Each digit is one object: the target of an image is one box, the digit's own bounding box (pixels
-brighter than ``DIGIT_THRESHOLD``), labelled digit + 1 (0 is the detector's background). The
-detector's transform upscales every image to ``input_size`` (MNIST needs nothing near COCO's 800
-pixels) and normalizes it as ImageNet images were; a gray image is the same in its three channels.
+Each image holds one object: the target of an image is one box labelled class + 1 (0 is the
+detector's background). For gray data (digits, clothes on a black ground) the box is the object's own
+bounding box (pixels brighter than ``DIGIT_THRESHOLD``); for colour photos, where nothing marks the
+object's extent, it is the whole image. The detector's transform upscales every image to
+``input_size`` (small images need nothing near COCO's 800 pixels) and normalizes it as ImageNet images
+were; a gray image is the same in its three channels.
 
 The class of an image is the label of its highest-scoring detection. When the detector returns no
 box (every score under ``box_score_thresh``), the prediction falls back to the box classifier's
 scores of the image's proposals, so every image gets a class; how often that happened is reported
 each epoch as ``no_box_rate``. ``val_loss`` is a cross-entropy over per-image class scores (the
-highest probability each digit gets from any proposal, normalized over the ten digits), comparable
+highest probability each class gets from any proposal, normalized over the classes), comparable
 with the other models; ``train_loss`` is the detector's own summed training loss (RPN objectness and
 box regression, box classifier and box regression).
 
@@ -82,30 +84,40 @@ class FasterRCNNConfig:
         check(0.0 <= self.box_score_thresh < 1.0, f"box_score_thresh={self.box_score_thresh} must be in [0, 1)")
 
 
-class DigitDetector(nn.Module):
-    """A torchvision Faster R-CNN behind the input adapter: normalized (B, 1, 28, 28) batches in,
-    the detector's list of (3, 28, 28) images with intensities in [0, 1] out (``images``)."""
+class ObjectDetector(nn.Module):
+    """A torchvision Faster R-CNN behind the input adapter: normalized (B, C, H, W) batches in,
+    the detector's list of (3, H, W) images with intensities in [0, 1] out (``images``)."""
 
     def __init__(self, detector: nn.Module, ctx: BuildContext) -> None:
         super().__init__()
         self.detector = detector
-        self.mean, self.std = ctx.mean, ctx.std
+        self.gray = ctx.shape.channels == 1
+        # Not saved with the weights: they follow from the data, which the model is rebuilt for.
+        self.register_buffer("mean", torch.tensor(ctx.mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(ctx.std).view(1, -1, 1, 1), persistent=False)
 
     def intensities(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 1, H, W) normalized -> (B, H, W) in [0, 1], as the images were before normalization."""
-        return (x[:, 0].float() * self.std + self.mean).clamp(0.0, 1.0)
+        """(B, C, H, W) normalized -> (B, C, H, W) in [0, 1], as the images were before normalization."""
+        return (x.float() * self.std + self.mean).clamp(0.0, 1.0)
 
     def images(self, x: torch.Tensor) -> list[torch.Tensor]:
-        gray = self.intensities(x)
-        return list(gray.unsqueeze(1).expand(-1, 3, -1, -1))  # B x (3, H, W): the detector's input
+        pixels = self.intensities(x)
+        return list(pixels.expand(-1, 3, -1, -1) if self.gray else pixels)  # B x (3, H, W): the detector's input
+
+    def boxes(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 4) target boxes: the bright object of a gray image, the whole of a colour one."""
+        if self.gray:
+            return object_boxes(self.intensities(x)[:, 0])
+        b, _, h, w = x.shape
+        return torch.tensor([0.0, 0.0, float(w), float(h)], device=x.device).expand(b, 4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Class scores (B, 10) of a batch, in evaluation mode (in training mode the detector wants
+        """Class scores (B, K) of a batch, in evaluation mode (in training mode the detector wants
         targets: use ``DETECTION.loss``)."""
         return DETECTION.predict(self, x).logits
 
 
-def digit_boxes(gray: torch.Tensor, threshold: float = DIGIT_THRESHOLD) -> torch.Tensor:
+def object_boxes(gray: torch.Tensor, threshold: float = DIGIT_THRESHOLD) -> torch.Tensor:
     """(B, H, W) intensities -> (B, 4) boxes (x1, y1, x2, y2) around the pixels above ``threshold``.
 
     A blank image gets the whole image as its box. Computed on the batch's device, no Python loop.
@@ -132,9 +144,9 @@ class Detection(Task):
     rates = ("no_box_rate",)
     eval_batch_size = 256  # detectors keep per-proposal features: smaller evaluation batches
 
-    def targets(self, model: DigitDetector, x: torch.Tensor, y: torch.Tensor) -> list[dict[str, torch.Tensor]]:
-        """One box per image (the digit's bounding box) labelled digit + 1 (0 is background)."""
-        boxes = digit_boxes(model.intensities(x))
+    def targets(self, model: ObjectDetector, x: torch.Tensor, y: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        """One box per image (``ObjectDetector.boxes``) labelled class + 1 (0 is background)."""
+        boxes = model.boxes(x)
         labels = y + 1
         return [{"boxes": boxes[i:i + 1], "labels": labels[i:i + 1]} for i in range(len(y))]
 
@@ -150,10 +162,10 @@ class Detection(Task):
         proposals, _ = det.rpn(images, features)
         heads = det.roi_heads
         box_features = heads.box_head(heads.box_roi_pool(features, proposals, images.image_sizes))
-        class_logits, box_regression = heads.box_predictor(box_features)  # (P, 11), (P, 44)
+        class_logits, box_regression = heads.box_predictor(box_features)  # (P, K + 1), (P, 4 (K + 1))
         _, scores, labels = heads.postprocess_detections(class_logits, box_regression, proposals, images.image_sizes)
 
-        # Per image, the highest probability each digit gets from any of its proposals: (B, 10).
+        # Per image, the highest probability each class gets from any of its proposals: (B, K).
         b = len(proposals)
         owner = torch.repeat_interleave(torch.arange(b, device=x.device),
                                         torch.tensor([len(p) for p in proposals], device=x.device))
@@ -164,7 +176,7 @@ class Detection(Task):
         found = torch.tensor([len(s) > 0 for s in scores], device=x.device)
         best = torch.stack([l[s.argmax()] - 1 if len(s) else l.new_tensor(-1) for s, l in zip(scores, labels)])
         classes = torch.where(found, best, per_image.argmax(dim=1))
-        # log of the scores: cross-entropy then normalizes them over the ten digits
+        # log of the scores: cross-entropy then normalizes them over the classes
         return Predictions(per_image.clamp_min(1e-8).log(), classes, {"no_box_rate": (~found).sum()})
 
 
@@ -216,10 +228,10 @@ def build(config: Config, ctx: BuildContext = BuildContext()) -> nn.Module:
         net = builder(weights=None, weights_backbone=None, num_classes=91, **settings)
     in_features = net.roi_heads.box_predictor.cls_score.in_features
     net.roi_heads.box_predictor = FastRCNNPredictor(in_features, ctx.num_classes + 1)  # + background
-    return DigitDetector(net, ctx)
+    return ObjectDetector(net, ctx)
 
 
-def space(trial: Any) -> dict[str, Any]:
+def space(trial: Any, shape: Any) -> dict[str, Any]:
     """Suggestions only."""
     constants: dict[str, Any] = {"schedule": "cosine"}
     trial.suggest_categorical("backbone", list(BACKBONES))

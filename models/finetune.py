@@ -1,20 +1,21 @@
-"""Fine-tuning torchvision's ImageNet classifiers on 28x28 grayscale digits: one helper for every
+"""Fine-tuning torchvision's ImageNet classifiers on any image data: one helper for every
 such architecture (VGG16, AlexNet, ResNet-18), holding the settings, the input adapter, the weight
 loading and the shared part of the search space. A model file gives only the torchvision builder,
 its weights, its input sizes and its share of a GPU (``finetuned_spec``).
 
-The network is adapted generically: its first convolution (the first ``nn.Conv2d`` it holds) takes
-one channel instead of three, and its head (the last ``nn.Linear``) is replaced by a
+The network is adapted generically: for gray data its first convolution (the first ``nn.Conv2d`` it
+holds) takes one channel instead of three, and its head (the last ``nn.Linear``) is replaced by a
 ``num_classes``-way one. The backbone (what ``strategy`` freezes or slows) is everything but the
 head, or the submodule a model file names (VGG and AlexNet: ``features``, so their hidden
 fully connected layers train with the head). ``classifier_dropout`` goes to the builder where it
 takes a ``dropout`` argument (VGG, AlexNet), else before the new head (ResNet).
 
-Input: batches arrive as (B, 1, 28, 28) normalized with the data set's mean and std. The adapter
-resizes them on the device to the searched input size and re-normalizes them the way ImageNet
-images were, using the mean and std of ImageNet's three channels averaged (0.449, 0.226): a gray
-image is then the same in all three channels, so the first convolution's RGB filters are summed into
-one input channel, exactly equal to repeating the channel and a third of that layer's work.
+Input: batches arrive as (B, C, S, S) normalized with the data set's per-channel mean and std. The
+adapter resizes them on the device to the searched input size and re-normalizes them the way ImageNet
+images were: RGB images with ImageNet's per-channel mean and std; gray images with the mean and std of
+ImageNet's three channels averaged (0.449, 0.226). A gray image is then the same in all three
+channels, so the first convolution's RGB filters are summed into one input channel, exactly equal to
+repeating the channel and a third of that layer's work.
 
 Weights: torchvision's own loading path (its cache under ``$TORCH_HOME/hub/checkpoints``, filled by
 a download when online), with ``--weights-dir`` searched first for the same file names. Files are
@@ -38,10 +39,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.config import check, choice, from_flat, suggest_optimizer
-from models.registry import BuildContext, Config, ModelSpec
+from models.registry import BuildContext, Config, DataShape, ModelSpec
 
-IMAGENET_GRAY_MEAN = 0.449  # mean of (0.485, 0.456, 0.406)
-IMAGENET_GRAY_STD = 0.226  # mean of (0.229, 0.224, 0.225)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_GRAY_MEAN = 0.449  # mean of IMAGENET_MEAN
+IMAGENET_GRAY_STD = 0.226  # mean of IMAGENET_STD
 STRATEGIES = ("head", "all", "discriminative")
 
 
@@ -152,8 +155,19 @@ def head_name(net: nn.Module) -> str:
     return [name for name, m in net.named_modules() if isinstance(m, nn.Linear)][-1]
 
 
+def imagenet_affine(ctx: BuildContext) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift), each (1, C, 1, 1): the data's normalization -> ImageNet's, as one affine map."""
+    if ctx.shape.channels == 3:
+        target_mean, target_std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+    else:
+        target_mean, target_std = torch.tensor([IMAGENET_GRAY_MEAN]), torch.tensor([IMAGENET_GRAY_STD])
+    mean, std = torch.tensor(ctx.mean), torch.tensor(ctx.std)
+    scale, shift = std / target_std, (mean - target_mean) / target_std
+    return scale.view(1, -1, 1, 1), shift.view(1, -1, 1, 1)
+
+
 class FineTuned(nn.Module):
-    """A torchvision classifier behind a gray-digit input adapter; ``backbone`` names the part that
+    """A torchvision classifier behind an input adapter; ``backbone`` names the part that
     ``strategy`` freezes or slows (None: everything but the head)."""
 
     def __init__(self, net: nn.Module, cfg: FineTuneConfig, ctx: BuildContext, head: str,
@@ -162,9 +176,10 @@ class FineTuned(nn.Module):
         self.net = net
         self.size = cfg.input_size
         self.backbone_lr_mult = cfg.backbone_lr_mult if cfg.strategy == "discriminative" else 1.0
-        # data-set normalization -> ImageNet gray normalization, as one affine map
-        self.scale = ctx.std / IMAGENET_GRAY_STD
-        self.shift = (ctx.mean - IMAGENET_GRAY_MEAN) / IMAGENET_GRAY_STD
+        # Not saved with the weights: they follow from the data, which the model is rebuilt for.
+        scale, shift = imagenet_affine(ctx)
+        self.register_buffer("scale", scale, persistent=False)
+        self.register_buffer("shift", shift, persistent=False)
         head_ids = {id(p) for p in net.get_submodule(head).parameters()}
         part = net.get_submodule(backbone).parameters() if backbone else net.parameters()
         self._backbone_ids = {id(p) for p in part if id(p) not in head_ids}
@@ -176,8 +191,8 @@ class FineTuned(nn.Module):
         """The pretrained part's parameters (what ``strategy`` freezes or slows)."""
         return [p for p in self.net.parameters() if id(p) in self._backbone_ids]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, 1, 28, 28)
-        x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)  # (B, 1, S, S)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C, S, S)
+        x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)  # (B, C, I, I)
         return self.net(x * self.scale + self.shift)  # (B, num_classes)
 
     def param_groups(self) -> list[tuple[list[nn.Parameter], float]]:
@@ -190,7 +205,7 @@ class FineTuned(nn.Module):
 def build_finetuned(cfg: FineTuneConfig, ctx: BuildContext, builder: Callable[..., nn.Module], weights: Any,
                     backbone: str | None = None) -> nn.Module:
     """Build ``builder`` (a torchvision constructor), load its ImageNet weights if ``cfg.pretrained``,
-    then give it a ``ctx.num_classes``-way head and a one-channel first convolution."""
+    then give it a ``ctx.num_classes``-way head and, for gray data, a one-channel first convolution."""
     takes_dropout = "dropout" in inspect.signature(builder).parameters
     net = builder(weights=None, **({"dropout": cfg.classifier_dropout} if takes_dropout else {}))
     if cfg.pretrained and ctx.load_weights:
@@ -198,12 +213,15 @@ def build_finetuned(cfg: FineTuneConfig, ctx: BuildContext, builder: Callable[..
     head, first = head_name(net), first_conv_name(net)
     new_head = nn.Linear(net.get_submodule(head).in_features, ctx.num_classes)
     net.set_submodule(head, new_head if takes_dropout else nn.Sequential(nn.Dropout(cfg.classifier_dropout), new_head))
-    net.set_submodule(first, fold_rgb_conv(net.get_submodule(first)))
+    if ctx.shape.channels == 1:
+        net.set_submodule(first, fold_rgb_conv(net.get_submodule(first)))
     return FineTuned(net, cfg, ctx, head, backbone)
 
 
-def finetune_space(trial: Any, input_sizes: list[int]) -> dict[str, Any]:
-    """The search space every fine-tuned architecture shares: suggestions only."""
+def finetune_space(trial: Any, shape: DataShape, input_sizes: list[int]) -> dict[str, Any]:
+    """The search space every fine-tuned architecture shares: suggestions only. Images are resized to
+    the input size searched, so any data size fits; data larger than every input size listed may also
+    be searched at 224 pixels (ImageNet's own size)."""
     constants: dict[str, Any] = {"schedule": "cosine"}
     if trial.params.get("pretrained", True):
         strategy = trial.suggest_categorical("strategy", list(STRATEGIES))
@@ -216,7 +234,7 @@ def finetune_space(trial: Any, input_sizes: list[int]) -> dict[str, Any]:
     trial.suggest_categorical("batch_size", [64, 128, 256])
     trial.suggest_float("classifier_dropout", 0.0, 0.6)
     trial.suggest_categorical("warmup_epochs", [0.0, 0.5, 1.0])
-    trial.suggest_categorical("input_size", input_sizes)
+    trial.suggest_categorical("input_size", input_sizes + ([224] if shape.image_size > max(input_sizes) else []))
     trial.suggest_float("label_smoothing", 0.0, 0.1)
     trial.suggest_categorical("augment", [True, False])
     return constants

@@ -16,25 +16,41 @@ from torch import nn
 from models.config import MODEL_KEY, TrainConfig, field_names
 from models.task import CLASSIFICATION, Task
 
-IMAGE_SIZE = 28  # MNIST and Fashion-MNIST: every builder gets (B, 1, 28, 28) batches
-
 Config = Mapping[str, Any]
 
 
 @dataclass(frozen=True)
-class BuildContext:
-    """What a builder needs beside the config: the task and the input it will be fed.
+class DataShape:
+    """What a model is fed and must predict: (B, channels, image_size, image_size) batches, num_classes
+    classes. Builders and search spaces read it here, never from a constant (the default is MNIST's)."""
 
-    ``mean``/``std`` are the normalization the batches arrive with (models that re-normalize, such as
-    ImageNet-pretrained ones, undo it); ``weights_dir`` is searched first for pretrained weight files;
-    ``load_weights=False`` skips pretrained weights that a checkpoint is about to replace.
+    channels: int = 1
+    image_size: int = 28
+    num_classes: int = 10
+
+    def __str__(self) -> str:
+        return f"{self.channels}x{self.image_size}x{self.image_size} images, {self.num_classes} classes"
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What a builder needs beside the config: the data's shape and the input it will be fed.
+
+    ``mean``/``std`` are the per-channel normalization the batches arrive with (models that
+    re-normalize, such as ImageNet-pretrained ones, undo it); ``weights_dir`` is searched first for
+    pretrained weight files; ``load_weights=False`` skips pretrained weights that a checkpoint is about
+    to replace.
     """
 
-    num_classes: int = 10
-    mean: float = 0.1307
-    std: float = 0.3081
+    shape: DataShape = DataShape()
+    mean: tuple[float, ...] = (0.1307,)
+    std: tuple[float, ...] = (0.3081,)
     weights_dir: str | None = None
     load_weights: bool = True
+
+    @property
+    def num_classes(self) -> int:
+        return self.shape.num_classes
 
 
 class UnknownModelError(KeyError):
@@ -50,11 +66,15 @@ class ModelSpec:
 
     - ``config_cls`` is the dataclass of its architecture settings; the shared training settings
       are ``models.config.TrainConfig``.
-    - ``build(config, ctx)`` returns a module mapping (B, 1, 28, 28) normalized images to
+    - ``build(config, ctx)`` returns a module mapping (B, C, S, S) normalized images (``ctx.shape``) to
       (B, ctx.num_classes) logits.
-    - ``space(trial)`` is an Optuna define-by-run space: it only suggests values, and may return a
-      dict of constants to add to the config.
-    - ``default_config`` is tried first by the search and used by ``trainables.train``.
+    - ``space(trial, shape)`` is an Optuna define-by-run space for data of ``shape``: it suggests values
+      (only ones that build for that shape), and may return a dict of constants to add to the config.
+    - ``default_config`` is tried first by the search and used by ``trainables.train``; ``adapt(shape)``
+      (if given) returns what must change in it for data of ``shape`` (``defaults_for``), and raises
+      ``ConfigError`` for data the model cannot take at all.
+    - ``fits(config, shape)`` (if given) raises ``ConfigError`` for a config that cannot build for
+      ``shape`` (a patch size that does not divide the image), so ``--set`` values are checked before Ray starts.
     - ``max_epochs`` / ``grace_period`` are this model's ASHA budget on CPUs, ``gpu_max_epochs`` /
       ``gpu_grace_period`` on GPUs (None: the CPU one); ``budget(on_gpu)`` picks. CLI flags override.
     - ``cpus`` / ``gpus`` are what one trial takes from Ray by default.
@@ -76,8 +96,10 @@ class ModelSpec:
     name: str
     config_cls: type  # the dataclass of the architecture's settings (see models.config)
     build: Callable[[Config, BuildContext], nn.Module]
-    space: Callable[[Any], dict[str, Any] | None]
+    space: Callable[[Any, DataShape], dict[str, Any] | None]
     default_config: dict[str, Any]
+    adapt: Callable[[DataShape], dict[str, Any]] | None = None
+    fits: Callable[[Config, DataShape], None] | None = None
     max_epochs: int = 3
     grace_period: int = 1
     gpu_max_epochs: int | None = None  # a GPU's budget: enough for the accuracy the architecture is known for
@@ -92,6 +114,15 @@ class ModelSpec:
     smoke_config: dict[str, Any] = field(default_factory=dict)  # settings pinned by --smoke to keep it cheap
     description: str = ""
     task: Task = CLASSIFICATION
+
+    def defaults_for(self, shape: DataShape) -> dict[str, Any]:
+        """``default_config`` made to build for data of ``shape``; raises ``ConfigError`` if nothing can."""
+        return {**self.default_config, **(self.adapt(shape) if self.adapt else {})}
+
+    def check_fits(self, config: Config, shape: DataShape) -> None:
+        """Raise ``ConfigError`` if ``config`` cannot build for data of ``shape``."""
+        if self.fits:
+            self.fits(config, shape)
 
     def budget(self, on_gpu: bool) -> tuple[int, int]:
         """(epochs a trial may train, ASHA's first rung) on GPUs or on CPUs."""

@@ -1,6 +1,8 @@
 """A Vision Transformer written in this project: patch embedding, a class token, learned position
 embeddings, pre-norm encoder blocks (multi-head self-attention and an MLP, each with stochastic
-depth), a final norm and a linear head. Its search space and default configuration live beside it.
+depth), a final norm and a linear head. Its search space and default configuration live beside it;
+the patch sizes searched are the divisors of the data's image size that cut it into a grid of 4x4 to
+8x8 patches (16 to 64 tokens: enough to attend over, few enough to train on a CPU).
 
 Shapes: B batch, N patches (+1 class token = T tokens), D width, H heads, hd = D / H per head.
 """
@@ -14,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.config import check, from_flat
-from models.registry import IMAGE_SIZE, BuildContext, Config, ModelSpec, register
+from models.config import ConfigError, check, from_flat
+from models.registry import BuildContext, Config, DataShape, ModelSpec, register
 
 
 @dataclass(frozen=True)
@@ -32,9 +34,7 @@ class ViTConfig:
     drop_path: float = 0.05  # stochastic depth rate of the last block; linear from 0 at the first
 
     def __post_init__(self) -> None:
-        check(self.patch_size >= 1 and IMAGE_SIZE % self.patch_size == 0,
-              f"patch_size={self.patch_size} must divide the {IMAGE_SIZE}x{IMAGE_SIZE} image size: "
-              f"use one of {', '.join(str(p) for p in range(1, IMAGE_SIZE + 1) if IMAGE_SIZE % p == 0)}")
+        check(self.patch_size >= 1, f"patch_size={self.patch_size} must be positive")
         check(self.width >= 1 and self.heads >= 1, f"width={self.width} and heads={self.heads} must be positive")
         check(self.width % self.heads == 0,
               f"heads={self.heads} must divide width={self.width} (each head gets width / heads dimensions)")
@@ -44,6 +44,22 @@ class ViTConfig:
         for name in ("dropout", "attn_dropout", "drop_path"):
             value = getattr(self, name)
             check(0.0 <= value < 1.0, f"{name}={value} must be in [0, 1)")
+
+
+    def check_image(self, image_size: int) -> None:
+        """Raise ``ConfigError`` unless the patch size cuts an ``image_size`` image into whole patches."""
+        divisors = [p for p in range(1, image_size + 1) if image_size % p == 0]
+        check(image_size % self.patch_size == 0,
+              f"patch_size={self.patch_size} must divide the {image_size}x{image_size} image size: "
+              f"use one of {', '.join(map(str, divisors))}")
+
+
+GRID = (4, 8)  # patches per side searched: fewest, most
+
+
+def patch_sizes(image_size: int) -> list[int]:
+    """Patch sizes that cut an ``image_size`` image into a GRID[0]..GRID[1] grid, largest grid first."""
+    return [image_size // g for g in range(GRID[1], GRID[0] - 1, -1) if image_size % g == 0]
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float = 0.0) -> torch.Tensor:
@@ -109,18 +125,19 @@ class Block(nn.Module):
 
 
 class ViT(nn.Module):
-    def __init__(self, cfg: ViTConfig, num_classes: int = 10, in_channels: int = 1) -> None:
+    def __init__(self, cfg: ViTConfig, shape: DataShape = DataShape()) -> None:
         super().__init__()
-        num_patches = (IMAGE_SIZE // cfg.patch_size) ** 2
+        cfg.check_image(shape.image_size)
+        num_patches = (shape.image_size // cfg.patch_size) ** 2
         # A strided convolution is exactly "cut into patches, flatten, apply one linear map".
-        self.patch_embed = nn.Conv2d(in_channels, cfg.width, cfg.patch_size, stride=cfg.patch_size)
+        self.patch_embed = nn.Conv2d(shape.channels, cfg.width, cfg.patch_size, stride=cfg.patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.width))
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, cfg.width))
         self.dropout = nn.Dropout(cfg.dropout)
         rates = [cfg.drop_path * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]
         self.blocks = nn.ModuleList(Block(cfg, rate) for rate in rates)
         self.norm = nn.LayerNorm(cfg.width)
-        self.head = nn.Linear(cfg.width, num_classes)
+        self.head = nn.Linear(cfg.width, shape.num_classes)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -134,8 +151,8 @@ class ViT(nn.Module):
                 nn.init.zeros_(m.bias)
         nn.init.zeros_(self.head.weight)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, 1, 28, 28)
-        x = self.patch_embed(x)  # (B, D, 28/p, 28/p)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C, S, S)
+        x = self.patch_embed(x)  # (B, D, S/p, S/p)
         x = x.flatten(2).transpose(1, 2)  # (B, N, D)
         cls = self.cls_token.expand(x.shape[0], -1, -1)  # (B, 1, D)
         x = self.dropout(torch.cat([cls, x], dim=1) + self.pos_embed)  # (B, T, D)
@@ -146,12 +163,29 @@ class ViT(nn.Module):
 
 def build(config: Config, ctx: BuildContext = BuildContext()) -> nn.Module:
     """The ViT described by the architecture keys of a flat config."""
-    return ViT(from_flat(ViTConfig, config), ctx.num_classes)
+    return ViT(from_flat(ViTConfig, config), ctx.shape)
 
 
-def space(trial: Any) -> dict[str, Any] | None:
-    """Optuna define-by-run search space for MNIST-sized images: suggestions only."""
-    trial.suggest_categorical("patch_size", [4, 7])
+def fits(config: Config, shape: DataShape) -> None:
+    from_flat(ViTConfig, config).check_image(shape.image_size)
+
+
+def adapt(shape: DataShape) -> dict[str, Any]:
+    """The patch size whose grid is nearest 7x7 (the default's 4 pixels on 28x28 images); data whose
+    size no patch size cuts into a 4x4 to 8x8 grid is refused, with the sizes that would be."""
+    sizes = patch_sizes(shape.image_size)
+    if not sizes:
+        near = [n for n in range(max(8, shape.image_size - 16), shape.image_size + 17) if patch_sizes(n)]
+        nearest = sorted(near, key=lambda n: (abs(n - shape.image_size), n))[:2]
+        raise ConfigError(f"the ViT cannot take {shape.image_size}x{shape.image_size} images: no patch size cuts them "
+                          f"into a {GRID[0]}x{GRID[0]} to {GRID[1]}x{GRID[1]} grid; resize them with --image-size "
+                          f"{' or '.join(map(str, sorted(nearest)))}")
+    return {"patch_size": min(sizes, key=lambda p: (abs(shape.image_size // p - 7), p))}
+
+
+def space(trial: Any, shape: DataShape) -> dict[str, Any] | None:
+    """Optuna define-by-run search space: suggestions only (patch sizes that divide the image)."""
+    trial.suggest_categorical("patch_size", patch_sizes(shape.image_size))
     trial.suggest_categorical("width", [64, 96, 128, 192])
     trial.suggest_int("depth", 3, 8)
     trial.suggest_categorical("heads", [2, 4, 8])  # every choice divides every width above
@@ -175,6 +209,8 @@ SPEC = register(
         config_cls=ViTConfig,
         build=build,
         space=space,
+        adapt=adapt,
+        fits=fits,
         default_config=dict(
             patch_size=4, width=64, depth=4, heads=4, mlp_ratio=2.0, dropout=0.0, attn_dropout=0.0,
             drop_path=0.05, optimizer="adamw", lr=2e-3, weight_decay=0.05, warmup_epochs=1.0,

@@ -16,7 +16,8 @@ from analysis.leaderboard import leaderboard
 from search import storage
 from search.experiment import (METRIC, MODE, OPTUNA_FILE, ModelPlan, build_scheduler, build_searcher, concurrency,
                                optuna_storage, resources_for)
-from search.export import TrialRecord, epochs_table, record_from_result, trial_dirname, trials_table, write_atomic
+from search.export import (TrialRecord, classes_table, epochs_table, record_from_result, trial_dirname, trials_table,
+                           write_atomic, write_dataset_record)
 from analysis.schema import succeeded
 from search.finalists import evaluate_finalists, test_runs
 from search.repeats import FixedConfigs, repeat_configs, repeats_table, with_repeat_statistics
@@ -85,9 +86,9 @@ def monitoring_help(settings: Settings, dashboard_url: str | None) -> str:
 
 def make_trainable(settings: Settings, data: Dataset):
     """The training function with its data and per-model resources attached."""
-    trial_data = TrialData(data.train, data.val, data.info.mean, data.info.std, data.info.num_classes,
-                           settings.seed, amp=settings.amp, channels_last=settings.channels_last,
-                           weights_dir=settings.weights_dir)
+    trial_data = TrialData(data.train, data.val, data.info.shape, data.info.mean, data.info.std, settings.seed,
+                           amp=settings.amp, channels_last=settings.channels_last, weights_dir=settings.weights_dir,
+                           mirror=data.info.mirror)
     function = tune.with_resources(
         tune.with_parameters(train_trial, data=trial_data),  # one copy in the object store for all trials
         resources_for(settings.plans, use_gpu=settings.gpus > 0),
@@ -171,7 +172,8 @@ def best_checkpoints(records: list[TrialRecord], results: tune.ResultGrid) -> di
 def test_runtime(settings: Settings, data: Dataset) -> Runtime:
     """Where the driver tests runs: on a cluster it may be a head node without a GPU."""
     device = pick_device(None if settings.gpus else "cpu")
-    return Runtime(device, data.info.mean, data.info.std, amp=settings.amp, channels_last=settings.channels_last)
+    return Runtime(device, data.info.mean, data.info.std, amp=settings.amp, channels_last=settings.channels_last,
+                   mirror=data.info.mirror)
 
 
 def export(settings: Settings, data: Dataset, results: tune.ResultGrid,
@@ -180,13 +182,14 @@ def export(settings: Settings, data: Dataset, results: tune.ResultGrid,
     test predictions (each file atomically). Returns the tables, per model whose winner could not
     be tested why, and every trial's configuration."""
     records = [record_from_result(r) for r in results]
-    trials = trials_table(records, settings.name, settings.dataset, settings.seed,
+    trials = trials_table(records, settings.name, data.info.name, settings.seed,
                           search=dict(slots=slots, search_started_at=settings.started_at))
-    tables = {"trials": trials, "epochs": epochs_table(records)}
+    tables = {"trials": trials, "epochs": epochs_table(records), "classes": classes_table(data)}
+    write_dataset_record(data, settings.folder)
     write_atomic(tables, settings.folder)  # the search's record is safe before any finalist is built
     configs = {rec.trial_id: rec.config for rec in records}
     tested = evaluate_finalists(trials, best_checkpoints(records, results), configs, data.test, test_runtime(settings, data),
-                                data.info.num_classes, settings.weights_dir)
+                                data.info.shape, settings.weights_dir)
     tables.update(finalists=tested.finalists, predictions=tested.predictions)
     write_atomic({"finalists": tested.finalists, "predictions": tested.predictions}, settings.folder)
     return tables, tested.problems, configs
@@ -212,10 +215,10 @@ def run_repeats(settings: Settings, data: Dataset, finalists: pd.DataFrame, conf
     )
     results = tuner.fit()
     records = [record_from_result(r) for r in results]
-    runs = trials_table(records, settings.name, settings.dataset, settings.seed)
+    runs = trials_table(records, settings.name, data.info.name, settings.seed)
     run_configs = {rec.trial_id: rec.config for rec in records}
     tested = test_runs(succeeded(runs), best_checkpoints(records, results), run_configs, data.test,
-                       test_runtime(settings, data), data.info.num_classes, settings.weights_dir)
+                       test_runtime(settings, data), data.info.shape, settings.weights_dir)
     for model, reason in sorted(tested.problems.items()):
         print(f"warning: a repeat of {model} could not be tested: {reason}")
     repeats = repeats_table(tested.finalists, run_configs)

@@ -45,6 +45,7 @@ class ModelPlan:
     # default, (False,) with --no-pretrained, (True, False) with --compare-scratch; () otherwise.
     pretrained: tuple[bool, ...] = ()
     fixed: dict[str, Any] = field(default_factory=dict)  # settings every trial gets (--smoke pins some)
+    shape: models.DataShape = models.DataShape()  # the data's: the space and the default adapt to it
 
 
 class PerModelSearcher(Searcher):
@@ -61,9 +62,11 @@ class PerModelSearcher(Searcher):
     """
 
     def __init__(self, searchers: Mapping[str, Searcher], num_samples: Mapping[str, int],
-                 constants: Mapping[str, Mapping[str, Any]], slots: Mapping[str, int] | None = None) -> None:
+                 constants: Mapping[str, Mapping[str, Any]], slots: Mapping[str, int] | None = None,
+                 shapes: Mapping[str, models.DataShape] | None = None) -> None:
         super().__init__(metric=METRIC, mode=MODE)
         self._searchers = dict(searchers)
+        self._shapes = {name: (shapes or {}).get(name, models.DataShape()) for name in self._searchers}
         self._remaining = dict(num_samples)
         self._constants = {name: dict(values) for name, values in constants.items()}
         self._slots = {name: (slots or {}).get(name, 10**9) for name in self._searchers}
@@ -147,6 +150,7 @@ class PerModelSearcher(Searcher):
             self._study_key[trial_id] = key
             try:
                 split_config(config, spec.config_cls, model)
+                spec.check_fits(config, self._shapes[model])
                 return config
             except ConfigError as e:
                 if attempt == MAX_REDRAWS:
@@ -355,14 +359,15 @@ class PinnedTrial:
         return getattr(self._trial, name)
 
 
-def space_with_pretrained(model: str, choices: tuple[bool, ...], trial: Any) -> dict[str, Any] | None:
+def space_with_pretrained(model: str, choices: tuple[bool, ...], trial: Any,
+                          shape: models.DataShape) -> dict[str, Any] | None:
     """The model's space, after ``pretrained`` is fixed (one choice) or searched (both).
 
     It is suggested first, as a parameter, so that the model's space can depend on it (a frozen
     backbone only makes sense when it is pretrained) and so Optuna learns from it when compared.
     """
     trial.suggest_categorical("pretrained", list(choices))
-    return models.get(model).space(trial)
+    return models.get(model).space(trial, shape)
 
 
 def plan_space(plan: ModelPlan, trial: Any) -> dict[str, Any]:
@@ -371,9 +376,9 @@ def plan_space(plan: ModelPlan, trial: Any) -> dict[str, Any]:
     Returns the constants to add to the suggested parameters (the pins among them)."""
     pinned = PinnedTrial(trial, plan.fixed)
     if plan.pretrained:
-        constants = space_with_pretrained(plan.name, plan.pretrained, pinned)
+        constants = space_with_pretrained(plan.name, plan.pretrained, pinned, plan.shape)
     else:
-        constants = models.get(plan.name).space(pinned)
+        constants = models.get(plan.name).space(pinned, plan.shape)
     return {**(constants or {}), **plan.fixed}
 
 
@@ -438,7 +443,7 @@ def build_searcher(plans: list[ModelPlan], seed: int, storage: optuna.storages.B
             metric=METRIC,
             mode=MODE,
             # The default configuration first, but for what is pinned: that is never Optuna's to set.
-            points_to_evaluate=[{k: v for k, v in spec.default_config.items() if k not in plan.fixed}],
+            points_to_evaluate=[{k: v for k, v in spec.defaults_for(plan.shape).items() if k not in plan.fixed}],
             # Seeds differ so that the studies do not mirror each other.
             sampler=make_sampler(sampler, plan.num_samples, seed + i, (slots or {}).get(plan.name, 1)),
             study_name=plan.name,
@@ -449,6 +454,7 @@ def build_searcher(plans: list[ModelPlan], seed: int, storage: optuna.storages.B
         {p.name: p.num_samples for p in plans},
         {p.name: {"epochs": p.max_epochs, "seed": seed, **p.fixed} for p in plans},
         slots,
+        {p.name: p.shape for p in plans},
     )
 
 

@@ -7,6 +7,8 @@ complete file or the new complete file, never half of one.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -17,9 +19,10 @@ from typing import Any
 import pandas as pd
 
 import models
-from analysis.schema import (CONFIG_PREFIX, COMPLETED, EPOCH_COLUMNS, ERROR, SCHEMA_VERSION, STOPPED_EARLY,
-                             TRIAL_COLUMNS, config_names)
+from analysis.schema import (CLASS_COLUMNS, CONFIG_PREFIX, COMPLETED, DATASET_FILE, EPOCH_COLUMNS, ERROR,
+                             SCHEMA_VERSION, STOPPED_EARLY, TRIAL_COLUMNS, config_names)
 from models.config import MODEL_KEY, ConfigError, TrainConfig, from_flat
+from trainables.data import Dataset
 
 _TRIAL_DIR = re.compile(r"^(?P<model>.+?)_(?P<trial_id>[0-9a-f]{5,}(?:_\d+)?)$")
 
@@ -171,3 +174,29 @@ def write_atomic(tables: Mapping[str, pd.DataFrame], folder: Path) -> list[Path]
     for tmp, final in staged:
         os.replace(tmp, final)
     return [final for _, final in staged]
+
+
+def classes_table(data: Dataset) -> pd.DataFrame:
+    """``classes.parquet``: each class's index and name, and how many images of it each split holds
+    (the splits as searched and tested, after any --train-size or --smoke cap)."""
+    counts = data.class_counts()
+    return pd.DataFrame({"class": range(data.info.num_classes), "name": list(data.info.class_names),
+                         **counts}).reindex(columns=CLASS_COLUMNS)
+
+
+def dataset_record(data: Dataset) -> dict[str, Any]:
+    """What the search trained and tested on: the data set, its source, its size and channels, its
+    per-channel normalization (of the training split), how it was split and with which seed."""
+    info = dataclasses.asdict(data.info)
+    return {**info, "class_names": list(info["class_names"]), "mean": list(info["mean"]), "std": list(info["std"]),
+            "num_classes": data.info.num_classes, "sizes": {k: len(getattr(data, k)) for k in ("train", "val", "test")},
+            "sizes_before_caps": data.full_sizes, "schema_version": SCHEMA_VERSION}
+
+
+def write_dataset_record(data: Dataset, folder: Path) -> Path:
+    """``dataset.json`` (``dataset_record``), written atomically like the tables."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp, final = folder / f".{DATASET_FILE}.tmp", folder / DATASET_FILE
+    tmp.write_text(json.dumps(dataset_record(data), indent=2))
+    os.replace(tmp, final)
+    return final

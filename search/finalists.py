@@ -43,7 +43,7 @@ def evaluate_finalists(
     configs: Mapping[str, dict[str, Any]],
     test: Split,
     runtime: Runtime,
-    num_classes: int,
+    shape: models.DataShape,
     weights_dir: str | None = None,
 ) -> Tested:
     """Test loss, accuracy and macro F1 of each model's winner, from its best checkpoint, with its
@@ -54,11 +54,11 @@ def evaluate_finalists(
     ``weights_dir`` is the search's: a model whose pretrained architecture is built from its weights
     file (Faster R-CNN) needs that file again to be rebuilt.
     """
-    return test_runs(pick_winners(trials), checkpoints, configs, test, runtime, num_classes, weights_dir)
+    return test_runs(pick_winners(trials), checkpoints, configs, test, runtime, shape, weights_dir)
 
 
 def test_runs(runs: pd.DataFrame, checkpoints: Mapping[str, Any], configs: Mapping[str, dict[str, Any]],
-              test: Split, runtime: Runtime, num_classes: int, weights_dir: str | None = None) -> Tested:
+              test: Split, runtime: Runtime, shape: models.DataShape, weights_dir: str | None = None) -> Tested:
     """Test each run (a row of a trials table: a search's winner, or a repeat of one) once, from its
     best checkpoint; a run that cannot be tested is reported by model and the others still are."""
     rows, predictions, problems = [], [], {}
@@ -66,7 +66,7 @@ def test_runs(runs: pd.DataFrame, checkpoints: Mapping[str, Any], configs: Mappi
     labels = test.labels.cpu().numpy()
     for _, winner in runs.iterrows():
         try:
-            row, predicted = _test_winner(winner, checkpoints, configs, test, runtime, num_classes, weights_dir)
+            row, predicted = _test_winner(winner, checkpoints, configs, test, runtime, shape, weights_dir)
         except Exception as e:  # one model's winner failing must not cost the others' test
             problems[winner["model"]] = f"{type(e).__name__}: {e}"
             continue
@@ -80,7 +80,7 @@ def test_runs(runs: pd.DataFrame, checkpoints: Mapping[str, Any], configs: Mappi
 
 
 def _test_winner(winner: pd.Series, checkpoints: Mapping[str, Any], configs: Mapping[str, dict[str, Any]],
-                 test: Split, runtime: Runtime, num_classes: int,
+                 test: Split, runtime: Runtime, shape: models.DataShape,
                  weights_dir: str | None) -> tuple[dict[str, Any], np.ndarray]:
     trial_id, config = winner["trial_id"], configs[winner["trial_id"]]
     checkpoint = checkpoints.get(trial_id)
@@ -88,7 +88,7 @@ def _test_winner(winner: pd.Series, checkpoints: Mapping[str, Any], configs: Map
         raise FileNotFoundError(f"trial {trial_id} left no checkpoint to test")
     spec = models.get(winner["model"])
     # The checkpoint holds every weight: no pretrained file needs loading first, where the model can do without.
-    ctx = models.BuildContext(num_classes, runtime.mean, runtime.std, weights_dir, load_weights=False)
+    ctx = models.BuildContext(shape, runtime.mean, runtime.std, weights_dir, load_weights=False)
     model = runtime.place(spec.build(config, ctx))
     with _local(checkpoint) as folder:
         load_weights(model, folder)

@@ -18,10 +18,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import imagesets
 import models
 from search import storage
 from search.experiment import SAMPLERS
-from search.settings import COMMAND_FILE, UsageError, settings_from_args
+from search.settings import COMMAND_FILE, UsageError, fit_to_data, settings_from_args
 
 EXIT_BAD_INPUT = 2
 
@@ -60,9 +61,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", default="tpe", choices=SAMPLERS,
                    help="how each study picks the next configuration: Optuna's TPE, or random search (a baseline; "
                         "with --grace-period equal to --max-epochs nothing is stopped early either)")
-    p.add_argument("--dataset", default="mnist", help="mnist or fashion_mnist")
-    p.add_argument("--data-dir", default=None, help="folder in torchvision's layout (default: $SEARCH_DATA_DIR, else ./data)")
-    p.add_argument("--val-size", type=int, default=5_000, help="validation images carved from the training set")
+    p.add_argument("--dataset", default="mnist", metavar="NAME|PATH",
+                   help=f"a registered data set ({', '.join(imagesets.names())}) or a folder of images: "
+                        "PATH/<class>/<image> (validation and test carved from it, stratified, with a fixed seed), or "
+                        "PATH/train/<class>/... with PATH/test/<class>/... and optionally PATH/val/<class>/...; "
+                        "PNG, JPEG, BMP..., gray or colour, any sizes (see --image-size)")
+    p.add_argument("--data-dir", default=None,
+                   help="folder of the registered data sets, in torchvision's layout (default: $SEARCH_DATA_DIR, else "
+                        "./data, where they are downloaded when online)")
+    p.add_argument("--image-size", type=int, default=None, metavar="N",
+                   help="resize every image to NxN once, when it is decoded (default: the data's own size; needed "
+                        "when a folder's images differ in size). Smaller trains faster, larger keeps more detail")
+    p.add_argument("--channels", type=int, default=None, choices=(1, 3),
+                   help="1 (gray) or 3 (RGB) channels (default: gray if every image is gray, else RGB)")
+    p.add_argument("--cache-dir", default=None,
+                   help="where decoded images are cached for later searches (default: $SEARCH_CACHE_DIR, else "
+                        "~/.cache/hpsearch); the data folder itself may be read-only")
+    p.add_argument("--val-size", type=int, default=None,
+                   help="validation images carved from the training set (default: 5000, or a tenth of a smaller "
+                        "training set)")
     p.add_argument("--train-size", type=int, default=None, metavar="N",
                    help="train every trial on N of the remaining training images (a fixed subset, the same for "
                         "every trial): a quicker, rougher search; validation and test stay whole (default: all)")
@@ -137,23 +154,37 @@ def process_start_time() -> float:
         return time.time()
 
 
+def describe_data(data) -> str:
+    """One line on what the search will train on, and where its decoded images came from."""
+    info = data.info
+    sizes = " / ".join(f"{len(split):,} {name}" for name, split in (("train", data.train), ("val", data.val),
+                                                                    ("test", data.test)))
+    skipped = f"; {info.skipped} file(s) that are not images skipped" if info.skipped else ""
+    return (f"Data: {info.name} ({info.channels}x{info.image_size}x{info.image_size}, {info.num_classes} classes): "
+            f"{sizes} images{' (test carved from the training images)' if info.test_carved else ''}; "
+            f"{'read from the cache' if info.from_cache else 'decoded'} in {info.prepare_s:.1f} s ({info.cache})"
+            f"{skipped}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     started_at = process_start_time()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    from trainables.data import DataError, get_dataset_info, load_dataset
+    from trainables.data import DataError, load_dataset
 
     try:
         if args.resume:
             args, argv = resumed_args(args)
-        get_dataset_info(args.dataset)
         settings = settings_from_args(args)
         named = argv if "--name" in argv else [*argv, "--name", settings.name]  # a generated name is kept
         settings = dataclasses.replace(settings, argv=tuple(named), started_at=started_at)
-        data = load_dataset(settings.dataset, settings.data_dir, settings.val_size, limit=settings.limit)
-        if args.train_size and len(data.train) < args.train_size:
-            raise UsageError(f"--train-size {args.train_size}: only {len(data.train)} training images remain "
-                             f"after the {settings.val_size} of --val-size; ask for fewer")
+        data = load_dataset(settings.dataset, settings.data_dir, settings.val_size, limit=settings.limit,
+                            image_size=settings.image_size, channels=settings.channels, cache_dir=settings.cache_dir)
+        print(describe_data(data))
+        settings = fit_to_data(settings, data.info.shape)
+        if args.train_size and data.full_sizes["train"] < args.train_size:
+            raise UsageError(f"--train-size {args.train_size}: only {data.full_sizes['train']} training images remain "
+                             f"after the {data.full_sizes['val']} validation images; ask for fewer")
     except (UsageError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -8,12 +8,14 @@ command line around it; ``search.driver`` runs what it describes.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import imagesets
 import models
 from search import storage
 from search.experiment import ModelPlan
@@ -35,7 +37,7 @@ class Settings:
     plans: list[ModelPlan]
     gpus: int
     cpus: int
-    dataset: str
+    dataset: str  # a registered data set's name, or a folder of images
     data_dir: str | None
     storage: Path
     name: str
@@ -43,7 +45,7 @@ class Settings:
     time_budget: float | None
     weights_dir: str | None
     limit: tuple[int | None, int | None, int | None]
-    val_size: int
+    val_size: int | None  # None: the data set's default (5,000, or a tenth of a small training split)
     reduction_factor: float
     dashboard: bool
     amp: bool
@@ -63,6 +65,9 @@ class Settings:
     started_at: float = 0.0  # unix time the command started: the efficiency figures count from it
     sampler: str = "tpe"  # each study's sampler: "tpe", or "random" for a baseline
     repeats: int = 0  # --repeats: each winner trained this many more times at other seeds, each run tested
+    image_size: int | None = None  # --image-size: every image resized to this once (None: the data's own)
+    channels: int | None = None  # --channels: 1 (gray) or 3 (RGB); None: the data's own
+    cache_dir: str | None = None  # where decoded images are cached (None: imagesets.default_cache_dir())
 
     @property
     def folder(self) -> Path:
@@ -151,6 +156,38 @@ def pinned_settings(pairs: list[str], chosen: list[str],
     return out
 
 
+def dataset_label(dataset: str) -> str:
+    """A data set's short name: the registered name, or the folder's own name."""
+    return dataset if imagesets.is_registered(dataset) else Path(dataset).expanduser().resolve().name
+
+
+def check_dataset(dataset: str) -> None:
+    """A registered name or an existing folder (what is inside is checked when it is read)."""
+    if not imagesets.is_registered(dataset) and not Path(dataset).expanduser().is_dir():
+        try:
+            imagesets.get(dataset)
+        except imagesets.DataError as e:
+            raise UsageError(f"--dataset: {e}") from None
+
+
+def fit_to_data(settings: Settings, shape: models.DataShape) -> Settings:
+    """Every plan made for data of ``shape``. A chosen model that cannot take such data at all, or a
+    ``--set`` value that cannot build for it, is a ``UsageError`` naming the model and the fix."""
+    from models.config import ConfigError
+
+    plans = []
+    for plan in settings.plans:
+        spec = models.get(plan.name)
+        try:
+            spec.check_fits({**spec.defaults_for(shape), **plan.fixed}, shape)
+        except ConfigError as e:
+            others = [p.name for p in settings.plans if p.name != plan.name]
+            leave_out = f", or leave {plan.name} out (--model {','.join(others)})" if others else ""
+            raise UsageError(f"{plan.name} cannot search {settings.dataset} ({shape}): {e}{leave_out}") from None
+        plans.append(dataclasses.replace(plan, shape=shape))
+    return dataclasses.replace(settings, plans=plans)
+
+
 def _gpus_found() -> int:
     import torch
 
@@ -167,6 +204,11 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
                         (args.cpus, "--cpus"), (args.val_size, "--val-size"),
                         (args.max_concurrent, "--max-concurrent"), (args.train_size, "--train-size")):
         _positive(value, flag)
+    check_dataset(args.dataset)
+    try:
+        imagesets.prepare_options(args.image_size, args.channels)
+    except imagesets.DataError as e:
+        raise UsageError(str(e)) from None
     max_epochs = per_model(args.max_epochs, "--max-epochs", chosen)
     grace = per_model(args.grace_period, "--grace-period", chosen)
     gpu_share = per_model(args.gpu_per_trial, "--gpu-per-trial", chosen, kind=float)
@@ -212,13 +254,14 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
                                {**(spec.smoke_config if args.smoke else {}), **pinned[name]}))
     remote = args.storage_path if storage.is_uri(args.storage_path) else None
     local = Path("results" if remote else args.storage_path).expanduser().resolve()
-    name = args.name or f"{'-'.join(chosen)}-{args.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = args.name or f"{'-'.join(chosen)}-{dataset_label(args.dataset)}-{time.strftime('%Y%m%d-%H%M%S')}"
     if not name or "/" in name or name.startswith("."):
         raise UsageError(f"--name {name!r} must be a plain folder name")
     settings = Settings(
         models=chosen, plans=plans, gpus=args.gpus, cpus=cpus, dataset=args.dataset, data_dir=args.data_dir,
         storage=local, name=name, seed=args.seed, weights_dir=args.weights_dir, time_budget=args.time_budget,
         limit=training_limit(args), val_size=args.val_size, sampler=args.sampler, repeats=args.repeats,
+        image_size=args.image_size, channels=args.channels, cache_dir=args.cache_dir,
         reduction_factor=args.reduction_factor, dashboard=not args.no_dashboard,
         amp=not args.no_amp, channels_last=not args.no_channels_last, verbose=args.verbose, resume=args.resume,
         retries=args.retries, address=args.address, dashboard_host=args.dashboard_host,

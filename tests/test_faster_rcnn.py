@@ -11,7 +11,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 import models
 from helpers import run_cli, search_command
-from models.faster_rcnn import BACKBONES, DETECTION, digit_boxes
+from models.faster_rcnn import BACKBONES, DETECTION, object_boxes
 from models.finetune import WeightsError, weights_file_name
 from trainables.data import Split
 from trainables.loop import evaluate, train_one_epoch
@@ -19,12 +19,12 @@ from trainables.runtime import Runtime
 from models.config import TrainConfig
 
 SPEC = models.get("faster_rcnn")
-MEAN, STD = 0.1307, 0.3081
+MEAN, STD = (0.1307,), (0.3081,)
 
 
 def normalized(gray: torch.Tensor) -> torch.Tensor:
     """(B, H, W) intensities in [0, 1] -> (B, 1, H, W) as the batches arrive."""
-    return ((gray - MEAN) / STD).unsqueeze(1)
+    return ((gray - MEAN[0]) / STD[0]).unsqueeze(1)
 
 
 def scratch(**settings) -> torch.nn.Module:
@@ -37,7 +37,7 @@ def test_target_box_is_the_digits_own_bounding_box_and_labels_are_shifted():
     gray[1, 0:28, 27] = 0.9  # touches the right and both horizontal edges
     gray[1, 3, 3] = 0.1  # below the threshold: not part of the digit
     # image 2 stays blank
-    boxes = digit_boxes(gray)
+    boxes = object_boxes(gray)
     assert boxes.tolist() == [[8, 5, 12, 20], [27, 0, 28, 28], [0, 0, 28, 28]]
     assert ((boxes >= 0) & (boxes <= 28)).all() and (boxes[:, 2:] > boxes[:, :2]).all()
 
@@ -48,11 +48,26 @@ def test_target_box_is_the_digits_own_bounding_box_and_labels_are_shifted():
 
 
 def test_targets_of_real_digits_lie_inside_the_image(mnist_small):
-    gray = mnist_small.train.images[:256].float() / 255
-    boxes = digit_boxes(gray)
+    gray = mnist_small.train.images[:256, 0].float() / 255
+    boxes = object_boxes(gray)
     width, height = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
     assert ((boxes >= 0) & (boxes <= 28)).all()
     assert (width >= 1).all() and (height >= 10).all()  # every MNIST digit is at least 10 pixels tall
+
+
+def test_colour_images_of_k_classes_take_the_whole_image_as_their_box():
+    shape = models.DataShape(channels=3, image_size=32, num_classes=5)
+    ctx = models.BuildContext(shape, mean=(0.5, 0.4, 0.3), std=(0.2, 0.2, 0.2))
+    model = SPEC.build({"pretrained": False, "input_size": 64}, ctx).eval()
+    x = torch.randn(3, 3, 32, 32)
+    targets = DETECTION.targets(model, x, torch.tensor([0, 2, 4]))
+    assert [t["boxes"].tolist() for t in targets] == [[[0, 0, 32, 32]]] * 3
+    assert [t["labels"].tolist() for t in targets] == [[1], [3], [5]]
+    images = model.images(x)
+    assert torch.allclose(images[0][1], (x[0, 1] * 0.2 + 0.4).clamp(0, 1))  # each channel un-normalized by its own
+    with torch.no_grad():
+        out = DETECTION.predict(model, x)
+    assert out.logits.shape == (3, 5) and out.classes.max() < 5
 
 
 def test_class_is_the_best_detection_when_there_is_one():

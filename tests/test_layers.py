@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-LAYERS = ["models", "trainables", "analysis", "search"]  # each may import those before it
+LAYERS = ["imagesets", "models", "trainables", "analysis", "search"]  # each may import those before it
 
 
 def module_name(path: Path) -> str:

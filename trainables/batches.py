@@ -6,56 +6,75 @@ small networks it feeds.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 
 from trainables.data import Split
 
-AUGMENT_SHIFT = 2  # pixels; digits stay recognisable and inside the 28x28 frame
+
+def shift_for(image_size: int) -> int:
+    """Augmentation's largest shift in pixels: 2 on 28x28 digits (they stay recognisable and inside the
+    frame), in proportion elsewhere (4 on 56 pixels, 16 on 224), at least 1."""
+    return max(1, round(image_size / 14))
 
 
 def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Translate each image by its own random offset in [-max_shift, max_shift], filling with zeros.
 
-    images: (B, H, W) of any dtype. One gather over a zero-padded copy, so it costs about one
+    images: (B, C, H, W) of any dtype. One gather over a zero-padded copy, so it costs about one
     pass over the batch and runs on whatever device the images are on.
     """
-    b, h, w = images.shape
-    padded = torch.nn.functional.pad(images, (max_shift,) * 4)  # (B, H+2s, W+2s)
+    b, _, h, w = images.shape
+    padded = torch.nn.functional.pad(images, (max_shift,) * 4).permute(0, 2, 3, 1)  # (B, H+2s, W+2s, C)
     offsets = torch.randint(0, 2 * max_shift + 1, (2, b), generator=generator, device="cpu").to(images.device)
     rows = offsets[0][:, None] + torch.arange(h, device=images.device)[None, :]  # (B, H)
     cols = offsets[1][:, None] + torch.arange(w, device=images.device)[None, :]  # (B, W)
     batch = torch.arange(b, device=images.device)[:, None, None]
-    return padded[batch, rows[:, :, None], cols[:, None, :]]  # (B, H, W)
+    return padded[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)  # (B, C, H, W)
 
 
-def normalize(images: torch.Tensor, mean: float, std: float, channels_last: bool = False) -> torch.Tensor:
-    """uint8 (B, H, W) -> float32 (B, 1, H, W), scaled to [0, 1] then standardized."""
-    x = images.unsqueeze(1).float().div_(255.0).sub_(mean).div_(std)
+def random_flip(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Mirror a random half of the (B, C, H, W) images left to right."""
+    flip = (torch.rand(len(images), generator=generator) < 0.5).to(images.device)[:, None, None, None]
+    return torch.where(flip, images.flip(-1), images)
+
+
+def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float],
+              channels_last: bool = False) -> torch.Tensor:
+    """uint8 (B, C, H, W) -> float32 (B, C, H, W), scaled to [0, 1] then standardized per channel."""
+    mean_t = torch.tensor(mean, device=images.device).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, device=images.device).view(1, -1, 1, 1)
+    x = images.float().div_(255.0).sub_(mean_t).div_(std_t)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
 def iterate(
     split: Split,
     batch_size: int,
-    mean: float,
-    std: float,
+    mean: Sequence[float],
+    std: Sequence[float],
     shuffle: bool = False,
     augment: bool = False,
     generator: torch.Generator | None = None,
     channels_last: bool = False,
+    mirror: bool = False,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (inputs (B, 1, H, W) float, labels (B,)) over one pass of ``split``.
+    """Yield (inputs (B, C, H, W) float, labels (B,)) over one pass of ``split``.
 
-    The last partial batch is kept: dropping it would silently skip validation images.
+    ``augment`` shifts each image at random, and also mirrors half of them where ``mirror`` says a flip
+    keeps the class (photos, not digits). The last partial batch is kept: dropping it would silently
+    skip validation images.
     """
     n = len(split)
     device = split.images.device
     order = torch.randperm(n, generator=generator).to(device) if shuffle else None
+    shift = shift_for(split.images.shape[-1])
     for start in range(0, n, batch_size):
         idx = order[start : start + batch_size] if order is not None else slice(start, start + batch_size)
         images, labels = split.images[idx], split.labels[idx]
         if augment:
-            images = random_shift(images, AUGMENT_SHIFT, generator)
+            images = random_shift(images, shift, generator)
+            if mirror:
+                images = random_flip(images, generator)
         yield normalize(images, mean, std, channels_last), labels

@@ -1,65 +1,49 @@
-"""Reading MNIST-style IDX files into uint8 tensors, and splitting them honestly.
+"""A decoded data set as the trials see it: uint8 tensors per split, carved honestly, normalized per channel.
 
-The whole of MNIST is 47 MB of uint8, so a data set is held as one tensor per split and batches are
-indexed from it on the training device (see ``trainables.batches``) instead of going through a
-per-sample ``DataLoader``.
+``imagesets`` decodes a data set once (into its cache); this module carves the validation split (and
+the test split, where the data set has none of its own) from the training images, stratified with a
+fixed seed, computes the per-channel normalization on the training split, and holds each split as one
+(N, C, H, W) uint8 tensor that batches are indexed from on the training device (``trainables.batches``)
+instead of going through a per-sample ``DataLoader``.
 """
 
 from __future__ import annotations
 
-import gzip
 import os
-import struct
-from dataclasses import dataclass
-from pathlib import Path
+import warnings
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from models.registry import IMAGE_SIZE
+from imagesets import DataError, Decoded, prepare, resolve_data_dir  # noqa: F401  (re-exported: one error type)
+from models.registry import DataShape
 
-IMAGES_MAGIC = 0x00000803  # unsigned byte, 3 dimensions
-LABELS_MAGIC = 0x00000801  # unsigned byte, 1 dimension
-
-
-class DataError(ValueError):
-    """A data directory or file that cannot be used; the message says what to do."""
+DEFAULT_VAL_SIZE = 5_000  # validation images at most, when --val-size is not given
+VAL_SHARE = 0.1  # ... and at most this share of the training images (small data sets)
+TEST_SHARE = 0.2  # of a data set without a test split of its own, carved as its test split
 
 
-@dataclass(frozen=True)
-class DatasetInfo:
-    """Where a data set lives in torchvision's layout and how to normalize it."""
-
-    name: str  # the CLI name
-    folder: str  # torchvision's folder name under the data directory
-    torchvision_class: str
-    mean: float
-    std: float
-    num_classes: int = 10
-    image_size: int = 28
-
-
-DATASETS: dict[str, DatasetInfo] = {
-    "mnist": DatasetInfo("mnist", "MNIST", "MNIST", mean=0.1307, std=0.3081),
-    "fashion_mnist": DatasetInfo("fashion_mnist", "FashionMNIST", "FashionMNIST", mean=0.2860, std=0.3530),
-}
-
-SPLIT_FILES = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
-SPLIT_SIZES = {"train": 60_000, "test": 10_000}
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    with warnings.catch_warnings():  # a read-only array (Ray's shared memory): the splits are never written to
+        warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+        return torch.from_numpy(array)
 
 
 @dataclass
 class Split:
-    """Images as one (N, H, W) uint8 tensor and labels as one (N,) int64 tensor."""
+    """Images as one (N, C, H, W) uint8 tensor and labels as one (N,) int64 tensor."""
 
     images: torch.Tensor
     labels: torch.Tensor
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def __reduce__(self):
+        # Pickled as numpy arrays: Ray then keeps them in its shared object store and every trial process
+        # on a machine maps that one copy instead of unpickling its own.
+        return _split_from_numpy, (self.images.numpy(), self.labels.numpy())
 
     def subset(self, n: int | None) -> "Split":
         """The first ``n`` examples (the split is already shuffled where that matters)."""
@@ -70,6 +54,41 @@ class Split:
     def to(self, device: torch.device | str) -> "Split":
         return Split(self.images.to(device), self.labels.to(device))
 
+    def class_counts(self, num_classes: int) -> list[int]:
+        return np.bincount(self.labels.numpy(), minlength=num_classes).tolist()
+
+
+def _split_from_numpy(images: np.ndarray, labels: np.ndarray) -> Split:
+    return Split(_tensor(images), _tensor(labels))
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a data set is and how it was split and normalized: recorded with the results."""
+
+    name: str  # the registered name, or the folder's name
+    source: str  # the registered name, or the folder's absolute path
+    class_names: tuple[str, ...]
+    channels: int
+    image_size: int
+    mean: tuple[float, ...]  # per channel, of the training split, in [0, 1]
+    std: tuple[float, ...]
+    mirror: bool = False  # a left-right flip keeps the class, so augmentation may flip
+    split_seed: int = 0
+    test_carved: bool = False  # the test split was carved from the training images (no test split of its own)
+    skipped: int = 0  # files in an image folder that were not images
+    cache: str = ""  # the decoded cache it was read from
+    from_cache: bool = False  # read from a cache an earlier run wrote (else decoded now)
+    prepare_s: float = 0.0  # seconds to decode it, or to read the cache
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def shape(self) -> DataShape:
+        return DataShape(self.channels, self.image_size, self.num_classes)
+
 
 @dataclass
 class Dataset:
@@ -79,150 +98,112 @@ class Dataset:
     train: Split
     val: Split
     test: Split
+    full_sizes: dict[str, int] = field(default_factory=dict)  # each split's size before --train-size/--smoke caps
+
+    def class_counts(self) -> dict[str, list[int]]:
+        """Per split, the number of images of each class (what the searched and tested splits hold)."""
+        return {name: split.class_counts(self.info.num_classes)
+                for name, split in (("train", self.train), ("val", self.val), ("test", self.test))}
 
 
-def get_dataset_info(name: str) -> DatasetInfo:
-    """The data set called ``name``; an unknown name is an error listing the known ones."""
-    try:
-        return DATASETS[name]
-    except KeyError:
-        raise DataError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}") from None
+def stratified_split(labels: np.ndarray, size: int, seed: int, class_names: tuple[str, ...],
+                     what: str) -> tuple[np.ndarray, np.ndarray]:
+    """(held-out indices, the rest): about ``size`` held out, each class in proportion and at least one of
+    each, both parts shuffled (so that the first n of either is a fair subset). A class too small to
+    give one image to each part is a ``DataError`` naming it."""
+    rng = np.random.default_rng(seed)
+    counts = np.bincount(labels, minlength=len(class_names))
+    small = [(class_names[c], int(n)) for c, n in enumerate(counts) if n < 2]
+    if small:
+        listed = ", ".join(f"{name!r} ({n})" for name, n in small)
+        raise DataError(f"class(es) {listed} have too few images to carve a {what} split from them: each class needs "
+                        "at least 2 images there (3 when the test split is carved too); add images or remove the class")
+    exact = counts * size / len(labels)
+    take = np.floor(exact).astype(int)
+    for c in np.argsort(-(exact - take), kind="stable")[: max(size - take.sum(), 0)]:  # largest remainders
+        take[c] += 1
+    take = np.clip(take, 1, counts - 1)
+    held, rest = [], []
+    for c in range(len(class_names)):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        held.append(members[: take[c]])
+        rest.append(members[take[c]:])
+    return rng.permutation(np.concatenate(held)), rng.permutation(np.concatenate(rest))
 
 
-def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
-    """``--data-dir`` if given, else ``$SEARCH_DATA_DIR``, else ``./data``."""
-    chosen = data_dir or os.environ.get("SEARCH_DATA_DIR") or "data"
-    return Path(chosen).expanduser().resolve()
+def channel_stats(images: np.ndarray, chunk: int = 8_192) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation of uint8 (N, C, H, W) images scaled to [0, 1]."""
+    total = np.zeros(images.shape[1])
+    squares = np.zeros(images.shape[1])
+    for start in range(0, len(images), chunk):
+        x = images[start:start + chunk].astype(np.float64) / 255.0
+        total += x.sum(axis=(0, 2, 3))
+        squares += np.square(x).sum(axis=(0, 2, 3))
+    n = len(images) * images.shape[2] * images.shape[3]
+    mean = total / n
+    std = np.sqrt(np.maximum(squares / n - mean ** 2, 0.0))
+    std = np.where(std > 0, std, 1.0)  # a constant channel: nothing to scale
+    return tuple(round(float(m), 6) for m in mean), tuple(round(float(s), 6) for s in std)
 
 
-def _open(path: Path):
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+def default_val_size(train_size: int, num_classes: int) -> int:
+    return max(num_classes, min(DEFAULT_VAL_SIZE, round(VAL_SHARE * train_size)))
 
 
-def _find(raw_dir: Path, stem: str) -> Path | None:
-    for candidate in (raw_dir / stem, raw_dir / f"{stem}.gz"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def read_idx(path: Path, expected_magic: int, expected_count: int | None = None) -> np.ndarray:
-    """Read one IDX file (optionally gzip-compressed) after checking its header against its size.
-
-    A wrong magic number, an unexpected count or a truncated body raises ``DataError`` naming the
-    file, since a silently short data set would make every number computed from it meaningless.
-    """
-    try:
-        with _open(path) as f:
-            data = f.read()
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
-        raise DataError(f"{path}: cannot be read ({e}); delete it and download it again") from None
-    if len(data) < 8:
-        raise DataError(f"{path}: truncated IDX file ({len(data)} bytes); delete it and download it again")
-    magic, count = struct.unpack(">II", data[:8])
-    if magic != expected_magic:
-        raise DataError(
-            f"{path}: bad magic number {magic:#010x}, expected {expected_magic:#010x}; "
-            "this is not the IDX file its name says (corrupted or swapped): replace it"
-        )
-    ndim = magic & 0xFF
-    header = 4 + 4 * ndim
-    dims = struct.unpack(f">{ndim}I", data[4:header])
-    if expected_count is not None and count != expected_count:
-        raise DataError(f"{path}: holds {count} items, expected {expected_count}; replace it")
-    body = len(data) - header
-    needed = int(np.prod(dims))
-    if body != needed:
-        raise DataError(
-            f"{path}: header promises {needed} bytes of data for shape {dims} but the file holds {body}; "
-            "it is truncated or corrupted: delete it and download it again"
-        )
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
-
-
-def _missing_files(raw_dir: Path) -> list[str]:
-    stems = [stem for pair in SPLIT_FILES.values() for stem in pair]
-    return [stem for stem in stems if _find(raw_dir, stem) is None]
-
-
-def _download(info: DatasetInfo, root: Path) -> None:
-    import torchvision.datasets as tvd
-
-    getattr(tvd, info.torchvision_class)(root=str(root), train=True, download=True)
-    getattr(tvd, info.torchvision_class)(root=str(root), train=False, download=True)
-
-
-def ensure_files(info: DatasetInfo, root: Path, download: bool = True) -> Path:
-    """Return the raw folder holding the four IDX files, downloading them with torchvision if allowed.
-
-    Raises ``DataError`` that names each missing file and the folder it belongs in.
-    """
-    raw_dir = root / info.folder / "raw"
-    missing = _missing_files(raw_dir)
-    if missing and download:
-        try:
-            _download(info, root)
-        except Exception as e:  # offline, a proxy, a mirror down: all end in the same advice
-            reason = f"downloading them with torchvision failed ({type(e).__name__}: {e})"
-        else:
-            missing = _missing_files(raw_dir)
-            reason = "torchvision's download did not produce them"
+def carve(decoded: Decoded, val_size: int | None, split_seed: int) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], bool]:
+    """Train, validation and test arrays: the test split carved first where the data set has none,
+    then validation from what remains (``val_size`` images, or the data set's own ``val`` split)."""
+    names = decoded.class_names
+    images, labels = decoded.splits["train"]
+    parts = {}
+    carved_test = "test" not in decoded.splits
+    if carved_test:
+        test_idx, rest = stratified_split(labels, max(len(names), round(TEST_SHARE * len(labels))), split_seed,
+                                          names, f"test (from {decoded.source})")
+        parts["test"] = (images[np.sort(test_idx)], labels[np.sort(test_idx)])
+        images, labels = images[np.sort(rest)], labels[np.sort(rest)]
     else:
-        reason = "downloading is turned off"
-    if missing:
-        listing = ", ".join(f"{stem}[.gz]" for stem in missing)
-        raise DataError(
-            f"{info.name}: missing {listing} in {raw_dir}; {reason}. Put the IDX files (gzip-compressed or not) "
-            f"there, or point --data-dir (or SEARCH_DATA_DIR) at a folder holding {info.folder}/raw/."
-        )
-    return raw_dir
-
-
-def read_split(raw_dir: Path, split: str) -> Split:
-    """Read the ``train`` or ``test`` images and labels and check that they belong together."""
-    image_stem, label_stem = SPLIT_FILES[split]
-    image_path, label_path = _find(raw_dir, image_stem), _find(raw_dir, label_stem)
-    assert image_path is not None and label_path is not None, "ensure_files() runs first"
-    images = read_idx(image_path, IMAGES_MAGIC, SPLIT_SIZES[split])
-    labels = read_idx(label_path, LABELS_MAGIC, SPLIT_SIZES[split])
-    if images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
-        raise DataError(f"{image_path}: images are {images.shape[1]}x{images.shape[2]}, "
-                        f"expected {IMAGE_SIZE}x{IMAGE_SIZE}; replace it")
-    if labels.max() > 9:
-        raise DataError(f"{label_path}: labels go up to {labels.max()}, expected 0-9; replace it")
-    return Split(torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64)))
-
-
-def carve_validation(train: Split, val_size: int, seed: int) -> tuple[Split, Split]:
-    """Split the training set into (train, validation) with a fixed seed.
-
-    The permutation is also a shuffle, so taking the first n of either part is a fair subset.
-    """
-    if not 0 < val_size < len(train):
-        raise DataError(f"validation size {val_size} must be between 1 and {len(train) - 1}")
-    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
-    val_idx, train_idx = order[:val_size], order[val_size:]
-    return (
-        Split(train.images[train_idx], train.labels[train_idx]),
-        Split(train.images[val_idx], train.labels[val_idx]),
-    )
+        parts["test"] = (np.array(decoded.splits["test"][0]), decoded.splits["test"][1])
+    if "val" in decoded.splits:
+        parts["val"] = (np.array(decoded.splits["val"][0]), decoded.splits["val"][1])
+        parts["train"] = (np.array(images), labels)
+        return parts, carved_test
+    size = val_size or default_val_size(len(labels), len(names))
+    if not 0 < size < len(labels):
+        raise DataError(f"--val-size {size}: the training split of {decoded.name} has {len(labels)} images; "
+                        f"choose between 1 and {len(labels) - 1}")
+    val_idx, train_idx = stratified_split(labels, size, split_seed + 1, names, f"validation (from {decoded.source})")
+    parts["val"] = (images[val_idx], labels[val_idx])
+    parts["train"] = (images[train_idx], labels[train_idx])
+    return parts, carved_test
 
 
 def load_dataset(
     name: str = "mnist",
     data_dir: str | os.PathLike | None = None,
-    val_size: int = 5_000,
+    val_size: int | None = None,
     split_seed: int = 0,
     limit: tuple[int | None, int | None, int | None] = (None, None, None),
     download: bool = True,
+    image_size: int | None = None,
+    channels: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
 ) -> Dataset:
-    """Read a data set once and carve its validation split.
+    """Decode (or read from the cache) a registered data set or a folder of images, carve its splits,
+    and compute its normalization on the training split.
 
-    ``limit`` caps (train, val, test) sizes, for smoke runs and tests; the validation split is
-    carved from the full training set first, so a limited run validates on the same images.
+    ``limit`` caps (train, val, test) sizes, for smoke runs and tests; the splits are carved from the
+    whole data set first, so a limited run validates and tests on the same images as a full one.
     """
-    info = get_dataset_info(name)
-    raw_dir = ensure_files(info, resolve_data_dir(data_dir), download=download)
-    train, val = carve_validation(read_split(raw_dir, "train"), val_size, split_seed)
-    test = read_split(raw_dir, "test")
-    return Dataset(info, train.subset(limit[0]), val.subset(limit[1]), test.subset(limit[2]))
+    decoded = prepare(name, data_dir, cache_dir, image_size, channels, download)
+    parts, carved_test = carve(decoded, val_size, split_seed)
+    mean, std = channel_stats(parts["train"][0])
+    info = DatasetInfo(decoded.name, decoded.source, decoded.class_names, decoded.channels, decoded.image_size,
+                       mean, std, decoded.mirror, split_seed, carved_test, decoded.skipped, str(decoded.cache),
+                       decoded.from_cache, round(decoded.seconds, 3))
+    splits = {k: Split(_tensor(np.ascontiguousarray(im)), _tensor(lab.astype(np.int64))) for k, (im, lab) in parts.items()}
+    return Dataset(info, splits["train"].subset(limit[0]), splits["val"].subset(limit[1]),
+                   splits["test"].subset(limit[2]), {k: len(s) for k, s in splits.items()})
+
+
+__all__ = ["DataError", "Dataset", "DatasetInfo", "Split", "load_dataset", "resolve_data_dir", "stratified_split"]

@@ -116,7 +116,7 @@ def train_one_epoch(
     seen = 0
     start = time.perf_counter()
     batches = iterate(data, cfg.batch_size, runtime.mean, runtime.std, shuffle=True, augment=cfg.augment,
-                      generator=generator, channels_last=runtime.channels_last)
+                      generator=generator, channels_last=runtime.channels_last, mirror=runtime.mirror)
     for step, (x, y) in enumerate(batches):
         with runtime.autocast:
             loss = task.loss(model, x, y, cfg.label_smoothing)
@@ -181,12 +181,13 @@ class Prepared:
     task: Task = CLASSIFICATION  # how the loop gets losses and predictions (from the registry entry)
 
 
-def prepare(model_name: str, config: Mapping[str, Any], train: Split, runtime: Runtime, num_classes: int = 10,
-            weights_dir: str | None = None) -> Prepared:
-    """Validate ``config`` for ``model_name`` and build model, optimizer and schedule on the device."""
+def prepare(model_name: str, config: Mapping[str, Any], train: Split, runtime: Runtime,
+            shape: models.DataShape = models.DataShape(), weights_dir: str | None = None) -> Prepared:
+    """Validate ``config`` for ``model_name`` and build model, optimizer and schedule on the device,
+    for data of ``shape``."""
     spec = models.get(model_name)
     train_cfg = split_config(config, spec.config_cls, model_name)
-    ctx = models.BuildContext(num_classes, runtime.mean, runtime.std, weights_dir)
+    ctx = models.BuildContext(shape, runtime.mean, runtime.std, weights_dir)
     model = runtime.place(spec.build(config, ctx))
     optimizer = make_optimizer(model, train_cfg)
     steps_per_epoch = -(-len(train) // train_cfg.batch_size)

@@ -18,7 +18,7 @@ import torch
 import models
 from models.config import ConfigError, TrainConfig, from_flat, parse_sets
 from models.finetune import WeightsError
-from trainables.data import DATASETS, DataError, load_dataset
+from trainables.data import DataError, load_dataset
 from trainables.loop import DivergedError, evaluate, fit, prepare
 from trainables.runtime import Runtime, pick_device, set_threads
 
@@ -29,7 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None,
                    help="default: the model's budget on this device (its CPU or its GPU budget)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one setting")
-    p.add_argument("--dataset", default="mnist", choices=sorted(DATASETS))
+    p.add_argument("--dataset", default="mnist",
+                   help="a registered data set (mnist, fashion_mnist, kmnist, cifar10, cifar100, digits) or a folder "
+                        "of images (PATH/<class>/<image>)")
+    p.add_argument("--image-size", type=int, default=None, help="resize every image to NxN (default: the data's own)")
+    p.add_argument("--cache-dir", default=None, help="where decoded images are cached (default: $SEARCH_CACHE_DIR, "
+                                                      "else ~/.cache/hpsearch)")
     p.add_argument("--data-dir", default=None, help="default: $SEARCH_DATA_DIR, else ./data")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=None, help="train on the first N training images only")
@@ -47,7 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         spec = models.get(args.model)
-        config = dict(spec.default_config)
+        data = load_dataset(args.dataset, args.data_dir, limit=(args.limit, None, None), image_size=args.image_size,
+                            cache_dir=args.cache_dir)
+        config = spec.defaults_for(data.info.shape)
         if args.no_pretrained and spec.pretrained_weights is not None:
             config.update(spec.scratch_config)
         config.update(parse_sets(args.set))
@@ -55,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed = from_flat(TrainConfig, config).seed  # a --set seed=... must read as a whole number
         on_gpu = pick_device(args.device).type == "cuda"
         config["epochs"] = args.epochs if args.epochs is not None else config.get("epochs", spec.budget(on_gpu)[0])
-        data = load_dataset(args.dataset, args.data_dir, limit=(args.limit, None, None))
+        spec.check_fits(config, data.info.shape)
     except (models.UnknownModelError, ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -63,10 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     set_threads(args.threads)
     device = pick_device(args.device)
     runtime = Runtime(device, data.info.mean, data.info.std, amp=not args.no_amp,
-                      channels_last=not args.no_channels_last).for_model(spec)
+                      channels_last=not args.no_channels_last, mirror=data.info.mirror).for_model(spec)
     train, val = data.train.to(device), data.val.to(device)
     try:
-        prepared = prepare(args.model, config, train, runtime, data.info.num_classes, args.weights_dir)
+        prepared = prepare(args.model, config, train, runtime, data.info.shape, args.weights_dir)
     except (ConfigError, WeightsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

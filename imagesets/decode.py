@@ -1,0 +1,120 @@
+"""Images to uint8 arrays of one channel count and one size: the same conversion for every source.
+
+A folder's files are decoded in worker processes (one per core), each writing its images straight
+into the cache file (a memory map), so a large folder never sits in memory twice. Arrays that a
+registered data set already holds are converted with the same Pillow calls, so an image gives the same
+bytes whether it came from an IDX file or a PNG.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import warnings
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+from PIL import Image
+
+# Pillow modes without colour: such an image is gray (LA and PA-less palettes are handled by Pillow's convert).
+GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+CHUNK = 512  # files per task handed to a worker: large enough that the hand-over costs little
+
+
+def conform(image: Image.Image, channels: int, size: int) -> np.ndarray:
+    """A Pillow image as uint8 (channels, size, size): gray (Pillow's ITU-R 601-2 luma) or RGB, with
+    transparency laid over black, resized bilinearly (Pillow antialiases when shrinking)."""
+    if "A" in image.mode or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
+    image = image.convert("L" if channels == 1 else "RGB")
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.BILINEAR)
+    array = np.asarray(image, dtype=np.uint8)
+    return array[None] if channels == 1 else array.transpose(2, 0, 1)  # (C, S, S)
+
+
+def conform_array(images: np.ndarray, channels: int, size: int) -> np.ndarray:
+    """uint8 (N, H, W) or (N, H, W, 3) -> (N, channels, size, size). Without a change of size or of
+    colour this is a reshape; otherwise each image goes through ``conform``."""
+    native = 1 if images.ndim == 3 else images.shape[3]
+    if native == channels and images.shape[1] == images.shape[2] == size:
+        return np.ascontiguousarray(images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2))
+    out = np.empty((len(images), channels, size, size), dtype=np.uint8)
+    for i, image in enumerate(images):
+        out[i] = conform(Image.fromarray(image), channels, size)
+    return out
+
+
+def _header(path: str, max_pixels: int) -> tuple[int, int, str] | str:
+    """(width, height, mode) from the file's header only, or why it cannot be an image."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # judged below, against max_pixels
+            with Image.open(path) as image:
+                width, height = image.size
+                mode = image.mode
+    except Image.DecompressionBombError as e:
+        return f"past Pillow's decompression-bomb limit ({e})"
+    except Exception as e:  # Pillow raises many kinds for a damaged file
+        return f"{type(e).__name__}: {e}"
+    if width * height > max_pixels:
+        return (f"{width}x{height} = {width * height:,} pixels, past Pillow's decompression-bomb limit of "
+                f"{max_pixels:,} (PIL.Image.MAX_IMAGE_PIXELS)")
+    return width, height, mode
+
+
+def _headers(paths: Sequence[str], max_pixels: int) -> list[tuple[int, int, str] | str]:
+    return [_header(p, max_pixels) for p in paths]
+
+
+def _decode(paths: Sequence[str], out_file: str, start: int, channels: int, size: int) -> list[tuple[str, str]]:
+    """Decode ``paths`` into rows ``start...`` of the (N, C, S, S) array in ``out_file``; returns the
+    files that failed, with why (a file whose header read may still be truncated or damaged)."""
+    out = np.load(out_file, mmap_mode="r+")
+    failed = []
+    for i, path in enumerate(paths):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked on the header already
+                with Image.open(path) as image:
+                    if image.format == "JPEG":
+                        image.draft("RGB" if channels == 3 else "L", (size, size))  # decode big JPEGs at a fraction
+                    out[start + i] = conform(image, channels, size)
+        except Exception as e:  # Pillow raises many kinds for a damaged file
+            failed.append((path, f"{type(e).__name__}: {e}"))
+    out.flush()
+    return failed
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    # fork: the workers need nothing but Pillow and numpy, and start in milliseconds (spawn would
+    # import the command line's modules, torch among them, in each one).
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
+
+
+def workers_for(count: int) -> int:
+    return max(1, min(os.cpu_count() or 1, -(-count // CHUNK)))
+
+
+def read_headers(paths: Sequence[str], max_pixels: int) -> list[tuple[int, int, str] | str]:
+    """Each file's (width, height, mode), or why it cannot be read, in the order given."""
+    chunks = [paths[i:i + CHUNK] for i in range(0, len(paths), CHUNK)]
+    if workers_for(len(paths)) == 1:
+        return [h for chunk in chunks for h in _headers(chunk, max_pixels)]
+    with _pool(workers_for(len(paths))) as pool:
+        return [h for part in pool.map(_headers, chunks, [max_pixels] * len(chunks)) for h in part]
+
+
+def decode_into(paths: Sequence[str], out_file: str, channels: int, size: int) -> list[tuple[str, str]]:
+    """Decode every file into the .npy array ``out_file`` (already created, one row per file);
+    returns the files that could not be decoded, with why."""
+    starts = list(range(0, len(paths), CHUNK))
+    args = ([paths[s:s + CHUNK] for s in starts], [out_file] * len(starts), starts,
+            [channels] * len(starts), [size] * len(starts))
+    if workers_for(len(paths)) == 1:
+        return [f for part in map(_decode, *args) for f in part]
+    with _pool(workers_for(len(paths))) as pool:
+        return [f for part in pool.map(_decode, *args) for f in part]

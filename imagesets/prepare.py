@@ -1,0 +1,250 @@
+"""Decode once, share everywhere: any data set -> a uint8 cache on disk, reused by later searches.
+
+``prepare`` turns a registered data set or a folder of images into arrays of one channel count and
+one size (``Decoded``), decoding only when the cache does not already hold them. The cache is keyed by
+the source files' names, sizes and modification times and by the options, is written into a temporary
+folder that is renamed into place when complete (a half-written cache is never read back), and is read
+back as memory maps. It lives in a folder the user chooses (``--cache-dir``), so a read-only data folder
+works.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from imagesets import decode
+from imagesets.folder import Listing, scan
+from imagesets.registry import DataError, Raw, get, is_registered
+
+CACHE_VERSION = 1  # bump when the cache's layout or the conversion changes
+MIN_SIZE, MAX_SIZE = 8, 512
+MAX_LISTED = 10  # bad files named in one error
+# A search holds its images about twice: the driver's splits and their copy in Ray's object store
+# (trial processes map that copy, they do not make their own).
+COPIES_HELD = 2
+MEMORY_SHARE = 0.8  # of the memory available now, what the images may take at most
+
+
+@dataclass
+class Decoded:
+    """A data set as every trial sees it: per split, uint8 images (N, C, S, S) and int64 labels."""
+
+    name: str  # the registered name, or the folder's name
+    source: str  # the registered name, or the folder's absolute path
+    class_names: tuple[str, ...]
+    channels: int
+    image_size: int
+    splits: dict[str, tuple[np.ndarray, np.ndarray]]  # train and test (when the source has one), val
+    mirror: bool  # a left-right flip keeps the class (augmentation may flip)
+    skipped: int  # files in a folder that were not images
+    cache: Path
+    from_cache: bool
+    seconds: float  # to prepare: decoding, or reading the cache
+
+    @property
+    def nbytes(self) -> int:
+        return sum(images.nbytes for images, _ in self.splits.values())
+
+
+def default_cache_dir() -> Path:
+    """``$SEARCH_CACHE_DIR``, else ``$XDG_CACHE_HOME/hpsearch``, else ``~/.cache/hpsearch``."""
+    if os.environ.get("SEARCH_CACHE_DIR"):
+        return Path(os.environ["SEARCH_CACHE_DIR"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hpsearch"
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
+    """``--data-dir`` if given, else ``$SEARCH_DATA_DIR``, else ``./data`` (where torchvision downloads)."""
+    chosen = data_dir or os.environ.get("SEARCH_DATA_DIR") or "data"
+    return Path(chosen).expanduser().resolve()
+
+
+def available_memory() -> int:
+    """Bytes of memory available now (Linux's MemAvailable), else the machine's total."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_memory(count: int, channels: int, size: int, what: str, available: int | None = None) -> None:
+    """Refuse, before anything is decoded or Ray starts, images that a search could not hold in memory,
+    naming their size and the ``--image-size`` that would fit."""
+    available = available_memory() if available is None else available
+    need = count * channels * size * size
+    budget = available * MEMORY_SHARE / COPIES_HELD
+    if need <= budget:
+        return
+    fits = int(math.isqrt(int(budget // max(count * channels, 1))))
+    advice = (f"pass --image-size {fits} (the largest that fits) or run on a machine with more memory"
+              if fits >= MIN_SIZE else "even at 8x8 it would not fit: run on a machine with more memory")
+    raise DataError(f"{what}: {count:,} images of {channels}x{size}x{size} take {need / 2**30:.1f} GiB decoded, and a "
+                    f"search holds them about {COPIES_HELD} times (its splits and Ray's object store); this machine "
+                    f"has {available / 2**30:.1f} GiB available. {advice}.")
+
+
+def prepare_options(image_size: int | None, channels: int | None) -> None:
+    """Refuse an ``--image-size`` or ``--channels`` that no data set can be prepared with."""
+    if image_size is not None and not MIN_SIZE <= image_size <= MAX_SIZE:
+        raise DataError(f"--image-size {image_size}: choose a size between {MIN_SIZE} and {MAX_SIZE} pixels")
+    if channels not in (None, 1, 3):
+        raise DataError(f"--channels {channels}: choose 1 (gray) or 3 (RGB)")
+
+
+def _key(parts: dict) -> str:
+    return hashlib.blake2b(json.dumps(parts, sort_keys=True).encode(), digest_size=10).hexdigest()
+
+
+def _file_stats(files) -> list[tuple[str, int, int]]:
+    out = []
+    for f in files:
+        st = os.stat(f)
+        out.append((os.path.abspath(f), st.st_size, st.st_mtime_ns))
+    return out
+
+
+def _read_cache(folder: Path) -> tuple[dict, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    meta = json.loads((folder / "meta.json").read_text())
+    splits = {s: (np.load(folder / f"{s}_images.npy", mmap_mode="r"), np.load(folder / f"{s}_labels.npy"))
+              for s in meta["splits"]}
+    return meta, splits
+
+
+def _commit(staging: Path, final: Path) -> None:
+    """Rename the complete staging folder into place; if another search got there first, keep its copy."""
+    try:
+        os.replace(staging, final)
+    except OSError:
+        if not (final / "meta.json").is_file():
+            raise
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _staging(cache_dir: Path, key: str) -> Path:
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{key}-", dir=cache_dir))
+    except OSError as e:
+        raise DataError(f"cache folder {cache_dir} is not writable ({e.strerror}); choose another with --cache-dir "
+                        "(or SEARCH_CACHE_DIR)") from None
+
+
+def prepare(dataset: str, data_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
+            image_size: int | None = None, channels: int | None = None, download: bool = True) -> Decoded:
+    """``dataset`` (a registered name, or a folder of images) decoded to uint8 (N, C, S, S) arrays, from
+    the cache when it holds them. ``image_size``/``channels`` force a size and a channel count (None:
+    the data's own; a folder of mixed sizes needs ``image_size``). Raises ``DataError`` naming what is
+    wrong and how to fix it."""
+    prepare_options(image_size, channels)
+    started = time.perf_counter()
+    cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    options = dict(version=CACHE_VERSION, image_size=image_size, channels=channels)
+    if is_registered(dataset):
+        spec = get(dataset)
+        root = resolve_data_dir(data_dir)
+        files = spec.locate(root, download)
+        name, source, mirror = spec.name, spec.name, spec.mirror
+        key = _key({**options, "source": name, "reader": spec.version, "files": _file_stats(files)})
+        fill = lambda staging: _from_raw(spec.read(root), staging, name, image_size, channels)  # noqa: E731
+    elif Path(dataset).expanduser().is_dir():
+        listing = scan(Path(dataset))
+        name, source, mirror = listing.root.name, str(listing.root), False
+        key = _key({**options, "source": source, "files": listing.stats()})
+        fill = lambda staging: _from_folder(listing, staging, image_size, channels)  # noqa: E731
+    else:
+        get(dataset)  # raises: neither registered nor a folder
+        raise AssertionError
+    final = cache_dir / f"{name}-{key}"
+    hit = (final / "meta.json").is_file()
+    if not hit:
+        staging = _staging(cache_dir, key)
+        try:
+            fill(staging)
+            _commit(staging, final)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    meta, splits = _read_cache(final)
+    count = sum(len(labels) for _, labels in splits.values())
+    check_memory(count, meta["channels"], meta["image_size"], name)
+    return Decoded(name, source, tuple(meta["class_names"]), meta["channels"], meta["image_size"], splits, mirror,
+                   meta["skipped"], final, hit, time.perf_counter() - started)
+
+
+def _write_meta(staging: Path, class_names, channels: int, size: int, splits, skipped: int = 0) -> None:
+    meta = dict(class_names=list(class_names), channels=channels, image_size=size, splits=list(splits),
+                skipped=skipped)
+    (staging / "meta.json").write_text(json.dumps(meta))  # written last: its presence marks a complete cache
+
+
+def _from_raw(raw: Raw, staging: Path, name: str, image_size: int | None, channels: int | None) -> None:
+    """A registered data set's arrays, converted and saved into ``staging``."""
+    first = next(iter(raw.splits.values()))[0]
+    native_channels = 1 if first.ndim == 3 else 3
+    if image_size is None and first.shape[1] != first.shape[2]:
+        raise DataError(f"{name}: its images are {first.shape[2]}x{first.shape[1]}, not square; pass --image-size N")
+    size = image_size or first.shape[1]
+    chosen = channels or native_channels
+    check_memory(sum(len(l) for _, l in raw.splits.values()), chosen, size, name)
+    for split, (images, labels) in raw.splits.items():
+        np.save(staging / f"{split}_images.npy", decode.conform_array(images, chosen, size))
+        np.save(staging / f"{split}_labels.npy", labels.astype(np.int64))
+    _write_meta(staging, raw.class_names, chosen, size, raw.splits)
+
+
+def _listed(failures: list[tuple[str, str]], root: Path) -> str:
+    shown = "; ".join(f"{os.path.relpath(p, root)} ({why})" for p, why in failures[:MAX_LISTED])
+    more = f" and {len(failures) - MAX_LISTED} more" if len(failures) > MAX_LISTED else ""
+    return shown + more
+
+
+def _choose_shape(listing: Listing, headers: list[tuple[int, int, str]], image_size: int | None,
+                  channels: int | None) -> tuple[int, int]:
+    """(channels, size): gray if every image is, one size if they all share one square size."""
+    chosen = channels or (1 if all(mode in decode.GRAY_MODES for _, _, mode in headers) else 3)
+    if image_size:
+        return chosen, image_size
+    sizes = sorted({(w, h) for w, h, _ in headers})
+    if len(sizes) == 1 and sizes[0][0] == sizes[0][1]:
+        return chosen, sizes[0][0]
+    examples = ", ".join(f"{w}x{h}" for w, h in sizes[:5]) + (" ..." if len(sizes) > 5 else "")
+    what = f"images of {len(sizes)} different sizes ({examples})" if len(sizes) > 1 else f"{examples} images (not square)"
+    raise DataError(f"{listing.root} holds {what}; pass --image-size N to resize every image to NxN once (smaller "
+                    "is faster to train, larger keeps more detail)")
+
+
+def _from_folder(listing: Listing, staging: Path, image_size: int | None, channels: int | None) -> None:
+    """Check every image's header, choose the channels and size, then decode them all into ``staging``."""
+    from PIL import Image
+
+    max_pixels = Image.MAX_IMAGE_PIXELS or float("inf")
+    order = [(split, path, label) for split, rows in listing.files.items() for path, label in rows]
+    headers = decode.read_headers([path for _, path, _ in order], max_pixels)
+    bad = [(path, h) for (_, path, _), h in zip(order, headers) if isinstance(h, str)]
+    if bad:
+        raise DataError(f"{listing.root}: {len(bad)} image file(s) cannot be read: {_listed(bad, listing.root)}. "
+                        "Remove or replace them")
+    chosen, size = _choose_shape(listing, headers, image_size, channels)
+    check_memory(len(order), chosen, size, str(listing.root))
+    failed = []
+    for split, rows in listing.files.items():
+        out = staging / f"{split}_images.npy"
+        np.lib.format.open_memmap(out, mode="w+", dtype=np.uint8, shape=(len(rows), chosen, size, size)).flush()
+        failed += decode.decode_into([path for path, _ in rows], str(out), chosen, size)
+        np.save(staging / f"{split}_labels.npy", np.array([label for _, label in rows], dtype=np.int64))
+    if failed:
+        raise DataError(f"{listing.root}: {len(failed)} image file(s) are damaged (their headers read, their pixels "
+                        f"do not): {_listed(failed, listing.root)}. Remove or replace them")
+    _write_meta(staging, listing.class_names, chosen, size, listing.files, len(listing.skipped))
