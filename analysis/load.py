@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 import dataclasses
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from analysis.schema import PREDICTION_COLUMNS, REPEAT_COLUMNS, SCHEMA_VERSION
+from analysis.schema import CLASS_COLUMNS, DATASET_FILE, PREDICTION_COLUMNS, REPEAT_COLUMNS, SCHEMA_VERSION
 
 TABLES = ("trials", "epochs", "finalists")
 
@@ -30,6 +31,10 @@ class Results:
     predictions: pd.DataFrame = dataclasses.field(default_factory=lambda: pd.DataFrame(columns=PREDICTION_COLUMNS))
     # The winners' repeat runs at other seeds (empty without --repeats).
     repeats: pd.DataFrame = dataclasses.field(default_factory=lambda: pd.DataFrame(columns=REPEAT_COLUMNS))
+    # Each experiment's classes (names, images per split; empty before schema version 5) and its
+    # dataset.json (what the data was, how it was split and normalized), by experiment.
+    classes: pd.DataFrame = dataclasses.field(default_factory=lambda: pd.DataFrame(columns=CLASS_COLUMNS))
+    datasets: dict[str, dict] = dataclasses.field(default_factory=dict)
 
     @property
     def groups(self) -> list[tuple[str, str]]:
@@ -68,8 +73,8 @@ def _optional(folder: Path, name: str, columns: list[str]) -> pd.DataFrame:
 
 
 def load_folder(folder: Path) -> tuple[pd.DataFrame, ...]:
-    """The tables of one experiment folder: trials, epochs, finalists, predictions and repeats (the
-    last two empty where it has none); all but ``trials`` gain ``experiment``."""
+    """The tables of one experiment folder: trials, epochs, finalists, predictions, repeats and classes
+    (the last three empty where it has none); all but ``trials`` gain ``experiment``."""
     if not folder.is_dir():
         raise AnalysisError(f"{folder} is not a folder" + _hint(folder.parent if folder.parent.is_dir() else folder))
     missing = [name for name in TABLES if not (folder / f"{name}.parquet").is_file()]
@@ -84,7 +89,14 @@ def load_folder(folder: Path) -> tuple[pd.DataFrame, ...]:
     finalists = finalists.assign(experiment=experiment)
     predictions = _optional(folder, "predictions", PREDICTION_COLUMNS).assign(experiment=experiment)
     repeats = _optional(folder, "repeats", REPEAT_COLUMNS).assign(experiment=experiment)
-    return trials, epochs, finalists, predictions, repeats
+    classes = _optional(folder, "classes", CLASS_COLUMNS).assign(experiment=experiment)
+    return trials, epochs, finalists, predictions, repeats, classes
+
+
+def dataset_record(folder: Path) -> dict:
+    """An experiment's dataset.json, or an empty record for results written before it existed."""
+    path = folder / DATASET_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def load(folders: Sequence[str | Path], models: Sequence[str] | None = None) -> Results:
@@ -99,8 +111,9 @@ def load(folders: Sequence[str | Path], models: Sequence[str] | None = None) -> 
     names = [str(part[0]["experiment"].iloc[0]) for part in parts]
     if len(set(names)) != len(names):
         raise AnalysisError(f"the same experiment was given twice ({', '.join(names)})")
-    trials, epochs, finalists, predictions, repeats = (pd.concat([p[i] for p in parts], ignore_index=True)
-                                                       for i in range(5))
+    trials, epochs, finalists, predictions, repeats, classes = (pd.concat([p[i] for p in parts], ignore_index=True)
+                                                                for i in range(6))
+    datasets = {name: dataset_record(path) for name, path in zip(names, paths)}
     if models:
         absent = sorted(set(models) - set(trials["model"]))
         if absent:
@@ -109,4 +122,4 @@ def load(folders: Sequence[str | Path], models: Sequence[str] | None = None) -> 
         trials, epochs, finalists, predictions, repeats = (t[t["model"].isin(models)] for t in
                                                            (trials, epochs, finalists, predictions, repeats))
     return Results(trials.reset_index(drop=True), epochs.reset_index(drop=True), finalists.reset_index(drop=True),
-                   paths, predictions.reset_index(drop=True), repeats.reset_index(drop=True))
+                   paths, predictions.reset_index(drop=True), repeats.reset_index(drop=True), classes, datasets)

@@ -90,3 +90,30 @@ def importance_plot(scores: dict[str, pd.Series], path: Path) -> Path:
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("importance (share)")
     return _save(fig, path)
+
+
+def confusion_plot(matrix, names: list[str], title: str, path: Path) -> Path:
+    """A confusion matrix with class names on both axes, each row scaled to the share of its true
+    class (so a small class reads as clearly as a large one), counts written in where they fit."""
+    import numpy as np
+
+    k = len(names)
+    shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    side = min(max(4.5, 0.45 * k + 2), 24)
+    fig, ax = plt.subplots(figsize=(side, side * 0.9))
+    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, fraction=0.046, label="share of the true class")
+    step = max(1, k // 40)  # at most about 40 names per axis stay legible
+    ticks = list(range(0, k, step))
+    ax.set_xticks(ticks, [names[i] for i in ticks], rotation=90 if k > 10 else 45, ha="right" if k <= 10 else "center")
+    ax.set_yticks(ticks, [names[i] for i in ticks])
+    if k <= 20:
+        for i in range(k):
+            for j in range(k):
+                if matrix[i, j]:
+                    ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7,
+                            color="white" if shares[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title)
+    return _save(fig, path)

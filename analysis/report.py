@@ -12,8 +12,8 @@ import pandas as pd
 from analysis import plots
 from analysis.efficiency import efficiency
 from analysis.load import Results
-from analysis.tables import (SIGNIFICANCE, at_common_budget, best_so_far, comparison, importance, paired_tests,
-                             pareto_fronts, rank, seed_tests, succeeded,
+from analysis.tables import (SIGNIFICANCE, at_common_budget, best_so_far, class_balance, comparison, confusion,
+                             importance, paired_tests, pareto_fronts, per_class, rank, seed_tests, succeeded,
                              winning_ranges)
 
 
@@ -51,6 +51,54 @@ def _overview(results: Results) -> list[str]:
                      f"{', '.join(map(str, group['seed'].unique()))}, ran on {devices}")
     lines += ["", "Validation numbers come from the split the search optimized; test numbers from one evaluation "
               "of each model's winner on the test split.", ""]
+    return lines
+
+
+def _data(results: Results, folder: Path) -> list[str]:
+    """What each experiment trained and tested on, and how its classes are spread over the splits."""
+    lines = []
+    for experiment, record in sorted(results.datasets.items()):
+        if not record:
+            continue
+        split = ("test carved from the training images" if record.get("test_carved") else "its own test split")
+        lines.append(f"- **{experiment}**: {record['name']} ({record['source']}): {record['num_classes']} classes, "
+                     f"{record['channels']}x{record['image_size']}x{record['image_size']} pixels, "
+                     f"{record['sizes']['train']:,} train / {record['sizes']['val']:,} val / {record['sizes']['test']:,} "
+                     f"test images ({split}; stratified, split seed {record['split_seed']}); normalized per channel "
+                     f"with mean {_floats(record['mean'])} and std {_floats(record['std'])} of the training split")
+    balance = class_balance(results)
+    if balance.empty:
+        return []
+    balance.to_csv(folder / "class_balance.csv", index=False)
+    results.classes.to_csv(folder / "classes.csv", index=False)
+    lines += ["", markdown_table(balance), "",
+              "`imbalance`: images of the largest class over the smallest (1 is balanced; above about 3, macro F1, "
+              "which weighs every class alike, says more than accuracy). Each class's count per split: `classes.csv`."]
+    return ["## The data", "", *lines, ""]
+
+
+def _floats(values) -> str:
+    return "(" + ", ".join(f"{v:.4f}" for v in values) + ")"
+
+
+def _per_class(results: Results, folder: Path) -> list[str]:
+    """Each tested winner's precision, recall and F1 per class, and its confusion matrix."""
+    table = per_class(results)
+    if table.empty:
+        return []
+    table.to_csv(folder / "per_class.csv", index=False)
+    lines = ["## Per class (each winner on the test split)", "",
+             "Precision, recall and F1 of every class (scikit-learn), the weakest classes first; every class is in "
+             "`per_class.csv`. Each confusion matrix's rows are the true classes, scaled to their share.", ""]
+    several = results.trials["experiment"].nunique() > 1
+    for (experiment, model), group in table.groupby(["experiment", "model"]):
+        title = f"{model} ({experiment})" if several else model
+        worst = group.sort_values(["f1", "class"]).head(10)
+        matrix, names = confusion(results, experiment, model)
+        image = f"confusion_{model}{'_' + experiment if several else ''}.png"
+        plots.confusion_plot(matrix, names, f"{title}: test split", folder / image)
+        lines += [f"### {title}", "", markdown_table(worst[["class", "name", "precision", "recall", "f1", "support"]]),
+                  "", f"![confusion matrix of {title}]({image})", ""]
     return lines
 
 
@@ -147,6 +195,7 @@ def _write(results: Results, folder: Path, metric: str, top_k: int, pool: bool =
     scores, budgets = _importances(results)
 
     lines = _overview(results)
+    lines += _data(results, folder)
     lines += _warnings(compare, results)
     lines += _efficiency(results, folder)
     lines += ["## Comparison of the models (winners on the test split)", "",
@@ -155,6 +204,7 @@ def _write(results: Results, folder: Path, metric: str, top_k: int, pool: bool =
     compare.to_csv(folder / "comparison.csv", index=False)
     compare.to_parquet(folder / "comparison.parquet", index=False)
     lines += _significance(results, folder)
+    lines += _per_class(results, folder)
 
     lines += [f"## Top {top_k} configurations per model (by {metric})", "",
               "Only hyperparameters that differ between a model's trials are shown. `low_budget` marks trials "

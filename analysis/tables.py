@@ -244,3 +244,57 @@ def seed_tests(repeats: pd.DataFrame) -> pd.DataFrame:
                              p_value=p, significant=p < SIGNIFICANCE))
     return pd.DataFrame(rows, columns=["experiment", "model_a", "model_b", "runs_a", "runs_b", "mean_a", "mean_b",
                                        "gap", "p_value", "significant"])
+
+
+def class_names(results: Results, experiment: str, count: int) -> list[str]:
+    """The experiment's class names (from classes.parquet), or the class indices for older results."""
+    rows = results.classes[results.classes["experiment"] == experiment].sort_values("class")
+    return rows["name"].astype(str).tolist() if len(rows) else [str(c) for c in range(count)]
+
+
+def _labels_of(results: Results, experiment: str, group: pd.DataFrame) -> list[int]:
+    rows = results.classes[results.classes["experiment"] == experiment]
+    top = int(max(group["label"].max(), group["predicted"].max())) + 1
+    return list(range(len(rows) if len(rows) else top))
+
+
+def per_class(results: Results) -> pd.DataFrame:
+    """Each tested winner's precision, recall and F1 per class on the test split (scikit-learn),
+    with the class's name and its number of test images (``support``)."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    frames = []
+    for (experiment, model), group in results.predictions.groupby(["experiment", "model"]):
+        labels = _labels_of(results, experiment, group)
+        precision, recall, f1, support = precision_recall_fscore_support(
+            group["label"], group["predicted"], labels=labels, zero_division=0)
+        frames.append(pd.DataFrame(dict(experiment=experiment, model=model, **{"class": labels},
+                                        name=class_names(results, experiment, len(labels)), precision=precision,
+                                        recall=recall, f1=f1, support=support)))
+    columns = ["experiment", "model", "class", "name", "precision", "recall", "f1", "support"]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+
+
+def confusion(results: Results, experiment: str, model: str) -> tuple[np.ndarray, list[str]]:
+    """The winner's confusion matrix on the test split (rows: true class, columns: predicted) and the
+    class names, from scikit-learn."""
+    from sklearn.metrics import confusion_matrix
+
+    p = results.predictions
+    group = p[(p["experiment"] == experiment) & (p["model"] == model)]
+    labels = _labels_of(results, experiment, group)
+    return confusion_matrix(group["label"], group["predicted"], labels=labels), class_names(results, experiment,
+                                                                                            len(labels))
+
+
+def class_balance(results: Results) -> pd.DataFrame:
+    """Per experiment and split: images, classes, and the largest class over the smallest (1 is
+    balanced), so an imbalanced data set is visible at a glance."""
+    rows = []
+    for experiment, group in results.classes.groupby("experiment"):
+        for split in ("train", "val", "test"):
+            counts = group[split].astype(int)
+            rows.append(dict(experiment=experiment, split=split, images=int(counts.sum()), classes=len(counts),
+                             smallest=int(counts.min()), largest=int(counts.max()),
+                             imbalance=float(counts.max() / counts.min()) if counts.min() > 0 else math.inf))
+    return pd.DataFrame(rows)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imagesets import decode
+from imagesets.decode import GRAY_MODES, conform_array, decode_into, read_headers
 from imagesets.folder import Listing, scan
 from imagesets.registry import DataError, Raw, get, is_registered
 
@@ -199,7 +199,7 @@ def _from_raw(raw: Raw, staging: Path, name: str, image_size: int | None, channe
     chosen = channels or native_channels
     check_memory(sum(len(l) for _, l in raw.splits.values()), chosen, size, name)
     for split, (images, labels) in raw.splits.items():
-        np.save(staging / f"{split}_images.npy", decode.conform_array(images, chosen, size))
+        np.save(staging / f"{split}_images.npy", conform_array(images, chosen, size))
         np.save(staging / f"{split}_labels.npy", labels.astype(np.int64))
     _write_meta(staging, raw.class_names, chosen, size, raw.splits)
 
@@ -213,7 +213,7 @@ def _listed(failures: list[tuple[str, str]], root: Path) -> str:
 def _choose_shape(listing: Listing, headers: list[tuple[int, int, str]], image_size: int | None,
                   channels: int | None) -> tuple[int, int]:
     """(channels, size): gray if every image is, one size if they all share one square size."""
-    chosen = channels or (1 if all(mode in decode.GRAY_MODES for _, _, mode in headers) else 3)
+    chosen = channels or (1 if all(mode in GRAY_MODES for _, _, mode in headers) else 3)
     if image_size:
         return chosen, image_size
     sizes = sorted({(w, h) for w, h, _ in headers})
@@ -231,7 +231,7 @@ def _from_folder(listing: Listing, staging: Path, image_size: int | None, channe
 
     max_pixels = Image.MAX_IMAGE_PIXELS or float("inf")
     order = [(split, path, label) for split, rows in listing.files.items() for path, label in rows]
-    headers = decode.read_headers([path for _, path, _ in order], max_pixels)
+    headers = read_headers([path for _, path, _ in order], max_pixels)
     bad = [(path, h) for (_, path, _), h in zip(order, headers) if isinstance(h, str)]
     if bad:
         raise DataError(f"{listing.root}: {len(bad)} image file(s) cannot be read: {_listed(bad, listing.root)}. "
@@ -242,7 +242,7 @@ def _from_folder(listing: Listing, staging: Path, image_size: int | None, channe
     for split, rows in listing.files.items():
         out = staging / f"{split}_images.npy"
         np.lib.format.open_memmap(out, mode="w+", dtype=np.uint8, shape=(len(rows), chosen, size, size)).flush()
-        failed += decode.decode_into([path for path, _ in rows], str(out), chosen, size)
+        failed += decode_into([path for path, _ in rows], str(out), chosen, size)
         np.save(staging / f"{split}_labels.npy", np.array([label for _, label in rows], dtype=np.int64))
     if failed:
         raise DataError(f"{listing.root}: {len(failed)} image file(s) are damaged (their headers read, their pixels "

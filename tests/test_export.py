@@ -100,7 +100,7 @@ def test_a_winner_that_cannot_be_tested_is_reported_and_the_others_still_are(tmp
     ])
     runtime = Runtime(torch.device("cpu"), mnist_small.info.mean, mnist_small.info.std)
     tested = evaluate_finalists(trials, {"c1": tmp_path / "c1", "v1": tmp_path / "v1"}, configs,
-                                mnist_small.test, runtime, 10)
+                                mnist_small.test, runtime, mnist_small.info.shape)
     table, predictions = tested.finalists, tested.predictions
     assert table["model"].tolist() == ["cnn"] and table["test_acc"].between(0, 1).all()
     assert list(tested.problems) == ["vit"] and "model.pt" in tested.problems["vit"]

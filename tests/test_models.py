@@ -1,4 +1,6 @@
-"""Every registered model, through the registry: builds, trains a step, and has a clean search space."""
+"""Every registered model, through the registry, on data of every shape the search supports (1 or 3
+channels, 8 to 224 pixels, 2 to 1,000 classes): builds, trains a step, and has a clean search space
+whose every draw builds."""
 
 from __future__ import annotations
 
@@ -13,52 +15,86 @@ from models.config import ConfigError, TrainConfig, split_config
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 ALL = models.names()
 PLAIN = (int, float, str, bool, type(None))
+MNIST = models.DataShape(1, 28, 10)
+SHAPES = [MNIST, models.DataShape(3, 32, 5), models.DataShape(1, 8, 10), models.DataShape(3, 48, 2)]
 
 
-def sampled_configs(name: str, n: int = 6) -> list[dict]:
-    """Configs drawn from the model's space by a seeded random sampler, plus its default. Models
-    fine-tuned from pretrained weights are sampled as ``--no-pretrained`` searches them (no weights
-    can be downloaded here; test_finetune.py covers loading them)."""
+def sampled_configs(name: str, shape: models.DataShape = MNIST, n: int = 6) -> list[dict]:
+    """Configs drawn from the model's space for data of ``shape`` by a seeded random sampler, plus its
+    default. Models fine-tuned from pretrained weights are sampled as ``--no-pretrained`` searches them
+    (no weights can be downloaded here; test_finetune.py covers loading them)."""
     spec = models.get(name)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    configs = [dict(spec.default_config)]
+    configs = [spec.defaults_for(shape)]
     if spec.pretrained_weights is not None:
         configs = [{**configs[0], **spec.scratch_config}]
     for _ in range(n):
         trial = study.ask()
         if spec.pretrained_weights is not None:
-            extra = space_with_pretrained(name, (False,), trial) or {}
+            extra = space_with_pretrained(name, (False,), trial, shape) or {}
         else:
-            extra = spec.space(trial) or {}
+            extra = spec.space(trial, shape) or {}
         configs.append({**trial.params, **extra})
     return configs
 
 
+def context(shape: models.DataShape) -> models.BuildContext:
+    return models.BuildContext(shape, mean=(0.5,) * shape.channels, std=(0.25,) * shape.channels)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("name", ALL)
-def test_training_step_and_predictions_through_the_task(name):
-    """Through its registry entry's task: a training loss every trainable parameter gets a gradient
-    from, and one predicted class and ten class scores per image."""
+def test_training_step_and_predictions_through_the_task(name, shape):
+    """Through its registry entry's task, on data of ``shape``: a training loss every trainable
+    parameter gets a gradient from, and one predicted class and K class scores per image."""
     spec = models.get(name)
-    for config in sampled_configs(name, n=3 if spec.task.rates else 6):
-        model = spec.build(config).train()
-        x, y = torch.randn(3, 1, 28, 28), torch.tensor([0, 4, 9])
+    k = shape.num_classes
+    for config in sampled_configs(name, shape, n=2 if spec.task.rates else 4):
+        model = spec.build(config, context(shape)).train()
+        x, y = torch.randn(3, shape.channels, shape.image_size, shape.image_size), torch.tensor([0, 1, k - 1])
         loss = spec.task.loss(model, x, y)
         assert loss.ndim == 0 and torch.isfinite(loss)
         loss.backward()
         assert all(p.grad is not None for p in model.parameters() if p.requires_grad), config
         with torch.no_grad():
             out = spec.task.predict(model.eval(), x)
-        assert out.logits.shape == (3, 10) and out.classes.shape == (3,)
-        assert ((out.classes >= 0) & (out.classes < 10)).all()
+        assert out.logits.shape == (3, k) and out.classes.shape == (3,)
+        assert ((out.classes >= 0) & (out.classes < k)).all()
         assert set(out.counts) == set(spec.task.rates)
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_search_space_gives_only_valid_constants(name):
+def test_the_default_builds_for_large_images_and_a_thousand_classes(name):
+    shape = models.DataShape(3, 224, 1000)
     spec = models.get(name)
-    for config in sampled_configs(name, n=20):
+    config = {**spec.defaults_for(shape), **(spec.scratch_config if spec.pretrained_weights is not None else {})}
+    with torch.no_grad():
+        out = spec.task.predict(spec.build(config, context(shape)).eval(), torch.randn(2, 3, 224, 224))
+    assert out.logits.shape == (2, 1000)
+
+
+@pytest.mark.parametrize("shape", SHAPES + [models.DataShape(3, 224, 1000)], ids=str)
+@pytest.mark.parametrize("name", ALL)
+def test_search_space_draws_only_what_builds_for_the_data(name, shape):
+    spec = models.get(name)
+    for config in sampled_configs(name, shape, n=20):
         assert all(isinstance(v, PLAIN) for v in config.values()), config
         split_config(config, spec.config_cls, name)  # validates every key and value
+        spec.check_fits(config, shape)  # and it builds for this size
+
+
+def test_the_spaces_adapt_to_the_size():
+    vit, cnn = models.get("vit"), models.get("cnn")
+    patch = lambda size: {c["patch_size"] for c in sampled_configs("vit", models.DataShape(1, size, 10), n=20)}
+    assert patch(28) == {4, 7} and patch(32) == {4, 8} and patch(8) == {1, 2}
+    assert vit.defaults_for(models.DataShape(3, 224, 10))["patch_size"] == 32
+    blocks = lambda size: {c["blocks"] for c in sampled_configs("cnn", models.DataShape(1, size, 10), n=30)}
+    assert blocks(28) == {1, 2, 3} and blocks(224) == {4} and max(blocks(8)) <= 3
+    with pytest.raises(ConfigError, match="cannot take 29x29.*--image-size 28 or 30"):
+        vit.defaults_for(models.DataShape(1, 29, 10))
+    with pytest.raises(ConfigError, match="patch_size=7 must divide the 32x32"):
+        vit.check_fits({**vit.default_config, "patch_size": 7}, models.DataShape(3, 32, 10))
+    assert cnn.defaults_for(models.DataShape(1, 64, 10))["blocks"] == 3
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -104,6 +140,8 @@ def test_cnn_that_shrinks_the_image_to_nothing_is_explained():
     cnn = models.get("cnn")
     with pytest.raises(ConfigError, match="shrinks a 28x28 image.*padding='same'"):
         cnn.build({"blocks": 4, "kernel_size": 7, "padding": "valid", "stride": 2})
+    with pytest.raises(ConfigError, match="shrinks a 8x8 image"):
+        cnn.check_fits({"blocks": 3, "stride": 2}, models.DataShape(1, 8, 10))
 
 
 def test_cnn_settings_change_the_network():

@@ -39,7 +39,7 @@ def test_missing_data_directory_is_explained(tmp_path, capsys):
 @pytest.mark.parametrize("flag,value,needle", [
     ("--num-samples", "0", "--num-samples must be positive"),
     ("--max-epochs", "-1", "--max-epochs must be positive"),
-    ("--dataset", "cifar", "unknown dataset 'cifar'"),
+    ("--dataset", "cifar", "unknown data set 'cifar': it is neither a registered name"),
     ("--train-size", "0", "--train-size must be positive"),
 ])
 def test_bad_numbers_and_names_are_refused(tmp_path, capsys, flag, value, needle):
@@ -51,7 +51,7 @@ def test_training_subset_larger_than_the_training_images_is_refused(tmp_path, da
     proc = search_command(capsys, "--model", "cnn", "--train-size", "56000", "--data-dir", str(data_dir),
                    "--storage-path", str(tmp_path))
     assert proc.returncode == 2
-    assert "--train-size 56000: only 55000 training images remain after the 5000 of --val-size" in proc.stderr
+    assert "--train-size 56000: only 55000 training images remain after the 5000 validation images" in proc.stderr
     assert not any(tmp_path.iterdir())
 
 
