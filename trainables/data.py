@@ -146,6 +146,17 @@ def channel_stats(images: np.ndarray, chunk: int = 8_192) -> tuple[tuple[float, 
     return tuple(round(float(m), 6) for m in mean), tuple(round(float(s), 6) for s in std)
 
 
+def check_class_sizes(decoded: Decoded, needed: int) -> None:
+    """Each class of the training images must give one image to each split carved from it."""
+    counts = np.bincount(decoded.splits["train"][1], minlength=len(decoded.class_names))
+    small = [(decoded.class_names[c], int(n)) for c, n in enumerate(counts) if n < needed]
+    if needed > 1 and small:
+        listed = ", ".join(f"{name!r} has only {n} image{'s' if n != 1 else ''}" for name, n in small)
+        carved = "the test and validation splits" if needed == 3 else "the validation split"
+        raise DataError(f"{decoded.source}: class {listed}: carving {carved} from the training images needs at least "
+                        f"{needed} per class (one for each split); add images or remove the class")
+
+
 def default_val_size(train_size: int, num_classes: int) -> int:
     return max(num_classes, min(DEFAULT_VAL_SIZE, round(VAL_SHARE * train_size)))
 
@@ -157,6 +168,7 @@ def carve(decoded: Decoded, val_size: int | None, split_seed: int) -> tuple[dict
     images, labels = decoded.splits["train"]
     parts = {}
     carved_test = "test" not in decoded.splits
+    check_class_sizes(decoded, 1 + carved_test + ("val" not in decoded.splits))
     if carved_test:
         test_idx, rest = stratified_split(labels, max(len(names), round(TEST_SHARE * len(labels))), split_seed,
                                           names, f"test (from {decoded.source})")

@@ -89,11 +89,19 @@ def check_memory(count: int, channels: int, size: int, what: str, available: int
     if need <= budget:
         return
     fits = int(math.isqrt(int(budget // max(count * channels, 1))))
-    advice = (f"pass --image-size {fits} (the largest that fits) or run on a machine with more memory"
-              if fits >= MIN_SIZE else "even at 8x8 it would not fit: run on a machine with more memory")
-    raise DataError(f"{what}: {count:,} images of {channels}x{size}x{size} take {need / 2**30:.1f} GiB decoded, and a "
-                    f"search holds them about {COPIES_HELD} times (its splits and Ray's object store); this machine "
-                    f"has {available / 2**30:.1f} GiB available. {advice}.")
+    advice = (f"Pass --image-size {fits} (the largest that fits) or run on a machine with more memory"
+              if fits >= MIN_SIZE else "Even at 8x8 they would not fit: run on a machine with more memory")
+    raise DataError(f"{what}: {count:,} images of {channels}x{size}x{size} take {_bytes(need)} decoded, and a search "
+                    f"holds them about {COPIES_HELD} times (its splits and Ray's object store); this machine has "
+                    f"{_bytes(available)} available. {advice}.")
+
+
+def _bytes(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1024
+    raise AssertionError
 
 
 def prepare_options(image_size: int | None, channels: int | None) -> None:
