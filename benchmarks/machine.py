@@ -15,3 +15,15 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def vector_extensions() -> list[str]:
+    """The CPU's vector extensions that decide torch's speed (AVX2, AVX-512, its BF16 and AMX), from
+    /proc/cpuinfo: hosts sold under one name differ in them."""
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+    try:
+        flags = next(line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return []
+    return [flag for flag in wanted if flag in flags]

@@ -40,12 +40,15 @@ def test_tpe_start_covers_the_first_wave_but_at_most_half_the_budget():
     assert startup_trials(16, slots=16) == 8
 
 
+def trial_data(data, seed: int = 0, train_size: int | None = None) -> TrialData:
+    return TrialData(data.train.subset(train_size), data.val, data.info.shape, data.info.mean, data.info.std, seed)
+
+
 def test_device_data_is_kept_for_the_same_data_and_replaced_for_other_data(mnist_small):
-    data = TrialData(mnist_small.train, mnist_small.val, 0.13, 0.31, 10, 0)
+    data = trial_data(mnist_small)
     first = DeviceData.get(data, torch.device("cpu"))
-    assert DeviceData.get(TrialData(mnist_small.train, mnist_small.val, 0.13, 0.31, 10, 1), torch.device("cpu"))[0] \
-        is first[0]  # same splits, other seed: same data
-    other = TrialData(mnist_small.train.subset(100), mnist_small.val, 0.13, 0.31, 10, 0)
+    assert DeviceData.get(trial_data(mnist_small, seed=1), torch.device("cpu"))[0] is first[0]  # same splits
+    other = trial_data(mnist_small, train_size=100)
     assert other.key != data.key
     assert len(DeviceData.get(other, torch.device("cpu"))[0]) == 100
     DeviceData.clear()
@@ -56,6 +59,17 @@ def local_ray():
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
+
+
+@pytest.mark.integration
+def test_the_splits_in_rays_object_store_are_mapped_not_copied(local_ray, mnist_small):
+    """Every trial process on a machine reads the one copy in shared memory (read-only) instead of
+    unpickling its own: with 8 trial processes, 8 times less memory for the images."""
+    ref = ray.put(trial_data(mnist_small))
+    first, second = ray.get(ref), ray.get(ref)  # as two trial processes would
+    assert first.train.images.data_ptr() == second.train.images.data_ptr()  # one copy, in shared memory
+    assert first.val.labels.data_ptr() == second.val.labels.data_ptr()
+    assert torch.equal(first.train.images, mnist_small.train.images) and first.shape == mnist_small.info.shape
 
 
 def run_trials(tmp_path, data: TrialData, lrs: list[float], name: str) -> pd.DataFrame:
@@ -71,7 +85,8 @@ def run_trials(tmp_path, data: TrialData, lrs: list[float], name: str) -> pd.Dat
 
 @pytest.mark.integration
 def test_a_trial_in_a_reused_process_gives_the_results_of_a_fresh_one(local_ray, tmp_path, mnist_small):
-    data = TrialData(mnist_small.train.subset(1024), mnist_small.val.subset(256), 0.1307, 0.3081, 10, seed=3)
+    data = TrialData(mnist_small.train.subset(1024), mnist_small.val.subset(256), mnist_small.info.shape,
+                     mnist_small.info.mean, mnist_small.info.std, seed=3)
     shared = run_trials(tmp_path, data, [0.02, 0.005], "shared")
     alone = run_trials(tmp_path, data, [0.005], "alone")
     second = shared[shared["lr"] == 0.005].reset_index(drop=True)

@@ -12,8 +12,8 @@ import torch
 import models
 from helpers import run_cli, search_command
 from models.config import ConfigError, TrainConfig
-from models.finetune import (IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD, FineTuneConfig, WeightsError, ensure_weights,
-                             first_conv_name, fold_rgb_conv, head_name, weights_file_name)
+from models.finetune import (IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD, IMAGENET_MEAN, IMAGENET_STD, FineTuneConfig,
+                             WeightsError, ensure_weights, first_conv_name, fold_rgb_conv, head_name, weights_file_name)
 from trainables.loop import make_optimizer
 
 FINE_TUNED = [name for name in models.names() if issubclass(models.get(name).config_cls, FineTuneConfig)]
@@ -56,6 +56,25 @@ def test_pretrained_weights_are_loaded_from_the_weights_folder(name, weights_dir
 
 
 @pytest.mark.parametrize("name", FINE_TUNED)
+def test_colour_data_keeps_the_pretrained_rgb_filters_and_gets_imagenet_normalized_input(name, weights_dir):
+    saved = torch.load(weights_dir / weights_file_name(models.get(name).pretrained_weights), weights_only=True)
+    shape = models.DataShape(channels=3, image_size=32, num_classes=7)
+    mean, std = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)  # CIFAR-like, per channel
+    model = models.get(name).build({"pretrained": True, "input_size": 64},
+                                   models.BuildContext(shape, mean, std, weights_dir=str(weights_dir)))
+    first = first_conv_name(model.net)
+    assert torch.equal(model.net.get_submodule(first).weight, saved[f"{first}.weight"])  # (out, 3, k, k), untouched
+    assert model.net.get_submodule(head_name(model.net)).out_features == 7
+    seen = {}
+    model.net.get_submodule(first).register_forward_pre_hook(lambda module, inputs: seen.update(x=inputs[0]))
+    pixel = torch.tensor([0.2, 0.5, 0.9])  # one colour everywhere, as the data set normalized it
+    x = ((pixel - torch.tensor(mean)) / torch.tensor(std)).view(1, 3, 1, 1).expand(2, 3, 32, 32)
+    assert model.eval()(x).shape == (2, 7)
+    imagenet = (pixel - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
+    assert torch.allclose(seen["x"][0, :, 5, 5], imagenet, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", FINE_TUNED)
 def test_missing_weights_name_the_file_the_folders_and_the_way_out(name, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
     weights = models.get(name).pretrained_weights
@@ -90,7 +109,7 @@ def test_folded_first_conv_equals_repeating_the_gray_channel():
 @pytest.mark.parametrize("name", FINE_TUNED)
 def test_input_is_resized_and_renormalized_on_the_way_in(name):
     size = models.get(name).config_cls().MIN_INPUT + 16
-    ctx = models.BuildContext(mean=0.1307, std=0.3081)
+    ctx = models.BuildContext(mean=(0.1307,), std=(0.3081,))
     model = models.get(name).build({"pretrained": False, "strategy": "all", "input_size": size}, ctx)
     seen = {}
 
