@@ -11,7 +11,7 @@ This package imports neither torch nor Ray: the command line checks a data set b
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +54,6 @@ class ImageSetSpec:
     description: str = ""
     mirror: bool = False
     version: str = "1"  # bump when the reader's output changes: old caches are then not reused
-    tags: dict[str, str] = field(default_factory=dict)
 
 
 _REGISTRY: dict[str, ImageSetSpec] = {}
