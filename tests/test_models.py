@@ -86,7 +86,7 @@ def test_search_space_draws_only_what_builds_for_the_data(name, shape):
 def test_the_spaces_adapt_to_the_size():
     vit, cnn = models.get("vit"), models.get("cnn")
     patch = lambda size: {c["patch_size"] for c in sampled_configs("vit", models.DataShape(1, size, 10), n=20)}
-    assert patch(28) == {4, 7} and patch(32) == {4, 8} and patch(8) == {1, 2}
+    assert patch(28) == {4, 7} and patch(32) == {4, 8} and patch(8) == {2} and patch(16) == {2, 4}
     assert vit.defaults_for(models.DataShape(3, 224, 10))["patch_size"] == 32
     blocks = lambda size: {c["blocks"] for c in sampled_configs("cnn", models.DataShape(1, size, 10), n=30)}
     assert blocks(28) == {1, 2, 3} and blocks(224) == {4} and max(blocks(8)) <= 3
