@@ -4,17 +4,20 @@ There is no official test split: it is carved, stratified, with the search's spl
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
 
-from imagesets.registry import ImageSetSpec, Raw, register
+from imagesets.registry import DataError, ImageSetSpec, Raw, register
 
 
 def locate(root: Path, download: bool) -> list[Path]:
-    import sklearn.datasets
-
-    return [Path(sklearn.datasets.__file__).parent / "data" / "digits.csv.gz"]
+    # Found without importing scikit-learn (most of a second): the cache is keyed by this file.
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or spec.origin is None:
+        raise DataError("digits: scikit-learn is not installed (pip install scikit-learn)")
+    return [Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"]
 
 
 def read(root: Path) -> Raw:

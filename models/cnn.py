@@ -140,7 +140,7 @@ def space(trial: Any, shape: DataShape) -> dict[str, Any] | None:
     trial.suggest_float("dropout", 0.0, 0.5)
     suggest_optimizer(trial, {"adam": (1e-4, 3e-2), "adamw": (1e-4, 3e-2), "sgd": (1e-3, 0.3)}, momentum=(0.8, 0.99))
     trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True)
-    trial.suggest_categorical("batch_size", [64, 128, 256, 512])
+    trial.suggest_categorical("batch_size", shape.batch_sizes([64, 128, 256, 512]))
     trial.suggest_categorical("schedule", ["constant", "cosine", "onecycle"])
     trial.suggest_float("label_smoothing", 0.0, 0.2)
     trial.suggest_categorical("augment", [True, False])

@@ -37,7 +37,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 
 from models.config import check, choice, from_flat, suggest_optimizer
 from models.finetune import ensure_weights, torchvision_cache
-from models.registry import BuildContext, Config, ModelSpec, register
+from models.registry import BuildContext, Config, DataShape, ModelSpec, register
 from models.task import Predictions, Task
 
 DIGIT_THRESHOLD = 0.2  # intensity in [0, 1] above which a pixel belongs to the digit's box
@@ -231,7 +231,7 @@ def build(config: Config, ctx: BuildContext = BuildContext()) -> nn.Module:
     return ObjectDetector(net, ctx)
 
 
-def space(trial: Any, shape: Any) -> dict[str, Any]:
+def space(trial: Any, shape: DataShape) -> dict[str, Any]:
     """Suggestions only."""
     constants: dict[str, Any] = {"schedule": "cosine"}
     trial.suggest_categorical("backbone", list(BACKBONES))
@@ -240,7 +240,7 @@ def space(trial: Any, shape: Any) -> dict[str, Any]:
         trial.suggest_int("trainable_backbone_layers", 0, 5)
     suggest_optimizer(trial, {"sgd": (2e-3, 5e-2), "adamw": (2e-5, 1e-3)}, momentum=(0.8, 0.95))
     trial.suggest_float("weight_decay", 1e-6, 1e-3, log=True)
-    trial.suggest_categorical("batch_size", [16, 32, 64])
+    trial.suggest_categorical("batch_size", shape.batch_sizes([16, 32, 64]))
     trial.suggest_categorical("warmup_epochs", [0.0, 0.5])
     trial.suggest_categorical("rpn_batch_size_per_image", [64, 128, 256])
     trial.suggest_categorical("box_batch_size_per_image", [32, 64, 128])

@@ -231,7 +231,7 @@ def finetune_space(trial: Any, shape: DataShape, input_sizes: list[int]) -> dict
         trial.suggest_float("backbone_lr_mult", 0.01, 0.3, log=True)
     suggest_optimizer(trial, {"adamw": (1e-5, 1e-3), "sgd": (1e-3, 5e-2)})
     trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True)
-    trial.suggest_categorical("batch_size", [64, 128, 256])
+    trial.suggest_categorical("batch_size", shape.batch_sizes([64, 128, 256]))
     trial.suggest_float("classifier_dropout", 0.0, 0.6)
     trial.suggest_categorical("warmup_epochs", [0.0, 0.5, 1.0])
     trial.suggest_categorical("input_size", input_sizes + ([224] if shape.image_size > max(input_sizes) else []))

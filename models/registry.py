@@ -19,17 +19,30 @@ from models.task import CLASSIFICATION, Task
 Config = Mapping[str, Any]
 
 
+MIN_STEPS = 16  # training steps an epoch at the least: fewer, and the first rungs judge barely trained models
+
+
 @dataclass(frozen=True)
 class DataShape:
     """What a model is fed and must predict: (B, channels, image_size, image_size) batches, num_classes
-    classes. Builders and search spaces read it here, never from a constant (the default is MNIST's)."""
+    classes. Builders and search spaces read it here, never from a constant (the default is MNIST's).
+    ``train_images`` (when known) sizes the batches a space offers (``batch_sizes``)."""
 
     channels: int = 1
     image_size: int = 28
     num_classes: int = 10
+    train_images: int | None = None
 
     def __str__(self) -> str:
         return f"{self.channels}x{self.image_size}x{self.image_size} images, {self.num_classes} classes"
+
+    def batch_sizes(self, choices: list[int]) -> list[int]:
+        """The ``choices`` that still give an epoch ``MIN_STEPS`` steps on the training images; where none
+        does (a small data set), the largest power of two that does. All of them when the size is unknown."""
+        if not self.train_images:
+            return list(choices)
+        most = max(1, self.train_images // MIN_STEPS)
+        return [c for c in choices if c <= most] or [1 << (most.bit_length() - 1)]
 
 
 @dataclass(frozen=True)
@@ -116,8 +129,12 @@ class ModelSpec:
     task: Task = CLASSIFICATION
 
     def defaults_for(self, shape: DataShape) -> dict[str, Any]:
-        """``default_config`` made to build for data of ``shape``; raises ``ConfigError`` if nothing can."""
-        return {**self.default_config, **(self.adapt(shape) if self.adapt else {})}
+        """``default_config`` made to build for data of ``shape`` (and its batches small enough for a small
+        data set); raises ``ConfigError`` if nothing can."""
+        config = {**self.default_config, **(self.adapt(shape) if self.adapt else {})}
+        if "batch_size" in config:
+            config["batch_size"] = shape.batch_sizes([config["batch_size"]])[0]
+        return config
 
     def check_fits(self, config: Config, shape: DataShape) -> None:
         """Raise ``ConfigError`` if ``config`` cannot build for data of ``shape``."""

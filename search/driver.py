@@ -20,6 +20,7 @@ from search.export import (TrialRecord, classes_table, epochs_table, record_from
                            write_atomic, write_dataset_record)
 from analysis.schema import succeeded
 from search.finalists import evaluate_finalists, test_runs
+from search.progress import Progress
 from search.repeats import FixedConfigs, repeat_configs, repeats_table, with_repeat_statistics
 from search.settings import COMMAND_FILE, Settings
 from trainables.data import Dataset
@@ -86,7 +87,7 @@ def monitoring_help(settings: Settings, dashboard_url: str | None) -> str:
 
 def make_trainable(settings: Settings, data: Dataset):
     """The training function with its data and per-model resources attached."""
-    trial_data = TrialData(data.train, data.val, data.info.shape, data.info.mean, data.info.std, settings.seed,
+    trial_data = TrialData(data.train, data.val, data.shape, data.info.mean, data.info.std, settings.seed,
                            amp=settings.amp, channels_last=settings.channels_last, weights_dir=settings.weights_dir,
                            mirror=data.info.mirror)
     function = tune.with_resources(
@@ -176,22 +177,24 @@ def test_runtime(settings: Settings, data: Dataset) -> Runtime:
                    mirror=data.info.mirror)
 
 
-def export(settings: Settings, data: Dataset, results: tune.ResultGrid,
-           slots: int) -> tuple[dict[str, pd.DataFrame], dict[str, str], dict[str, dict]]:
+def export(settings: Settings, data: Dataset, results: tune.ResultGrid, slots: int,
+           progress: Progress) -> tuple[dict[str, pd.DataFrame], dict[str, str], dict[str, dict]]:
     """Write trials and epochs, then test each model's winner once and write finalists and their
     test predictions (each file atomically). Returns the tables, per model whose winner could not
     be tested why, and every trial's configuration."""
-    records = [record_from_result(r) for r in results]
-    trials = trials_table(records, settings.name, data.info.name, settings.seed,
-                          search=dict(slots=slots, search_started_at=settings.started_at))
-    tables = {"trials": trials, "epochs": epochs_table(records), "classes": classes_table(data)}
-    write_dataset_record(data, settings.folder)
-    write_atomic(tables, settings.folder)  # the search's record is safe before any finalist is built
+    with progress.step(f"Writing trials.parquet, epochs.parquet and classes.parquet to {settings.folder}"):
+        records = [record_from_result(r) for r in results]
+        trials = trials_table(records, settings.name, data.info.name, settings.seed,
+                              search=dict(slots=slots, search_started_at=settings.started_at))
+        tables = {"trials": trials, "epochs": epochs_table(records), "classes": classes_table(data)}
+        write_dataset_record(data, settings.folder)
+        write_atomic(tables, settings.folder)  # the search's record is safe before any finalist is built
     configs = {rec.trial_id: rec.config for rec in records}
-    tested = evaluate_finalists(trials, best_checkpoints(records, results), configs, data.test, test_runtime(settings, data),
-                                data.info.shape, settings.weights_dir)
-    tables.update(finalists=tested.finalists, predictions=tested.predictions)
-    write_atomic({"finalists": tested.finalists, "predictions": tested.predictions}, settings.folder)
+    with progress.step("Testing each model's winner once on the test split"):
+        tested = evaluate_finalists(trials, best_checkpoints(records, results), configs, data.test,
+                                    test_runtime(settings, data), data.info.shape, settings.weights_dir, progress.say)
+        tables.update(finalists=tested.finalists, predictions=tested.predictions)
+        write_atomic({"finalists": tested.finalists, "predictions": tested.predictions}, settings.folder)
     return tables, tested.problems, configs
 
 
@@ -199,7 +202,7 @@ REPEATS_DIR = "repeats"  # the repeats' Tune experiment, inside the search's fol
 
 
 def run_repeats(settings: Settings, data: Dataset, finalists: pd.DataFrame, configs: dict[str, dict],
-                slots: tuple[int, dict[str, int]]) -> dict[str, pd.DataFrame]:
+                slots: tuple[int, dict[str, int]], progress: Progress) -> dict[str, pd.DataFrame]:
     """Train each tested winner's configuration ``settings.repeats`` more times at other seeds (one
     Tune experiment, packed like the search, no early stopping), test each run once, and write
     ``repeats.parquet`` and the finalists with the runs' statistics."""
@@ -213,12 +216,14 @@ def run_repeats(settings: Settings, data: Dataset, finalists: pd.DataFrame, conf
             trial_dirname_creator=trial_dirname),
         run_config=run_config(settings, REPEATS_DIR, settings.tune_folder),
     )
-    results = tuner.fit()
+    with progress.step(f"Repeats: {settings.repeats} more run(s) of each of {len(finalists)} winner(s) at other seeds"):
+        results = tuner.fit()
     records = [record_from_result(r) for r in results]
     runs = trials_table(records, settings.name, data.info.name, settings.seed)
     run_configs = {rec.trial_id: rec.config for rec in records}
-    tested = test_runs(succeeded(runs), best_checkpoints(records, results), run_configs, data.test,
-                       test_runtime(settings, data), data.info.shape, settings.weights_dir)
+    with progress.step("Testing each repeat once on the test split"):
+        tested = test_runs(succeeded(runs), best_checkpoints(records, results), run_configs, data.test,
+                           test_runtime(settings, data), data.info.shape, settings.weights_dir, progress.say)
     for model, reason in sorted(tested.problems.items()):
         print(f"warning: a repeat of {model} could not be tested: {reason}")
     repeats = repeats_table(tested.finalists, run_configs)
@@ -234,13 +239,15 @@ def missing_trials(plans: list[ModelPlan], trials: pd.DataFrame) -> dict[str, tu
             if int(counts.get(p.name, 0)) < p.num_samples}
 
 
-def write_analysis(folder: Path) -> str:
+def write_analysis(folder: Path, progress: Progress) -> str:
     """The analysis report of this search; a failure here never costs the exported results."""
     from analysis.load import load
     from analysis.report import write_report
 
     try:
-        return f"Report:  {write_report(load([folder]), folder / 'report')}"
+        with progress.step(f"Writing the report to {folder / 'report'}"):
+            path = write_report(load([folder]), folder / "report")
+        return f"Report:  {path}"
     except Exception as e:  # the Parquet files are already complete; say what went wrong and move on
         return f"warning: the report could not be written ({type(e).__name__}: {e}); " \
                f"retry with: python -m analysis {folder}"
@@ -270,6 +277,7 @@ def tuner_for(settings: Settings, data: Dataset, slots: tuple[int, dict[str, int
 
 def run_search(settings: Settings, data: Dataset) -> int:
     """Run the search and export it; non-zero if a model had no successful trial."""
+    progress = Progress(quiet=settings.verbose == 0)
     start_ray(settings)
     try:
         slots = search_slots(settings)
@@ -277,15 +285,15 @@ def run_search(settings: Settings, data: Dataset) -> int:
               + ", ".join(f"{name} {n}" for name, n in slots[1].items()) + " by the resources"
               + (f", --max-concurrent {settings.max_concurrent}" if settings.max_concurrent else "") + ")")
         results = tuner_for(settings, data, slots).fit()
-        tables, untested, configs = export(settings, data, results, slots[0])
+        tables, untested, configs = export(settings, data, results, slots[0], progress)
         if settings.repeats and len(tables["finalists"]):
-            tables.update(run_repeats(settings, data, tables["finalists"], configs, slots))
+            tables.update(run_repeats(settings, data, tables["finalists"], configs, slots, progress))
     finally:
         ray.shutdown()
     print()
     print(leaderboard(tables["trials"], tables["finalists"]))
     print(f"\nResults: {Path(settings.folder)}/{{{','.join(tables)}}}.parquet")
-    print(write_analysis(settings.folder))
+    print(write_analysis(settings.folder, progress))
     if settings.remote:
         storage.upload(settings.folder, settings.tune_folder)  # complete local files, then each uploaded
         print(f"Uploaded to {settings.tune_folder}")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +46,7 @@ def evaluate_finalists(
     runtime: Runtime,
     shape: models.DataShape,
     weights_dir: str | None = None,
+    say: Callable[[str], None] = lambda line: None,
 ) -> Tested:
     """Test loss, accuracy and macro F1 of each model's winner, from its best checkpoint, with its
     prediction for every test image; and, per model whose winner could not be tested, the reason
@@ -54,22 +56,29 @@ def evaluate_finalists(
     ``weights_dir`` is the search's: a model whose pretrained architecture is built from its weights
     file (Faster R-CNN) needs that file again to be rebuilt.
     """
-    return test_runs(pick_winners(trials), checkpoints, configs, test, runtime, shape, weights_dir)
+    return test_runs(pick_winners(trials), checkpoints, configs, test, runtime, shape, weights_dir, say)
 
 
 def test_runs(runs: pd.DataFrame, checkpoints: Mapping[str, Any], configs: Mapping[str, dict[str, Any]],
-              test: Split, runtime: Runtime, shape: models.DataShape, weights_dir: str | None = None) -> Tested:
+              test: Split, runtime: Runtime, shape: models.DataShape, weights_dir: str | None = None,
+              say: Callable[[str], None] = lambda line: None) -> Tested:
     """Test each run (a row of a trials table: a search's winner, or a repeat of one) once, from its
-    best checkpoint; a run that cannot be tested is reported by model and the others still are."""
+    best checkpoint; a run that cannot be tested is reported by model and the others still are.
+    ``say`` gets a line as each run's test starts and ends (a detector's can take minutes on a CPU)."""
     rows, predictions, problems = [], [], {}
     test = test.to(runtime.device)
     labels = test.labels.cpu().numpy()
     for _, winner in runs.iterrows():
+        started = time.perf_counter()
+        say(f"  {winner['model']} ({winner['trial_id']}): testing on {len(labels):,} images ...")
         try:
             row, predicted = _test_winner(winner, checkpoints, configs, test, runtime, shape, weights_dir)
         except Exception as e:  # one model's winner failing must not cost the others' test
             problems[winner["model"]] = f"{type(e).__name__}: {e}"
+            say(f"  {winner['model']} ({winner['trial_id']}): could not be tested ({type(e).__name__})")
             continue
+        say(f"  {winner['model']} ({winner['trial_id']}): test accuracy {row['test_acc']:.4f}, macro F1 "
+            f"{row['test_f1']:.4f} ({time.perf_counter() - started:.1f} s)")
         rows.append(row)
         predictions.append(pd.DataFrame({"model": row["model"], "trial_id": row["trial_id"],
                                          "index": np.arange(len(labels)), "label": labels, "predicted": predicted}))

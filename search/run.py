@@ -181,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         data = load_dataset(settings.dataset, settings.data_dir, settings.val_size, limit=settings.limit,
                             image_size=settings.image_size, channels=settings.channels, cache_dir=settings.cache_dir)
         print(describe_data(data))
-        settings = fit_to_data(settings, data.info.shape)
+        settings = fit_to_data(settings, data.shape)
         if args.train_size and data.full_sizes["train"] < args.train_size:
             raise UsageError(f"--train-size {args.train_size}: only {data.full_sizes['train']} training images remain "
                              f"after the {data.full_sizes['val']} validation images; ask for fewer")

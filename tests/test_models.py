@@ -97,6 +97,16 @@ def test_the_spaces_adapt_to_the_size():
     assert cnn.defaults_for(models.DataShape(1, 64, 10))["blocks"] == 3
 
 
+def test_a_small_data_set_is_searched_with_small_batches():
+    """At least 16 steps an epoch: on 1,300 images a batch of 512 would give ASHA's first rung 3 steps."""
+    small, mnist = models.DataShape(1, 8, 10, train_images=1_300), models.DataShape(1, 28, 10, train_images=55_000)
+    batches = lambda name, shape: {c["batch_size"] for c in sampled_configs(name, shape, n=20)}
+    assert batches("cnn", small) == {64} and batches("vit", small) == {64}
+    assert batches("cnn", mnist) == {64, 128, 256, 512}
+    assert models.get("vit").defaults_for(small)["batch_size"] == 64
+    assert models.get("cnn").defaults_for(mnist)["batch_size"] == 256
+
+
 @pytest.mark.parametrize("name", ALL)
 def test_default_config_is_complete_and_valid(name):
     spec = models.get(name)

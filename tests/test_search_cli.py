@@ -103,6 +103,12 @@ def test_smoke_search_end_to_end(tmp_path, data_dir):
         assert (own["trial_id"] == winner.trial_id).all()
         assert (own["label"] == own["predicted"]).mean() == pytest.approx(winner.test_acc)
 
+    # Every step after the trials says when it starts and ends; each winner's test has its own lines.
+    for step in ("Writing trials.parquet, epochs.parquet and classes.parquet", "Testing each model's winner once",
+                 "Writing the report"):
+        assert step in proc.stdout and "done in" in proc.stdout[proc.stdout.index(step):]
+    assert "  cnn (" in proc.stdout and "testing on 1,024 images ..." in proc.stdout
+    assert "test accuracy" in proc.stdout
     board = proc.stdout[proc.stdout.index("test_acc"):]  # the leaderboard
     assert "\ncnn " in board and "\nvit " in board
     assert not list(folder.glob(".*.tmp")), "no temporary export files may be left behind"

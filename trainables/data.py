@@ -9,6 +9,7 @@ instead of going through a per-sample ``DataLoader``.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -99,6 +100,11 @@ class Dataset:
     val: Split
     test: Split
     full_sizes: dict[str, int] = field(default_factory=dict)  # each split's size before --train-size/--smoke caps
+
+    @property
+    def shape(self) -> DataShape:
+        """The data's shape, with the number of images each trial trains on."""
+        return dataclasses.replace(self.info.shape, train_images=len(self.train))
 
     def class_counts(self) -> dict[str, list[int]]:
         """Per split, the number of images of each class (what the searched and tested splits hold)."""

@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         spec = models.get(args.model)
         data = load_dataset(args.dataset, args.data_dir, limit=(args.limit, None, None), image_size=args.image_size,
                             cache_dir=args.cache_dir)
-        config = spec.defaults_for(data.info.shape)
+        config = spec.defaults_for(data.shape)
         if args.no_pretrained and spec.pretrained_weights is not None:
             config.update(spec.scratch_config)
         config.update(parse_sets(args.set))

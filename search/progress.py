@@ -1,0 +1,35 @@
+"""What a long step after the trials is doing: a line when it starts and one when it ends.
+
+Tune's own table shows the trials; after them come steps that take from seconds to minutes (testing
+each winner, the repeats, writing the exports and the report), and a user should see each of them.
+``--verbose 0`` silences these lines as it silences Tune's table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+
+
+class Progress:
+    """Prints step lines unless ``quiet``."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+
+    def say(self, line: str) -> None:
+        if not self.quiet:
+            print(line, flush=True)
+
+    @contextlib.contextmanager
+    def step(self, what: str) -> Iterator[None]:
+        """``what ...`` now, ``what: done in N s`` when the block ends (or ``failed after`` if it raises)."""
+        started = time.perf_counter()
+        self.say(f"{what} ...")
+        try:
+            yield
+        except BaseException:
+            self.say(f"{what}: failed after {time.perf_counter() - started:.1f} s")
+            raise
+        self.say(f"{what}: done in {time.perf_counter() - started:.1f} s")
