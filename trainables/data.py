@@ -137,18 +137,20 @@ def stratified_split(labels: np.ndarray, size: int, seed: int, class_names: tupl
     return rng.permutation(np.concatenate(held)), rng.permutation(np.concatenate(rest))
 
 
-def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and standard deviation of uint8 (N, C, H, W) images scaled to [0, 1], exact,
-    from each channel's histogram of the 256 levels (one counting pass, no float copy of the images)."""
-    levels = np.arange(256) / 255.0
-    means, stds = [], []
-    for c in range(images.shape[1]):
-        counts = np.bincount(np.ascontiguousarray(images[:, c]).ravel(), minlength=256)
-        mean = counts @ levels / counts.sum()
-        std = np.sqrt(max(counts @ (levels - mean) ** 2 / counts.sum(), 0.0))
-        means.append(round(float(mean), 6))
-        stds.append(round(float(std), 6) if std > 0 else 1.0)  # a constant channel: nothing to scale
-    return tuple(means), tuple(stds)
+def channel_stats(images: np.ndarray, chunk: int = 4_096) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation of uint8 (N, C, H, W) images scaled to [0, 1]: sums and
+    sums of squares per chunk in torch (vectorized, every core), accumulated in float64."""
+    total = torch.zeros(images.shape[1], dtype=torch.float64)
+    squares = torch.zeros(images.shape[1], dtype=torch.float64)
+    for start in range(0, len(images), chunk):
+        x = _tensor(np.ascontiguousarray(images[start:start + chunk])).float().div_(255.0)
+        total += x.sum(dim=(0, 2, 3)).double()
+        squares += x.square_().sum(dim=(0, 2, 3)).double()
+    n = len(images) * images.shape[2] * images.shape[3]
+    mean = total / n
+    std = (squares / n - mean ** 2).clamp_min(0.0).sqrt()
+    std = torch.where(std > 0, std, torch.ones_like(std))  # a constant channel: nothing to scale
+    return tuple(round(float(m), 6) for m in mean), tuple(round(float(v), 6) for v in std)
 
 
 def check_class_sizes(decoded: Decoded, needed: int) -> None:
@@ -168,30 +170,31 @@ def default_val_size(train_size: int, num_classes: int) -> int:
 
 def carve(decoded: Decoded, val_size: int | None, split_seed: int) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], bool]:
     """Train, validation and test arrays: the test split carved first where the data set has none,
-    then validation from what remains (``val_size`` images, or the data set's own ``val`` split)."""
+    then validation from what remains (``val_size`` images, or the data set's own ``val`` split).
+    Indices are worked out first and each split copied out of the (memory-mapped) images once."""
     names = decoded.class_names
     images, labels = decoded.splits["train"]
-    parts = {}
     carved_test = "test" not in decoded.splits
     check_class_sizes(decoded, 1 + carved_test + ("val" not in decoded.splits))
+    pool, index = np.arange(len(labels)), {}
     if carved_test:
         test_idx, rest = stratified_split(labels, max(len(names), round(TEST_SHARE * len(labels))), split_seed,
                                           names, f"test (from {decoded.source})")
-        parts["test"] = (images[np.sort(test_idx)], labels[np.sort(test_idx)])
-        images, labels = images[np.sort(rest)], labels[np.sort(rest)]
-    else:
-        parts["test"] = (np.array(decoded.splits["test"][0]), decoded.splits["test"][1])
+        index["test"], pool = np.sort(test_idx), np.sort(rest)
     if "val" in decoded.splits:
-        parts["val"] = (np.array(decoded.splits["val"][0]), decoded.splits["val"][1])
-        parts["train"] = (np.array(images), labels)
-        return parts, carved_test
-    size = val_size or default_val_size(len(labels), len(names))
-    if not 0 < size < len(labels):
-        raise DataError(f"--val-size {size}: the training split of {decoded.name} has {len(labels)} images; "
-                        f"choose between 1 and {len(labels) - 1}")
-    val_idx, train_idx = stratified_split(labels, size, split_seed + 1, names, f"validation (from {decoded.source})")
-    parts["val"] = (images[val_idx], labels[val_idx])
-    parts["train"] = (images[train_idx], labels[train_idx])
+        index["train"] = pool
+    else:
+        size = val_size or default_val_size(len(pool), len(names))
+        if not 0 < size < len(pool):
+            raise DataError(f"--val-size {size}: the training split of {decoded.name} has {len(pool)} images; "
+                            f"choose between 1 and {len(pool) - 1}")
+        val_idx, train_idx = stratified_split(labels[pool], size, split_seed + 1, names,
+                                              f"validation (from {decoded.source})")
+        index["val"], index["train"] = pool[val_idx], pool[train_idx]
+    parts = {split: (images[i], labels[i]) for split, i in index.items()}
+    for split in ("test", "val"):
+        if split not in parts:  # the data set's own
+            parts[split] = (np.array(decoded.splits[split][0]), decoded.splits[split][1])
     return parts, carved_test
 
 
