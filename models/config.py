@@ -109,6 +109,9 @@ class TrainConfig:
     augment: bool = False
     epochs: int = 3
     seed: int = 0  # initialization and batch order; the search sets its --seed (a winner's repeats, others)
+    # Train each epoch on the first N images of the training split only (0: all of them). --smoke pins it
+    # for the models whose epochs cost minutes on a CPU; it is recorded with every trial like any setting.
+    max_train_images: int = 0
 
     def __post_init__(self) -> None:
         choice("optimizer", self.optimizer, ("adam", "adamw", "sgd"))
@@ -121,6 +124,7 @@ class TrainConfig:
         check(self.warmup_epochs >= 0, f"warmup_epochs={self.warmup_epochs} must not be negative")
         check(0 <= self.label_smoothing < 1, f"label_smoothing={self.label_smoothing} must be in [0, 1)")
         check(self.epochs >= 1, f"epochs={self.epochs} must be at least 1")
+        check(self.max_train_images >= 0, f"max_train_images={self.max_train_images} must be 0 (all) or a number of images")
 
 
 def split_config(flat: Mapping[str, Any], model_config_cls: type, model: str) -> TrainConfig:

@@ -37,7 +37,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 
 from models.config import check, choice, from_flat, suggest_optimizer
 from models.finetune import ensure_weights, torchvision_cache
-from models.registry import BuildContext, Config, DataShape, ModelSpec, register
+from models.registry import SMOKE_TRAIN_IMAGES, BuildContext, Config, DataShape, ModelSpec, register
 from models.task import Predictions, Task
 
 DIGIT_THRESHOLD = 0.2  # intensity in [0, 1] above which a pixel belongs to the digit's box
@@ -269,7 +269,8 @@ SPEC = register(ModelSpec(
     pretrained_weights={name: weights for name, (_, weights, _) in BACKBONES.items()},
     weights_by="backbone",
     # the smallest input and half the sampled proposals: a smoke trial costs minutes on a CPU, not tens
-    smoke_config={"backbone": "mobilenet_v3_large_320", "input_size": 64, "box_batch_size_per_image": 32},
+    smoke_config={"backbone": "mobilenet_v3_large_320", "input_size": 64, "box_batch_size_per_image": 32,
+                  "max_train_images": SMOKE_TRAIN_IMAGES},
     scratch_config={"pretrained": False},
     description="Faster R-CNN (torchvision) fine-tuned from COCO, class = best detection",
     task=DETECTION,

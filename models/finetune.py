@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.config import check, choice, from_flat, suggest_optimizer
-from models.registry import BuildContext, Config, DataShape, ModelSpec
+from models.registry import SMOKE_TRAIN_IMAGES, BuildContext, Config, DataShape, ModelSpec
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -270,6 +270,7 @@ def finetuned_spec(name: str, config_cls: type[FineTuneConfig], builder: Callabl
         cpu_bf16=cpu_bf16,
         pretrained_weights=weights,
         scratch_config={"pretrained": False, "strategy": "all"},  # from scratch nothing is kept frozen
-        smoke_config={"input_size": smallest},  # a larger draw would make a smoke run minutes longer
+        # The smallest input (a larger draw makes a smoke run minutes longer), a quarter of the smoke images.
+        smoke_config={"input_size": smallest, "max_train_images": SMOKE_TRAIN_IMAGES},
         description=f"{name} fine-tuned from {weights}",
     )

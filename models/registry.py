@@ -19,6 +19,9 @@ from models.task import CLASSIFICATION, Task
 Config = Mapping[str, Any]
 
 
+# What --smoke pins (``ModelSpec.smoke_config``) for the models whose epochs cost minutes on a CPU: each
+# epoch on this many of the smoke run's training images (every code path runs, at a fraction of the cost).
+SMOKE_TRAIN_IMAGES = 128
 MIN_STEPS = 16  # training steps an epoch at the least: fewer, and the first rungs judge barely trained models
 
 

@@ -22,7 +22,7 @@ import imagesets
 import models
 from search import storage
 from search.experiment import SAMPLERS
-from search.settings import COMMAND_FILE, UsageError, fit_to_data, settings_from_args
+from search.settings import COMMAND_FILE, SMOKE, UsageError, fit_to_data, settings_from_args
 
 EXIT_BAD_INPUT = 2
 
@@ -30,6 +30,16 @@ EXIT_BAD_INPUT = 2
 def pretrained_models() -> list[str]:
     """The registered models that start from pretrained weights."""
     return [name for name in models.names() if models.get(name).pretrained_weights is not None]
+
+
+def smoke_help() -> str:
+    """What --smoke does, with the settings it pins for each model, read from the registry."""
+    train, val, test = SMOKE["limit"]
+    pins = "; ".join(f"{name} " + ", ".join(f"{k}={v}" for k, v in models.get(name).smoke_config.items())
+                     for name in models.names() if models.get(name).smoke_config)
+    return (f"the whole path (training, early stopping, checkpoints, finalists, exports, report) on tiny data in "
+            f"minutes, not for accuracy: {train:,}/{val:,}/{test:,} train/val/test images, {SMOKE['num_samples']} "
+            f"trials a model, {SMOKE['max_epochs']} epochs; pinned per model: {pins}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue the experiment --name in --storage-path after a crash or kill, with its "
                         "original settings: finished trials are kept, running ones go on from their checkpoint")
-    p.add_argument("--smoke", action="store_true", help="tiny data and budget: the whole path in a few minutes")
+    p.add_argument("--smoke", action="store_true", help=smoke_help())
     p.add_argument("--weights-dir", default=None,
                    help="folder holding pretrained weight files under torchvision's names, searched before "
                         "torchvision's cache ($TORCH_HOME/hub/checkpoints); on a cluster, a path every node has")

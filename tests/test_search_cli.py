@@ -64,7 +64,7 @@ def test_training_subset_and_sampler_reach_the_settings(tmp_path):
 
     assert settings().limit == (None, None, None) and settings().sampler == "tpe"
     assert settings("--train-size", "10000", "--sampler", "random").limit == (10_000, None, None)
-    assert settings("--train-size", "300", "--smoke").limit == (300, 512, 1_024)  # --smoke's other caps stay
+    assert settings("--train-size", "300", "--smoke").limit == (300, 256, 512)  # --smoke's other caps stay
     assert settings("--sampler", "random").sampler == "random"
 
 
@@ -94,10 +94,10 @@ def test_smoke_search_end_to_end(tmp_path, data_dir):
     for winner in finalists.itertuples():
         own = trials[trials["model"] == winner.model]
         assert winner.trial_id == own.loc[own["best_val_acc"].idxmax(), "trial_id"]
-        assert 0.1 < winner.test_acc <= 1.0 and 0.0 < winner.test_f1 <= 1.0  # above chance, on 1,024 images
+        assert 0.1 < winner.test_acc <= 1.0 and 0.0 < winner.test_f1 <= 1.0  # above chance, on 512 images
     assert finalists.set_index("model").loc["cnn", "test_acc"] > 0.3
     predictions = pd.read_parquet(folder / "predictions.parquet")
-    assert list(predictions.columns) == PREDICTION_COLUMNS and len(predictions) == 2 * 1_024
+    assert list(predictions.columns) == PREDICTION_COLUMNS and len(predictions) == 2 * 512
     for winner in finalists.itertuples():  # each winner's predictions make its reported accuracy
         own = predictions[predictions["model"] == winner.model]
         assert (own["trial_id"] == winner.trial_id).all()
@@ -107,7 +107,7 @@ def test_smoke_search_end_to_end(tmp_path, data_dir):
     for step in ("Writing trials.parquet, epochs.parquet and classes.parquet", "Testing each model's winner once",
                  "Writing the report"):
         assert step in proc.stdout and "done in" in proc.stdout[proc.stdout.index(step):]
-    assert "  cnn (" in proc.stdout and "testing on 1,024 images ..." in proc.stdout
+    assert "  cnn (" in proc.stdout and "testing on 512 images ..." in proc.stdout
     assert "test accuracy" in proc.stdout
     board = proc.stdout[proc.stdout.index("test_acc"):]  # the leaderboard
     assert "\ncnn " in board and "\nvit " in board
@@ -119,6 +119,18 @@ def test_smoke_search_end_to_end(tmp_path, data_dir):
     again = run_cli("search.run", "--model", "cnn", "--smoke", "--storage-path", str(tmp_path), "--name", "smoke",
                     "--no-dashboard", "--data-dir", str(data_dir))
     assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_help_says_what_the_smoke_run_pins_for_each_model():
+    import models
+    from search.run import build_parser
+
+    text = " ".join(build_parser().format_help().split())
+    smoke = text[text.index("--smoke"):]
+    for name in models.names():
+        for key, value in models.get(name).smoke_config.items():
+            assert f"{key}={value}" in smoke, (name, key)
+    assert "1,024/256/512 train/val/test images" in smoke
 
 
 def test_unwritable_storage_is_refused(tmp_path, capsys):

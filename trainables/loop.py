@@ -190,7 +190,7 @@ def prepare(model_name: str, config: Mapping[str, Any], train: Split, runtime: R
     ctx = models.BuildContext(shape, runtime.mean, runtime.std, weights_dir)
     model = runtime.place(spec.build(config, ctx))
     optimizer = make_optimizer(model, train_cfg)
-    steps_per_epoch = -(-len(train) // train_cfg.batch_size)
+    steps_per_epoch = -(-len(train.subset(train_cfg.max_train_images or None)) // train_cfg.batch_size)
     scheduler = make_scheduler(optimizer, train_cfg, steps_per_epoch)
     return Prepared(model, train_cfg, optimizer, scheduler, count_parameters(model), spec.task)
 
@@ -212,6 +212,7 @@ def fit(
     the (train, elapsed) seconds already spent, so both keep counting from there.
     """
     generator = torch.Generator().manual_seed(seed + start_epoch)
+    train = train.subset(prepared.train_cfg.max_train_images or None)
     started = time.perf_counter() - spent[1]
     train_time = spent[0]
     for epoch in range(start_epoch + 1, prepared.train_cfg.epochs + 1):
