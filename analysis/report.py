@@ -60,11 +60,12 @@ def _data(results: Results, folder: Path) -> list[str]:
     for experiment, record in sorted(results.datasets.items()):
         if not record:
             continue
-        split = ("test carved from the training images" if record.get("test_carved") else "its own test split")
+        carved = ("test and validation splits carved" if record.get("test_carved")
+                  else "validation split carved, the test split its own")
         lines.append(f"- **{experiment}**: {record['name']} ({record['source']}): {record['num_classes']} classes, "
                      f"{record['channels']}x{record['image_size']}x{record['image_size']} pixels, "
                      f"{record['sizes']['train']:,} train / {record['sizes']['val']:,} val / {record['sizes']['test']:,} "
-                     f"test images ({split}; stratified, split seed {record['split_seed']}); normalized per channel "
+                     f"test images ({carved}; stratified, split seed {record['split_seed']}); normalized per channel "
                      f"with mean {_floats(record['mean'])} and std {_floats(record['std'])} of the training split")
     balance = class_balance(results)
     if balance.empty:
