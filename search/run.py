@@ -164,6 +164,19 @@ def process_start_time() -> float:
         return time.time()
 
 
+def absolute_dataset(argv: list[str]) -> list[str]:
+    """The command line with a folder given to ``--dataset`` as an absolute path (saved for --resume)."""
+    out = list(argv)
+    for i, word in enumerate(out):
+        flag, eq, value = word.partition("=")
+        if flag == "--dataset" and (eq or i + 1 < len(out)):
+            j, value = (i, value) if eq else (i + 1, out[i + 1])
+            if not imagesets.is_registered(value) and Path(value).expanduser().is_dir():
+                absolute = str(Path(value).expanduser().resolve())
+                out[j] = f"--dataset={absolute}" if eq else absolute
+    return out
+
+
 def describe_data(data) -> str:
     """One line on what the search will train on, and where its decoded images came from."""
     info = data.info
@@ -187,6 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args, argv = resumed_args(args)
         settings = settings_from_args(args)
         named = argv if "--name" in argv else [*argv, "--name", settings.name]  # a generated name is kept
+        named = absolute_dataset(named)  # --resume finds a folder from any working directory
         settings = dataclasses.replace(settings, argv=tuple(named), started_at=started_at)
         data = load_dataset(settings.dataset, settings.data_dir, settings.val_size, limit=settings.limit,
                             image_size=settings.image_size, channels=settings.channels, cache_dir=settings.cache_dir)

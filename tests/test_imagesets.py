@@ -227,3 +227,14 @@ def test_the_search_refuses_bad_data_before_ray_starts(tmp_path, capsys):
                           "--storage-path", str(tmp_path / "out"))
     assert proc.returncode == 2 and "--image-size 4: choose a size between 8 and 512" in proc.stderr
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_a_folder_is_saved_as_an_absolute_path_so_resume_finds_it_from_anywhere(tmp_path, monkeypatch):
+    from search.run import absolute_dataset
+
+    write_folder(tmp_path / "photos", classes=2, per_class=3)
+    monkeypatch.chdir(tmp_path)
+    assert absolute_dataset(["--model", "cnn", "--dataset", "photos"]) == ["--model", "cnn", "--dataset",
+                                                                         str(tmp_path / "photos")]
+    assert absolute_dataset(["--dataset=photos"]) == [f"--dataset={tmp_path / 'photos'}"]
+    assert absolute_dataset(["--dataset", "mnist", "--name", "photos"]) == ["--dataset", "mnist", "--name", "photos"]
