@@ -253,6 +253,14 @@ def write_analysis(folder: Path, progress: Progress) -> str:
                f"retry with: python -m analysis {folder}"
 
 
+def tune_state_saved(folder: str) -> bool:
+    """Whether Tune saved an experiment state to resume from. Its tuner.pkl (what ``can_restore`` looks
+    for) is written first: a kill before the first ``experiment_state-*.json`` leaves a Tuner that
+    restores to a one-trial search, so such a folder counts as never started."""
+    return tune.Tuner.can_restore(folder) and any(
+        name.startswith("experiment_state-") and name.endswith(".json") for name in storage.names_in(folder))
+
+
 def tuner_for(settings: Settings, data: Dataset, slots: tuple[int, dict[str, int]]) -> tune.Tuner:
     """A new Tuner, or with --resume the interrupted one, restored from its experiment state: its
     trials, each model's Optuna study and ASHA brackets (pickled with the searcher and scheduler)."""
@@ -262,7 +270,7 @@ def tuner_for(settings: Settings, data: Dataset, slots: tuple[int, dict[str, int
         if settings.remote:  # --resume reads it there, from any machine
             storage.upload(settings.folder, settings.tune_folder)
         return make_tuner(settings, data, slots)
-    if not tune.Tuner.can_restore(settings.tune_folder):
+    if not tune_state_saved(settings.tune_folder):
         # Killed before Tune first saved its state: no trial had started, so nothing is lost by starting
         # over. The studies' journal only holds trials that were asked for and never ran: set aside.
         journal = settings.folder / OPTUNA_FILE

@@ -41,6 +41,12 @@ def exists(uri: str) -> bool:
     return fs.get_file_info(path).type != pafs.FileType.NotFound
 
 
+def names_in(folder: str) -> list[str]:
+    """The names of what is directly in ``folder`` (a URI or an absolute local path); [] if it is not there."""
+    fs, path = resolve(folder)
+    return [Path(info.path).name for info in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))]
+
+
 def check_writable(uri: str) -> None:
     """Create the folder and write, then delete, a probe file: credentials and permissions, now."""
     fs, path = resolve(uri)

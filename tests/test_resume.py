@@ -269,3 +269,14 @@ def test_resume_ends_with_every_requested_trial_once_wherever_the_kill_landed(tm
     epochs = pd.read_parquet(folder / "epochs.parquet")
     assert len(trials) == 6 and trials["trial_id"].is_unique
     assert not epochs.duplicated(["trial_id", "epoch"]).any()
+
+
+def test_a_folder_with_tuners_file_but_no_saved_state_counts_as_never_started(tmp_path):
+    """Tune writes tuner.pkl before its first experiment state: a kill between the two must start the
+    search over, not restore a Tuner that would run one trial of the six asked for."""
+    from search.driver import tune_state_saved
+
+    (tmp_path / "tuner.pkl").write_bytes(b"")
+    assert not tune_state_saved(str(tmp_path))
+    (tmp_path / "experiment_state-2026-12-03_18-00-00.json").write_text("{}")
+    assert tune_state_saved(str(tmp_path)) and not tune_state_saved(str(tmp_path / "absent"))
