@@ -246,16 +246,14 @@ def seed_tests(repeats: pd.DataFrame) -> pd.DataFrame:
                                        "gap", "p_value", "significant"])
 
 
-def class_names(results: Results, experiment: str, count: int) -> list[str]:
-    """The experiment's class names (from classes.parquet), or the class indices for older results."""
+def _classes(results: Results, experiment: str, predictions: pd.DataFrame) -> tuple[list[int], list[str]]:
+    """The experiment's class labels and names (from classes.parquet); for results written before it,
+    the labels the predictions hold, named by their index."""
     rows = results.classes[results.classes["experiment"] == experiment].sort_values("class")
-    return rows["name"].astype(str).tolist() if len(rows) else [str(c) for c in range(count)]
-
-
-def _labels_of(results: Results, experiment: str, group: pd.DataFrame) -> list[int]:
-    rows = results.classes[results.classes["experiment"] == experiment]
-    top = int(max(group["label"].max(), group["predicted"].max())) + 1
-    return list(range(len(rows) if len(rows) else top))
+    if len(rows):
+        return rows["class"].astype(int).tolist(), rows["name"].astype(str).tolist()
+    labels = list(range(int(max(predictions["label"].max(), predictions["predicted"].max())) + 1))
+    return labels, [str(c) for c in labels]
 
 
 def per_class(results: Results) -> pd.DataFrame:
@@ -265,12 +263,11 @@ def per_class(results: Results) -> pd.DataFrame:
 
     frames = []
     for (experiment, model), group in results.predictions.groupby(["experiment", "model"]):
-        labels = _labels_of(results, experiment, group)
+        labels, names = _classes(results, experiment, group)
         precision, recall, f1, support = precision_recall_fscore_support(
             group["label"], group["predicted"], labels=labels, zero_division=0)
-        frames.append(pd.DataFrame(dict(experiment=experiment, model=model, **{"class": labels},
-                                        name=class_names(results, experiment, len(labels)), precision=precision,
-                                        recall=recall, f1=f1, support=support)))
+        frames.append(pd.DataFrame(dict(experiment=experiment, model=model, **{"class": labels}, name=names,
+                                        precision=precision, recall=recall, f1=f1, support=support)))
     columns = ["experiment", "model", "class", "name", "precision", "recall", "f1", "support"]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
@@ -282,9 +279,8 @@ def confusion(results: Results, experiment: str, model: str) -> tuple[np.ndarray
 
     p = results.predictions
     group = p[(p["experiment"] == experiment) & (p["model"] == model)]
-    labels = _labels_of(results, experiment, group)
-    return confusion_matrix(group["label"], group["predicted"], labels=labels), class_names(results, experiment,
-                                                                                            len(labels))
+    labels, names = _classes(results, experiment, group)
+    return confusion_matrix(group["label"], group["predicted"], labels=labels), names
 
 
 def class_balance(results: Results) -> pd.DataFrame:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from imagesets.decode import GRAY_MODES, conform_array, decode_into, read_headers
-from imagesets.folder import Listing, scan
+from imagesets.folder import Listing, file_stats, scan
 from imagesets.registry import DataError, Raw, get, is_registered
 
 CACHE_VERSION = 1  # bump when the cache's layout or the conversion changes
@@ -50,10 +50,6 @@ class Decoded:
     cache: Path
     from_cache: bool
     seconds: float  # to prepare: decoding, or reading the cache
-
-    @property
-    def nbytes(self) -> int:
-        return sum(images.nbytes for images, _ in self.splits.values())
 
 
 def default_cache_dir() -> Path:
@@ -116,14 +112,6 @@ def _key(parts: dict) -> str:
     return hashlib.blake2b(json.dumps(parts, sort_keys=True).encode(), digest_size=10).hexdigest()
 
 
-def _file_stats(files) -> list[tuple[str, int, int]]:
-    out = []
-    for f in files:
-        st = os.stat(f)
-        out.append((os.path.abspath(f), st.st_size, st.st_mtime_ns))
-    return out
-
-
 def _read_cache(folder: Path) -> tuple[dict, dict[str, tuple[np.ndarray, np.ndarray]]]:
     meta = json.loads((folder / "meta.json").read_text())
     splits = {s: (np.load(folder / f"{s}_images.npy", mmap_mode="r"), np.load(folder / f"{s}_labels.npy"))
@@ -165,7 +153,7 @@ def prepare(dataset: str, data_dir: str | os.PathLike | None = None, cache_dir: 
         root = resolve_data_dir(data_dir)
         files = spec.locate(root, download)
         name, source, mirror = spec.name, spec.name, spec.mirror
-        key = _key({**options, "source": name, "reader": spec.version, "files": _file_stats(files)})
+        key = _key({**options, "source": name, "reader": spec.version, "files": file_stats(files)})
         fill = lambda staging: _from_raw(spec.read(root), staging, name, image_size, channels)  # noqa: E731
     elif Path(dataset).expanduser().is_dir():
         listing = scan(Path(dataset))

@@ -65,11 +65,12 @@ def _header(path: str, max_pixels: int) -> tuple[int, int, str] | str:
     return width, height, mode
 
 
-def _headers(paths: Sequence[str], max_pixels: int) -> list[tuple[int, int, str] | str]:
+def _headers(paths: Sequence[str], start: int, max_pixels: int) -> list[tuple[int, int, str] | str]:
+    """Each header of a chunk (``start``, its offset, is what ``_decode`` needs; unused here)."""
     return [_header(p, max_pixels) for p in paths]
 
 
-def _decode(paths: Sequence[str], out_file: str, start: int, channels: int, size: int) -> list[tuple[str, str]]:
+def _decode(paths: Sequence[str], start: int, out_file: str, channels: int, size: int) -> list[tuple[str, str]]:
     """Decode ``paths`` into rows ``start...`` of the (N, C, S, S) array in ``out_file``; returns the
     files that failed, with why (a file whose header read may still be truncated or damaged)."""
     out = np.load(out_file, mmap_mode="r+")
@@ -88,33 +89,27 @@ def _decode(paths: Sequence[str], out_file: str, start: int, channels: int, size
     return failed
 
 
-def _pool(workers: int) -> ProcessPoolExecutor:
+def _chunked(function, paths: Sequence[str], *same) -> list:
+    """``function(chunk, start, *same)`` over chunks of ``CHUNK`` paths, in one worker process per core
+    (in this process when there is a single chunk), results concatenated in the order of ``paths``."""
+    starts = list(range(0, len(paths), CHUNK))
+    args = [[paths[s:s + CHUNK] for s in starts], starts] + [[value] * len(starts) for value in same]
+    workers = min(os.cpu_count() or 1, len(starts))
+    if workers <= 1:
+        return [item for part in map(function, *args) for item in part]
     # fork: the workers need nothing but Pillow and numpy, and start in milliseconds (spawn would
     # import the command line's modules, torch among them, in each one).
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
-
-
-def workers_for(count: int) -> int:
-    return max(1, min(os.cpu_count() or 1, -(-count // CHUNK)))
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
+        return [item for part in pool.map(function, *args) for item in part]
 
 
 def read_headers(paths: Sequence[str], max_pixels: int) -> list[tuple[int, int, str] | str]:
     """Each file's (width, height, mode), or why it cannot be read, in the order given."""
-    chunks = [paths[i:i + CHUNK] for i in range(0, len(paths), CHUNK)]
-    if workers_for(len(paths)) == 1:
-        return [h for chunk in chunks for h in _headers(chunk, max_pixels)]
-    with _pool(workers_for(len(paths))) as pool:
-        return [h for part in pool.map(_headers, chunks, [max_pixels] * len(chunks)) for h in part]
+    return _chunked(_headers, paths, max_pixels)
 
 
 def decode_into(paths: Sequence[str], out_file: str, channels: int, size: int) -> list[tuple[str, str]]:
     """Decode every file into the .npy array ``out_file`` (already created, one row per file);
     returns the files that could not be decoded, with why."""
-    starts = list(range(0, len(paths), CHUNK))
-    args = ([paths[s:s + CHUNK] for s in starts], [out_file] * len(starts), starts,
-            [channels] * len(starts), [size] * len(starts))
-    if workers_for(len(paths)) == 1:
-        return [f for part in map(_decode, *args) for f in part]
-    with _pool(workers_for(len(paths))) as pool:
-        return [f for part in pool.map(_decode, *args) for f in part]
+    return _chunked(_decode, paths, out_file, channels, size)

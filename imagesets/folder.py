@@ -15,7 +15,6 @@ from pathlib import Path
 from imagesets.registry import DataError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
-SPLITS = ("train", "val", "test")
 
 
 @dataclass
@@ -27,18 +26,19 @@ class Listing:
     files: dict[str, list[tuple[str, int]]]  # split -> (path, label), sorted by class then path
     skipped: list[str] = field(default_factory=list)  # not images by their names
 
-    @property
-    def split_layout(self) -> bool:
-        return "test" in self.files
-
     def stats(self) -> list[tuple[str, int, int]]:
-        """(path relative to the root, size, modification time in ns) of every image: the cache key."""
-        out = []
-        for split in self.files.values():
-            for path, _ in split:
-                st = os.stat(path)
-                out.append((os.path.relpath(path, self.root), st.st_size, st.st_mtime_ns))
-        return out
+        """``file_stats`` of every image, relative to the root: the cache key."""
+        return file_stats([path for split in self.files.values() for path, _ in split], self.root)
+
+
+def file_stats(paths, root: Path | None = None) -> list[tuple[str, int, int]]:
+    """(path, size, modification time in ns) of each file, the path relative to ``root`` if given (else
+    absolute): what keys the decoded cache, so a changed, added or removed file decodes again."""
+    out = []
+    for path in paths:
+        st = os.stat(path)
+        out.append((os.path.relpath(path, root) if root else os.path.abspath(path), st.st_size, st.st_mtime_ns))
+    return out
 
 
 def is_image_name(name: str) -> bool:

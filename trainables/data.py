@@ -112,6 +112,11 @@ class Dataset:
                 for name, split in (("train", self.train), ("val", self.val), ("test", self.test))}
 
 
+def _small_classes(counts: np.ndarray, needed: int, class_names: tuple[str, ...]) -> list[tuple[str, int]]:
+    """(name, count) of each class with fewer than ``needed`` images."""
+    return [(class_names[c], int(n)) for c, n in enumerate(counts) if n < needed]
+
+
 def stratified_split(labels: np.ndarray, size: int, seed: int, class_names: tuple[str, ...],
                      what: str) -> tuple[np.ndarray, np.ndarray]:
     """(held-out indices, the rest): about ``size`` held out, each class in proportion and at least one of
@@ -119,7 +124,7 @@ def stratified_split(labels: np.ndarray, size: int, seed: int, class_names: tupl
     give one image to each part is a ``DataError`` naming it."""
     rng = np.random.default_rng(seed)
     counts = np.bincount(labels, minlength=len(class_names))
-    small = [(class_names[c], int(n)) for c, n in enumerate(counts) if n < 2]
+    small = _small_classes(counts, 2, class_names)
     if small:
         listed = ", ".join(f"{name!r} ({n})" for name, n in small)
         raise DataError(f"class(es) {listed} have too few images to carve a {what} split from them: each class needs "
@@ -156,8 +161,8 @@ def channel_stats(images: np.ndarray, chunk: int = 4_096) -> tuple[tuple[float, 
 def check_class_sizes(decoded: Decoded, needed: int) -> None:
     """Each class of the training images must give one image to each split carved from it."""
     counts = np.bincount(decoded.splits["train"][1], minlength=len(decoded.class_names))
-    small = [(decoded.class_names[c], int(n)) for c, n in enumerate(counts) if n < needed]
-    if needed > 1 and small:
+    small = _small_classes(counts, needed, decoded.class_names)
+    if small:
         listed = ", ".join(f"{name!r} has only {n} image{'s' if n != 1 else ''}" for name, n in small)
         carved = "the test and validation splits" if needed == 3 else "the validation split"
         raise DataError(f"{decoded.source}: class {listed}: carving {carved} from the training images needs at least "
