@@ -1,23 +1,30 @@
-"""How good a configuration each search strategy finds for the training epochs it spends (a
-benchmark, not a test).
+"""Whether guided search finds better configurations sooner than random search (a benchmark, not a test).
 
-    python benchmarks/search_quality.py [--budget 48] [--max-epochs 4] [--seeds 0 1 2]
-        [--train-size 10000] [--gpus 0] [--out FILE] [--keep DIR]
+    python benchmarks/search_quality.py [--seeds 0 1 2 3 4 5 6 7] [--budget 180] [--max-epochs 9]
+        [--grace-period 1] [--reduction-factor 3] [--dataset fashion_mnist] [--train-size 5000]
+        [--cpus 2] [--gpus 0] [--arms ...] [--out FILE] [--keep DIR]
+    python benchmarks/search_quality.py --report FILE      # the analysis again, from a saved run
 
-Three strategies search the CNN's space, each at three seeds, through ``python -m search.run``:
+Four arms search the CNN's space through ``python -m search.run``, each at every seed (paired: the
+same seed gives every arm the same data subset and the same trial seeds):
 
-  tpe+asha   this project's search: TPE, ASHA from epoch 1 (reduction factor 2) up to --max-epochs;
-             given twice the baselines' trials and cut at --budget epochs
-  random     Optuna's random sampler, every trial trained its whole --max-epochs
-  tpe        TPE, every trial trained its whole --max-epochs
+  random       Optuna's random sampler, every trial trained its whole --max-epochs
+  random+asha  random sampler, ASHA with rungs at --grace-period x --reduction-factor^k epochs
+  tpe          the search's TPE sampler (multivariate, grouped, constant liar), whole trials
+  tpe+asha     the search's default pairing: TPE and ASHA
 
-The baselines run --budget / --max-epochs trials. Every study tries the model's default
-configuration first, as the search always does. Epochs are counted in the order they ended
-(``reported_at`` in epochs.parquet), across concurrent trials; a strategy's best-so-far at N epochs
-is the best validation accuracy among its first N epochs. Reported per strategy: the best within
---budget epochs (mean and spread over the seeds), and how many epochs it took to come within 0.1
-point of random search's best at the same seed. The validation split is the same at every seed
-(carved with a fixed seed); --seed changes the samplers and the trials' initialization.
+Every arm may spend --budget training epochs: the whole-trial arms run --budget / --max-epochs trials,
+the ASHA arms as many trials as ASHA's expected epochs per trial fit in the budget; epochs beyond the
+budget are not counted. Every study tries the model's default configuration first, as the search does.
+
+Epochs are counted in the order they ended (``reported_at`` in epochs.parquet), across the concurrent
+trials; a search's best-so-far after N epochs is the best validation accuracy among its first N.
+Regret is the best validation accuracy pooled over every run of every arm minus that best-so-far.
+Reported per arm: median regret (and interquartile range over the seeds) against epochs and against
+training seconds, the regret area (mean regret over the budget's epochs), a paired one-sided Wilcoxon
+signed-rank test of each arm's area against random search's, the test accuracy of each search's
+winner (tested once by the search itself), and, from random search's whole trials, the Spearman rank
+correlation between each rung's validation accuracy and the final one (can ASHA judge early?).
 """
 
 from __future__ import annotations
@@ -32,118 +39,270 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
-from machine import cpu_name  # benchmarks/machine.py: a script's folder is on its path
+from machine import cpu_name, vector_extensions  # benchmarks/machine.py: a script's folder is on its path
 
 ROOT = Path(__file__).resolve().parents[1]
-TOLERANCE = 0.001  # 0.1 point of accuracy
-STRATEGIES = {
-    # name: (sampler, ASHA stops trials early, trials as a multiple of the baselines')
-    "tpe+asha": ("tpe", True, 2),
-    "random": ("random", False, 1),
-    "tpe": ("tpe", False, 1),
+ARMS = {
+    # name: (sampler, ASHA stops trials early)
+    "random": ("random", False),
+    "random+asha": ("random", True),
+    "tpe": ("tpe", False),
+    "tpe+asha": ("tpe", True),
 }
+REFERENCE = "random"
 
 
-def best_so_far(epochs: pd.DataFrame) -> list[float]:
-    """Best validation accuracy after each epoch the search trained, in the order the epochs ended."""
-    ordered = epochs.sort_values("reported_at")["val_acc"].astype(float)
-    return ordered.cummax().tolist()
+def rungs(max_epochs: int, grace: int, factor: float) -> list[int]:
+    """ASHA's rungs: grace, grace*factor, ... below max_epochs, then max_epochs."""
+    out, r = [], grace
+    while r < max_epochs:
+        out.append(int(r))
+        r = math.ceil(r * factor)
+    return out + [max_epochs]
 
 
-def epochs_to_reach(curve: list[float], target: float) -> int | None:
-    """Epochs spent before the best-so-far first came within ``TOLERANCE`` of ``target`` (None: never)."""
-    return next((i + 1 for i, best in enumerate(curve) if best >= target - TOLERANCE - 1e-12), None)
+def expected_epochs(max_epochs: int, grace: int, factor: float) -> float:
+    """Epochs ASHA spends per trial on average if it promotes 1/factor of each rung."""
+    points = rungs(max_epochs, grace, factor)
+    spent, previous = 0.0, 0
+    for k, r in enumerate(points):
+        spent += (r - previous) / factor ** k
+        previous = r
+    return spent
 
 
-def search_flags(strategy: str, args: argparse.Namespace, seed: int, storage: Path) -> list[str]:
-    sampler, early_stop, multiple = STRATEGIES[strategy]
-    # ASHA's first rung at the whole budget stops nothing.
-    grace = 1 if early_stop else args.max_epochs
-    size = ["--train-size", str(args.train_size)] if args.train_size else []
-    return ["--model", "cnn", "--gpus", str(args.gpus), *size, "--max-epochs", str(args.max_epochs),
-            "--grace-period", str(grace), "--num-samples", str(args.budget // args.max_epochs * multiple),
-            "--seed", str(seed), "--sampler", sampler,
-            "--storage-path", str(storage), "--name", f"{strategy}-seed{seed}", "--no-dashboard", "--verbose", "0"]
+def trials_for(arm: str, args: argparse.Namespace) -> int:
+    if ARMS[arm][1]:
+        return math.ceil(args.budget / expected_epochs(args.max_epochs, args.grace_period, args.reduction_factor))
+    return args.budget // args.max_epochs
 
 
-def run_one(strategy: str, args: argparse.Namespace, seed: int, storage: Path) -> dict:
-    """One search; its best-so-far curve from the exports."""
-    flags = search_flags(strategy, args, seed, storage)
+def search_flags(arm: str, args: argparse.Namespace, seed: int, storage: Path) -> list[str]:
+    sampler, early_stop = ARMS[arm]
+    grace = args.grace_period if early_stop else args.max_epochs  # a first rung at the whole budget stops nothing
+    return ["--model", "cnn", "--gpus", str(args.gpus), "--cpus", str(args.cpus), "--dataset", args.dataset,
+            "--train-size", str(args.train_size), "--max-epochs", str(args.max_epochs),
+            "--grace-period", str(grace), "--reduction-factor", str(args.reduction_factor),
+            "--num-samples", str(trials_for(arm, args)), "--seed", str(seed), "--sampler", sampler,
+            "--storage-path", str(storage), "--name", f"{arm}-seed{seed}", "--no-dashboard", "--verbose", "0"]
+
+
+def curves(epochs: pd.DataFrame) -> tuple[list[float], list[float]]:
+    """Best validation accuracy after each epoch the search trained, in the order the epochs ended,
+    and the training seconds spent by then (every trial's epoch times added up)."""
+    ordered = epochs.sort_values("reported_at")
+    return (ordered["val_acc"].astype(float).cummax().tolist(),
+            ordered["epoch_time_s"].astype(float).cumsum().tolist())
+
+
+def run_one(arm: str, args: argparse.Namespace, seed: int, storage: Path) -> dict:
+    """One search, and what its exports say."""
+    flags = search_flags(arm, args, seed, storage)
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "search.run", *flags], cwd=ROOT, capture_output=True, text=True)
+    # PYTHONPATH: the searches run this checkout's code even if the project is installed elsewhere.
+    proc = subprocess.run([sys.executable, "-m", "search.run", *flags], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0"})
     wall = time.monotonic() - start
     if proc.returncode != 0:
-        raise SystemExit(f"{strategy} seed {seed} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    folder = storage / f"{strategy}-seed{seed}"
+        raise SystemExit(f"{arm} seed {seed} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    folder = storage / f"{arm}-seed{seed}"
     epochs = pd.read_parquet(folder / "epochs.parquet")
     trials = pd.read_parquet(folder / "trials.parquet")
-    curve = best_so_far(epochs)
-    within = curve[: args.budget]
-    return dict(strategy=strategy, seed=seed, command="python -m search.run " + " ".join(flags), wall_s=round(wall, 1),
-                trials=len(trials), epochs_trained=len(curve), best_within_budget=within[-1],
-                stopped_early=int((trials["epochs"] < args.max_epochs).sum()), curve=curve)
+    finalists = pd.read_parquet(folder / "finalists.parquet")
+    best, seconds = curves(epochs)
+    full = epochs.pivot_table(index="trial_id", columns="epoch", values="val_acc")
+    return dict(arm=arm, seed=seed, command="python -m search.run " + " ".join(flags), wall_s=round(wall, 1),
+                trials=len(trials), epochs_trained=len(best), stopped_early=int((trials["epochs"] < args.max_epochs).sum()),
+                test_acc=float(finalists["test_acc"].iloc[0]), winner_val_acc=float(finalists["best_val_acc"].iloc[0]),
+                curve=best, seconds=seconds,
+                # every trial's validation accuracy at each epoch it reached: the rank correlations' data
+                per_trial={str(t): {str(int(e)): float(v) for e, v in row.dropna().items()} for t, row in full.iterrows()})
 
 
-def summarize(runs: list[dict], budget: int) -> list[dict]:
-    """Per strategy: the best within the budget (mean, spread) and epochs to reach random search's best."""
-    random_best = {r["seed"]: r["best_within_budget"] for r in runs if r["strategy"] == "random"}
+def regret_by_epoch(run: dict, pooled_best: float, budget: int) -> np.ndarray:
+    """Regret after epochs 1..budget (a search that ended sooner keeps its last value)."""
+    curve = np.asarray(run["curve"][:budget], dtype=float)
+    curve = np.concatenate([curve, np.full(budget - len(curve), curve[-1])])
+    return pooled_best - curve
+
+
+def regret_by_seconds(run: dict, pooled_best: float, grid: np.ndarray) -> np.ndarray:
+    """Regret at each training-seconds mark of ``grid`` (before the first epoch ends: the pooled best)."""
+    best = np.asarray(run["curve"], dtype=float)
+    spent = np.asarray(run["seconds"], dtype=float)
+    done = np.searchsorted(spent, grid, side="right")  # epochs finished by each mark
+    return np.where(done > 0, pooled_best - best[np.maximum(done - 1, 0)], pooled_best)
+
+
+def quartiles(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return tuple(np.percentile(rows, q, axis=0) for q in (25, 50, 75))
+
+
+def rank_correlations(runs: list[dict], points: list[int]) -> list[dict]:
+    """Spearman's rho between the validation accuracy at each rung and at the last epoch, over the
+    whole trials of random search (every one trained to the end, so none is missing by selection)."""
+    from scipy.stats import spearmanr
+
+    last = points[-1]
+    trials = [t for r in runs if r["arm"] == REFERENCE for t in r["per_trial"].values() if str(last) in t]
     rows = []
-    for strategy in STRATEGIES:
-        mine = [r for r in runs if r["strategy"] == strategy]
-        bests = [r["best_within_budget"] for r in mine]
-        reach = [epochs_to_reach(r["curve"][:budget], random_best[r["seed"]]) for r in mine]
-        mean = sum(bests) / len(bests)
-        std = math.sqrt(sum((b - mean) ** 2 for b in bests) / (len(bests) - 1)) if len(bests) > 1 else 0.0
-        rows.append(dict(strategy=strategy, best_mean=mean, best_std=std, best_min=min(bests), best_max=max(bests),
-                         epochs_to_random_best=reach,
-                         share_of_budget=[None if n is None else n / budget for n in reach]))
+    for rung in points[:-1]:
+        rho, p = spearmanr([t[str(rung)] for t in trials], [t[str(last)] for t in trials])
+        rows.append(dict(rung=rung, final_epoch=last, trials=len(trials), spearman=float(rho), p=float(p)))
     return rows
 
 
-def markdown(rows: list[dict], budget: int) -> str:
-    lines = [f"| strategy | best val acc within {budget} epochs (mean +- std, min-max) | "
-             "epochs to come within 0.1 pt of random's best, per seed |", "|---|---|---|"]
-    for r in rows:
-        reach = ", ".join("not reached" if n is None else str(n) for n in r["epochs_to_random_best"])
-        lines.append(f"| {r['strategy']} | {100 * r['best_mean']:.2f} +- {100 * r['best_std']:.2f} "
-                     f"({100 * r['best_min']:.2f}-{100 * r['best_max']:.2f}) | {reach} |")
+def summarize(runs: list[dict], budget: int) -> dict:
+    """Regret curves, areas, paired tests and test accuracies per arm."""
+    from scipy.stats import wilcoxon
+
+    pooled_best = max(max(r["curve"]) for r in runs)
+    arms = [a for a in ARMS if any(r["arm"] == a for r in runs)]
+    seeds = sorted({r["seed"] for r in runs})
+    by = {(r["arm"], r["seed"]): r for r in runs}
+    reference_seconds = np.median([by[REFERENCE, s]["seconds"][min(budget, len(by[REFERENCE, s]["seconds"])) - 1]
+                                   for s in seeds])
+    grid = np.linspace(0, reference_seconds, 200)
+    half = budget // 2
+    table, curves_out = [], {}
+    areas = {a: np.array([regret_by_epoch(by[a, s], pooled_best, budget).mean() for s in seeds]) for a in arms}
+    for arm in arms:
+        epochs = np.stack([regret_by_epoch(by[arm, s], pooled_best, budget) for s in seeds])
+        secs = np.stack([regret_by_seconds(by[arm, s], pooled_best, grid) for s in seeds])
+        q_e, q_s = quartiles(epochs), quartiles(secs)
+        curves_out[arm] = dict(epochs=[q.tolist() for q in q_e], seconds=[q.tolist() for q in q_s])
+        row = dict(arm=arm, seeds=len(seeds),
+                   regret_half_median=float(np.median(epochs[:, half - 1])),
+                   regret_final_median=float(np.median(epochs[:, -1])),
+                   regret_final_iqr=[float(np.percentile(epochs[:, -1], 25)), float(np.percentile(epochs[:, -1], 75))],
+                   area_median=float(np.median(areas[arm])),
+                   area_seconds_median=float(np.median(secs.mean(axis=1))),
+                   test_acc_median=float(np.median([by[arm, s]["test_acc"] for s in seeds])),
+                   test_acc=[by[arm, s]["test_acc"] for s in seeds],
+                   trials=int(np.median([by[arm, s]["trials"] for s in seeds])),
+                   stopped_early=int(np.median([by[arm, s]["stopped_early"] for s in seeds])))
+        if arm != REFERENCE and len(seeds) > 1:
+            diff = areas[arm] - areas[REFERENCE]
+            row["area_vs_random_p"] = float(wilcoxon(diff, alternative="less").pvalue) if np.any(diff) else 1.0
+            row["area_lower_than_random"] = int((diff < 0).sum())
+        table.append(row)
+    return dict(pooled_best=pooled_best, budget=budget, half=half, seconds_horizon=float(reference_seconds),
+                table=table, curves=curves_out, seconds_grid=grid.tolist())
+
+
+def verdict(summary: dict) -> str:
+    """The issue's goal, checked: TPE+ASHA at half the budget vs random at the whole, and the area test."""
+    rows = {r["arm"]: r for r in summary["table"]}
+    if "tpe+asha" not in rows or REFERENCE not in rows:
+        return "goal not checked (needs the tpe+asha and random arms)"
+    mine, ref = rows["tpe+asha"], rows[REFERENCE]
+    half_ok = mine["regret_half_median"] <= ref["regret_final_median"]
+    area_ok = mine.get("area_vs_random_p", 1.0) < 0.05
+    return (f"tpe+asha median regret at {summary['half']} epochs {100 * mine['regret_half_median']:.2f} pt vs random's at "
+            f"{summary['budget']} {100 * ref['regret_final_median']:.2f} pt: {'met' if half_ok else 'NOT met'}; "
+            f"regret area lower than random's at {mine.get('area_lower_than_random', 0)} of {mine['seeds']} seeds, "
+            f"Wilcoxon p = {mine.get('area_vs_random_p', float('nan')):.3g}: {'met' if area_ok else 'NOT met'} (goal p < 0.05)")
+
+
+def markdown(result: dict) -> str:
+    s = result["summary"]
+    lines = [f"| arm | trials (stopped early) | median regret at {s['half']} epochs | median regret at {s['budget']} "
+             "epochs (IQR) | regret area, epochs (median) | regret area, seconds (median) | p, area < random's | "
+             "winner's test acc (median) |", "|---|---|---|---|---|---|---|---|"]
+    for r in s["table"]:
+        p = "" if r["arm"] == REFERENCE else f"{r['area_vs_random_p']:.3g} ({r['area_lower_than_random']}/{r['seeds']})"
+        lo, hi = r["regret_final_iqr"]
+        lines.append(f"| {r['arm']} | {r['trials']} ({r['stopped_early']}) | {100 * r['regret_half_median']:.2f} | "
+                     f"{100 * r['regret_final_median']:.2f} ({100 * lo:.2f}-{100 * hi:.2f}) | "
+                     f"{100 * r['area_median']:.2f} | {100 * r['area_seconds_median']:.2f} | {p} | "
+                     f"{100 * r['test_acc_median']:.2f} |")
+    lines.append("")
+    lines.append("| rung (epoch) | Spearman rho with the epoch-{} accuracy | trials |".format(result["max_epochs"]))
+    lines.append("|---|---|---|")
+    for c in result["rank_correlations"]:
+        lines.append(f"| {c['rung']} | {c['spearman']:.2f} | {c['trials']} |")
+    lines.append("")
+    lines.append(verdict(s))
     return "\n".join(lines)
+
+
+def plot(result: dict, path: Path) -> None:
+    """Median regret with its interquartile band, against epochs and against training seconds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = result["summary"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    x_epochs = np.arange(1, s["budget"] + 1)
+    for arm, c in s["curves"].items():
+        for ax, x, (lo, mid, hi) in ((axes[0], x_epochs, c["epochs"]), (axes[1], s["seconds_grid"], c["seconds"])):
+            line, = ax.plot(x, 100 * np.asarray(mid), label=arm)
+            ax.fill_between(x, 100 * np.asarray(lo), 100 * np.asarray(hi), alpha=0.15, color=line.get_color())
+    axes[0].set_xlabel("training epochs spent")
+    axes[1].set_xlabel("training seconds spent")
+    for ax in axes:
+        ax.set_ylabel("regret (points of val accuracy)")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.suptitle(f"CNN on {result['dataset']} ({result['train_size']} training images), {len(result['seeds'])} seeds: "
+                 "median and interquartile range")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--budget", type=int, default=48, help="training epochs each search may spend")
-    p.add_argument("--max-epochs", type=int, default=4, help="a trial's full budget")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--train-size", type=int, default=10_000, help="training images (0: all)")
+    p.add_argument("--budget", type=int, default=180, help="training epochs each search may spend")
+    p.add_argument("--max-epochs", type=int, default=9, help="a trial's full budget")
+    p.add_argument("--grace-period", type=int, default=1, help="ASHA's first rung")
+    p.add_argument("--reduction-factor", type=float, default=3.0)
+    p.add_argument("--seeds", type=int, nargs="+", default=list(range(8)))
+    p.add_argument("--dataset", default="fashion_mnist")
+    p.add_argument("--train-size", type=int, default=5000, help="training images every trial trains on")
+    p.add_argument("--cpus", type=int, default=2)
     p.add_argument("--gpus", type=int, default=0)
-    p.add_argument("--only", nargs="+", choices=list(STRATEGIES), default=list(STRATEGIES))
-    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "search_quality_cpu.json")
+    p.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "search_quality.json")
     p.add_argument("--keep", type=Path, default=None, help="keep the searches' folders here")
+    p.add_argument("--report", type=Path, default=None, help="only analyse this saved result file again")
     args = p.parse_args()
-    if args.budget % args.max_epochs:
-        p.error("--budget must be a multiple of --max-epochs (the baselines train whole trials)")
-    if "random" not in args.only:
-        p.error("random search is the reference: keep it in --only")
-    storage = args.keep or Path(tempfile.mkdtemp(prefix="search-quality-"))
-    runs = []
-    for seed in args.seeds:
-        for strategy in args.only:
-            run = run_one(strategy, args, seed, storage)
-            print(f"{strategy:9s} seed {seed}: best {100 * run['best_within_budget']:.2f}% within {args.budget} epochs "
-                  f"({run['trials']} trials, {run['epochs_trained']} epochs trained, {run['wall_s']} s)", flush=True)
-            runs.append(run)
-    rows = summarize([r for r in runs if r["strategy"] in args.only], args.budget)
-    import torch
+    if args.report:
+        result = json.loads(args.report.read_text())
+    else:
+        if args.budget % args.max_epochs:
+            p.error("--budget must be a multiple of --max-epochs (the whole-trial arms train whole trials)")
+        if REFERENCE not in args.arms:
+            p.error("random search is the reference: keep it in --arms")
+        storage = args.keep or Path(tempfile.mkdtemp(prefix="search-quality-"))
+        runs, started = [], time.time()
+        for seed in args.seeds:
+            for arm in args.arms:
+                run = run_one(arm, args, seed, storage)
+                print(f"{arm:11s} seed {seed}: best {100 * max(run['curve'][:args.budget]):.2f}% within {args.budget} "
+                      f"epochs ({run['trials']} trials, {run['epochs_trained']} epochs, {run['wall_s']} s)", flush=True)
+                runs.append(run)
+        import torch
 
-    out = dict(budget=args.budget, max_epochs=args.max_epochs, seeds=args.seeds, train_size=args.train_size,
-               gpus=args.gpus, machine=f"{cpu_name()}, {os.cpu_count()} cores", torch=torch.__version__,
-               device=torch.cuda.get_device_name(0) if args.gpus else "cpu",
-               summary=rows, runs=runs)
-    args.out.write_text(json.dumps(out, indent=1))
-    print(markdown(rows, args.budget))
-    print(f"written: {args.out}")
+        result = dict(budget=args.budget, max_epochs=args.max_epochs, grace_period=args.grace_period,
+                      reduction_factor=args.reduction_factor, rungs=rungs(args.max_epochs, args.grace_period,
+                                                                          args.reduction_factor),
+                      seeds=args.seeds, dataset=args.dataset, train_size=args.train_size, cpus=args.cpus, gpus=args.gpus,
+                      machine=f"{cpu_name()} ({', '.join(vector_extensions()) or 'no AVX2'}), {os.cpu_count()} cores",
+                      torch=torch.__version__, device=torch.cuda.get_device_name(0) if args.gpus else "cpu",
+                      total_s=round(time.time() - started), runs=runs)
+    result["summary"] = summarize(result["runs"], result["budget"])
+    result["rank_correlations"] = rank_correlations(result["runs"], result["rungs"])
+    out = args.report or args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    plot(result, out.with_suffix(".png"))
+    print(markdown(result))
+    print(f"written: {out} and {out.with_suffix('.png')}")
 
 
 if __name__ == "__main__":

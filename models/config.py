@@ -138,13 +138,46 @@ def split_config(flat: Mapping[str, Any], model_config_cls: type, model: str) ->
     return from_flat(TrainConfig, flat)
 
 
+# A parameter whose range depends on a choice gets one name per choice ("lr:sgd", "lr:adamw"): TPE's
+# joint (multivariate) model only covers parameters whose distribution never changes, and a single
+# "lr" with a range that follows the optimizer would be left out of it and sampled on its own.
+BRANCH = ":"
+BRANCHED = {"lr": "optimizer"}  # config key -> the choice its range follows
+
+
+def branch_name(key: str, choice_value: Any) -> str:
+    """The study's name for config ``key`` on the branch ``choice_value`` (``lr``, ``sgd`` -> ``lr:sgd``)."""
+    return f"{key}{BRANCH}{choice_value}"
+
+
+def config_key(param: str) -> str:
+    """The config key a study parameter sets (``lr:sgd`` -> ``lr``; others unchanged)."""
+    return param.split(BRANCH, 1)[0]
+
+
+def params_to_config(params: Mapping[str, Any]) -> dict[str, Any]:
+    """A study trial's parameters as a flat config (branch names folded back to their key)."""
+    return {config_key(name): value for name, value in params.items()}
+
+
+def config_to_params(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A flat config as the study's parameters (the inverse of ``params_to_config``): a branched
+    key is named after the branch its config takes (``lr`` with ``optimizer=sgd`` -> ``lr:sgd``)."""
+    out = {}
+    for key, value in config.items():
+        on = BRANCHED.get(key)
+        out[branch_name(key, config[on]) if on in config else key] = value
+    return out
+
+
 def suggest_optimizer(trial: Any, lr: Mapping[str, tuple[float, float]],
                       momentum: tuple[float, float] | None = None) -> str:
     """Search the optimizer among ``lr``'s keys, then its learning rate on a log scale in that
     optimizer's own range (SGD takes far larger steps than Adam), then, for SGD, its ``momentum``
-    if a range is given. The learning rate is one parameter whose range follows the optimizer."""
+    if a range is given. Each optimizer's learning rate is a parameter of its own (``lr:sgd``, see
+    ``BRANCH``); the config gets it as ``lr``."""
     optimizer = trial.suggest_categorical("optimizer", list(lr))
-    trial.suggest_float("lr", *lr[optimizer], log=True)
+    trial.suggest_float(branch_name("lr", optimizer), *lr[optimizer], log=True)
     if optimizer == "sgd" and momentum is not None:
         trial.suggest_float("momentum", *momentum)
     return optimizer

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import pickle
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 import models
-from models.config import MODEL_KEY
+from models.config import MODEL_KEY, config_key, config_to_params
 
 METRIC, MODE = "val_acc", "max"
 MAX_REDRAWS = 20  # draws of one trial's config that the pinned settings make invalid, before giving up
@@ -135,7 +136,7 @@ class PerModelSearcher(Searcher):
         (``--set padding=valid`` and three blocks shrink the image to nothing) is told to the study
         as failed, with the reason, and drawn again; after ``MAX_REDRAWS`` the last one runs and
         fails with that reason."""
-        from models.config import ConfigError, split_config
+        from models.config import ConfigError, params_to_config, split_config
 
         searcher, spec = self._searchers[model], models.get(model)
         for attempt in range(MAX_REDRAWS + 1):
@@ -146,7 +147,7 @@ class PerModelSearcher(Searcher):
             # Links the study's trial to Tune's (trial_id in the exports); Ray's OptunaSearch keeps its
             # Optuna trials in _ot_trials and offers no other way to reach them.
             searcher._ot_trials[key].set_user_attr("trial_id", trial_id)
-            config = {MODEL_KEY: model, **params, **self._constants[model]}
+            config = {MODEL_KEY: model, **params_to_config(params), **self._constants[model]}
             self._study_key[trial_id] = key
             try:
                 split_config(config, spec.config_cls, model)
@@ -342,8 +343,8 @@ class PinnedTrial:
         return {**self._trial.params, **self._pins}
 
     def _suggest(self, kind: str, name: str, *args, **kwargs) -> Any:
-        if name in self._pins:
-            return self._pins[name]
+        if config_key(name) in self._pins:  # a pinned lr answers for the chosen branch's "lr:sgd"
+            return self._pins[config_key(name)]
         return getattr(self._trial, kind)(name, *args, **kwargs)
 
     def suggest_float(self, name: str, *args, **kwargs) -> float:
@@ -400,12 +401,18 @@ SAMPLERS = ("tpe", "random")
 
 
 def tpe_sampler(num_samples: int, seed: int, slots: int = 1) -> optuna.samplers.TPESampler:
-    """A seeded TPE sampler sized to the budget and to how many trials run at once.
+    """A seeded TPE sampler sized to the budget and to how many trials run at once, every choice
+    set here rather than left to Optuna's defaults (which changed between Optuna 4 and 5).
 
-    ``constant_liar`` keeps concurrent trials from being handed the same region while they run.
+    ``multivariate`` models the parameters jointly (a learning rate goes with a batch size), and
+    ``group`` does so within each branch of a conditional space (SGD's momentum only where SGD was
+    chosen) instead of dropping every parameter some trial lacks; ``constant_liar`` keeps concurrent
+    trials from being handed the same region while they run.
     """
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials(num_samples, slots),
-                                      constant_liar=True)
+    with warnings.catch_warnings():  # multivariate and group are marked experimental in Optuna 4 and 5
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials(num_samples, slots),
+                                          multivariate=True, group=True, constant_liar=True)
 
 
 OPTUNA_FILE = "optuna.journal"
@@ -430,6 +437,13 @@ def make_sampler(kind: str, num_samples: int, seed: int, slots: int = 1) -> optu
     return tpe_sampler(num_samples, seed, slots)
 
 
+def default_params(plan: ModelPlan) -> dict[str, Any]:
+    """The model's default configuration for its shape, as study parameters, less what is pinned
+    (never Optuna's to set): the first trial every study runs."""
+    defaults = models.get(plan.name).defaults_for(plan.shape)
+    return {k: v for k, v in config_to_params({**defaults, **plan.fixed}).items() if config_key(k) not in plan.fixed}
+
+
 def build_searcher(plans: list[ModelPlan], seed: int, storage: optuna.storages.BaseStorage | None = None,
                    slots: Mapping[str, int] | None = None, sampler: str = "tpe") -> PerModelSearcher:
     """One seeded study per model (named after it, kept in ``storage`` if given, else in memory),
@@ -437,13 +451,12 @@ def build_searcher(plans: list[ModelPlan], seed: int, storage: optuna.storages.B
     run at once) sizes each TPE sampler's random start."""
     searchers = {}
     for i, plan in enumerate(plans):
-        spec = models.get(plan.name)
         searchers[plan.name] = OptunaSearch(
             space=functools.partial(plan_space, plan),
             metric=METRIC,
             mode=MODE,
             # The default configuration first, but for what is pinned: that is never Optuna's to set.
-            points_to_evaluate=[{k: v for k, v in spec.defaults_for(plan.shape).items() if k not in plan.fixed}],
+            points_to_evaluate=[default_params(plan)],
             # Seeds differ so that the studies do not mirror each other.
             sampler=make_sampler(sampler, plan.num_samples, seed + i, (slots or {}).get(plan.name, 1)),
             study_name=plan.name,

@@ -10,7 +10,7 @@ import torch
 
 import models
 from search.experiment import space_with_pretrained
-from models.config import ConfigError, TrainConfig, split_config
+from models.config import ConfigError, TrainConfig, params_to_config, split_config
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 ALL = models.names()
@@ -34,7 +34,7 @@ def sampled_configs(name: str, shape: models.DataShape = MNIST, n: int = 6) -> l
             extra = space_with_pretrained(name, (False,), trial, shape) or {}
         else:
             extra = spec.space(trial, shape) or {}
-        configs.append({**trial.params, **extra})
+        configs.append({**params_to_config(trial.params), **extra})
     return configs
 
 

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from helpers import run_cli
+from models.config import config_key
 
 STATES = {"completed": "COMPLETE", "stopped_early": "PRUNED", "error": "FAIL"}
 
@@ -47,8 +48,8 @@ def test_pinned_settings_are_never_suggested_and_the_study_holds_what_trained(pi
         assert "optimizer" not in t.params and "momentum" not in t.params
         assert t.user_attrs["pinned"] == {"optimizer": "sgd", "momentum": 0.0}
         for name, value in t.params.items():
-            assert row[f"config.{name}"] == pytest.approx(value), name
-        assert 1e-3 <= t.params["lr"] <= 0.3  # SGD's learning-rate range: the pinned branch of the space
+            assert row[f"config.{config_key(name)}"] == pytest.approx(value), name
+        assert 1e-3 <= t.params["lr:sgd"] <= 0.3  # SGD's learning-rate range: the pinned branch of the space
 
 
 @pytest.mark.integration
