@@ -14,14 +14,18 @@ from ray.tune.trainable import wrap_function
 
 from analysis.leaderboard import leaderboard
 from search import storage
-from search.experiment import (METRIC, MODE, OPTUNA_FILE, ModelPlan, build_scheduler, build_searcher, concurrency,
-                               optuna_storage, resources_for)
+from search.plans import METRIC, MODE, ModelPlan
+from search.resources import concurrency, resources_for
+from search.scheduler import build_scheduler
+from search.searcher import BUDGET_FILE, build_searcher
+from search.studies import OPTUNA_FILE, optuna_storage
 from search.export import (TrialRecord, classes_table, epochs_table, record_from_result, trial_dirname, trials_table,
                            write_atomic, write_dataset_record)
 from analysis.schema import succeeded
 from search.finalists import evaluate_finalists, test_runs
 from search.progress import Progress
-from search.repeats import FixedConfigs, repeat_configs, repeats_table, with_repeat_statistics
+from search.repeats import (FixedConfigs, RepeatsScheduler, repeat_configs, repeats_name, repeats_table,
+                            with_repeat_statistics)
 from search.settings import COMMAND_FILE, Settings
 from trainables.data import Dataset
 from trainables.runtime import Runtime, pick_device
@@ -128,7 +132,7 @@ def make_tuner(settings: Settings, data: Dataset, slots: tuple[int, dict[str, in
     admitted, per_model = slots
     scheduler = build_scheduler(settings.plans, settings.reduction_factor)
     searcher = build_searcher(settings.plans, settings.seed, optuna_storage(settings.folder), per_model,
-                              settings.sampler).keep_with(scheduler)
+                              settings.sampler, settings.folder / BUDGET_FILE).keep_with(scheduler)
     return tune.Tuner(
         make_trainable(settings, data),
         tune_config=tune.TuneConfig(
@@ -198,7 +202,23 @@ def export(settings: Settings, data: Dataset, results: tune.ResultGrid, slots: i
     return tables, tested.problems, configs
 
 
-REPEATS_DIR = "repeats"  # the repeats' Tune experiment, inside the search's folder
+def repeats_tuner(settings: Settings, data: Dataset, points: list[dict[str, Any]], slots: int) -> tune.Tuner:
+    """The repeats' Tuner: with --resume, the one a kill interrupted (its finished runs kept), if it
+    ran the same configurations; else a new one."""
+    name = repeats_name(points)
+    path = storage.join(settings.tune_folder, name) if settings.remote else str(Path(settings.tune_folder) / name)
+    if settings.resume and tune_state_saved(path):
+        return tune.Tuner.restore(path, trainable=make_trainable(settings, data), resume_unfinished=True,
+                                  resume_errored=False, restart_errored=False)
+    return tune.Tuner(
+        make_trainable(settings, data),
+        tune_config=tune.TuneConfig(
+            metric=METRIC, mode=MODE, num_samples=len(points), max_concurrent_trials=slots,
+            search_alg=FixedConfigs(points, METRIC, MODE), scheduler=RepeatsScheduler(),
+            reuse_actors=settings.reuse_processes, trial_name_creator=trial_dirname,
+            trial_dirname_creator=trial_dirname),
+        run_config=run_config(settings, name, settings.tune_folder),
+    )
 
 
 def run_repeats(settings: Settings, data: Dataset, finalists: pd.DataFrame, configs: dict[str, dict],
@@ -207,15 +227,7 @@ def run_repeats(settings: Settings, data: Dataset, finalists: pd.DataFrame, conf
     Tune experiment, packed like the search, no early stopping), test each run once, and write
     ``repeats.parquet`` and the finalists with the runs' statistics."""
     points = repeat_configs(finalists, configs, settings.seed, settings.repeats)
-    tuner = tune.Tuner(
-        make_trainable(settings, data),
-        tune_config=tune.TuneConfig(
-            metric=METRIC, mode=MODE, num_samples=len(points), max_concurrent_trials=slots[0],
-            search_alg=FixedConfigs(points, METRIC, MODE),
-            reuse_actors=settings.reuse_processes, trial_name_creator=trial_dirname,
-            trial_dirname_creator=trial_dirname),
-        run_config=run_config(settings, REPEATS_DIR, settings.tune_folder),
-    )
+    tuner = repeats_tuner(settings, data, points, slots[0])
     with progress.step(f"Repeats: {settings.repeats} more run(s) of each of {len(finalists)} winner(s) at other seeds"):
         results = tuner.fit()
     records = [record_from_result(r) for r in results]
@@ -264,11 +276,16 @@ def tune_state_saved(folder: str) -> bool:
 def tuner_for(settings: Settings, data: Dataset, slots: tuple[int, dict[str, int]]) -> tune.Tuner:
     """A new Tuner, or with --resume the interrupted one, restored from its experiment state: its
     trials, each model's Optuna study and ASHA brackets (pickled with the searcher and scheduler)."""
+    settings.folder.mkdir(parents=True, exist_ok=True)
+    # The command line (--resume --num-samples grows it) and each model's number of trials, which the
+    # restored searcher reads; the data's record, which a resume is checked against (search.resume).
+    (settings.folder / COMMAND_FILE).write_text(json.dumps({"argv": list(settings.argv)}))
+    (settings.folder / BUDGET_FILE).write_text(json.dumps({p.name: p.num_samples for p in settings.plans}))
     if not settings.resume:
-        settings.folder.mkdir(parents=True, exist_ok=True)
-        (settings.folder / COMMAND_FILE).write_text(json.dumps({"argv": list(settings.argv)}))
-        if settings.remote:  # --resume reads it there, from any machine
-            storage.upload(settings.folder, settings.tune_folder)
+        write_dataset_record(data, settings.folder)
+    if settings.remote:  # --resume reads them there, from any machine
+        storage.upload(settings.folder, settings.tune_folder)
+    if not settings.resume:
         return make_tuner(settings, data, slots)
     if not tune_state_saved(settings.tune_folder):
         # Killed before Tune first saved its state: no trial had started, so nothing is lost by starting

@@ -10,15 +10,19 @@ search's own run was picked for its validation score (and may have been stopped 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import pickle
 from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
+from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import Searcher
 
 from analysis.schema import FINALIST_COLUMNS, REPEAT_COLUMNS, REPEAT_STAT_COLUMNS, config_names
+from search.searcher import base_searcher
 
 SEED_STEP = 1_000  # repeat i of a search at seed s trains at s + 1000 * i: never a seed the search used
 
@@ -35,27 +39,72 @@ def repeat_configs(finalists: pd.DataFrame, configs: Mapping[str, dict[str, Any]
             for trial_id in finalists["trial_id"] for s in repeat_seeds(seed, repeats)]
 
 
+def point_key(config: Mapping[str, Any]) -> str:
+    """A configuration as text: how a repeat is recognised in Tune's trial list after --resume."""
+    return json.dumps(config, sort_keys=True, default=str)
+
+
+def repeats_name(points: list[dict[str, Any]]) -> str:
+    """The repeats' Tune experiment, named after its configurations: a resumed search finds the
+    experiment it was running, and a search grown since (other winners) starts its own."""
+    return f"repeats-{hashlib.sha1(''.join(map(point_key, points)).encode()).hexdigest()[:8]}"
+
+
 class FixedConfigs(Searcher):
     """Hands Tune the given configurations, each once, in order (the repeats need no sampling; Tune's
-    own variant generator wants every key in a shared parameter space, and models' keys differ)."""
+    own variant generator wants every key in a shared parameter space, and models' keys differ).
+
+    After --resume, what was handed out is read from Tune's trial list (``RepeatsScheduler`` calls
+    ``adopt`` for each trial it restores), never from the saved state, which may be older or newer
+    than the list: a finished repeat is kept, and one the list lacks runs."""
 
     def __init__(self, configs: list[dict[str, Any]], metric: str, mode: str) -> None:
         super().__init__(metric=metric, mode=mode)
-        self._configs = list(configs)
+        self._points = [point_key(c) for c in configs]
+        self._configs = {point_key(c): c for c in configs}
+        self._handed: set[str] = set()
+
+    def adopt(self, config: Mapping[str, Any]) -> None:
+        self._handed.add(point_key(config))
+
+    @property
+    def left(self) -> int:
+        return sum(1 for key in self._points if key not in self._handed)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str:
-        return self._configs.pop(0) if self._configs else Searcher.FINISHED
+        key = next((k for k in self._points if k not in self._handed), None)
+        if key is None:
+            return Searcher.FINISHED
+        self._handed.add(key)
+        return dict(self._configs[key])
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         pass  # nothing to learn: every configuration is fixed
 
     def save(self, checkpoint_path: str) -> None:  # Tune saves its searcher with each snapshot
         with open(checkpoint_path, "wb") as f:
-            pickle.dump(self._configs, f)
+            pickle.dump((self._points, self._configs), f)
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
-            self._configs = pickle.load(f)
+            self._points, self._configs = pickle.load(f)
+        self._handed = set()  # Tune's restored list says what was handed out (``adopt``)
+
+
+class RepeatsScheduler(FIFOScheduler):
+    """Tune's first-in-first-out scheduler, telling ``FixedConfigs`` of each trial Tune adds and
+    keeping Tune's count of created trials equal to its list (a count saved newer than the list would
+    end the repeats one short)."""
+
+    def on_trial_add(self, tune_controller, trial) -> None:
+        search_alg = getattr(tune_controller, "search_alg", None)
+        searcher = base_searcher(search_alg)
+        if isinstance(searcher, FixedConfigs):
+            searcher.adopt(trial.config)
+            trials = tune_controller.get_trials()
+            search_alg.set_state({**search_alg.get_state(), "counter": len(trials),
+                                  "total_samples": len(trials) + searcher.left, "finished": searcher.left == 0})
+        super().on_trial_add(tune_controller, trial)
 
 
 def repeats_table(tested: pd.DataFrame, configs: Mapping[str, dict[str, Any]]) -> pd.DataFrame:

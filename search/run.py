@@ -21,8 +21,8 @@ from pathlib import Path
 import imagesets
 import models
 from search import storage
-from search.experiment import SAMPLERS
-from search.settings import COMMAND_FILE, SMOKE, UsageError, fit_to_data, settings_from_args
+from search.plans import SAMPLERS
+from search.settings import COMMAND_FILE, DEFAULT_SAMPLES, SMOKE, UsageError, fit_to_data, settings_from_args
 
 EXIT_BAD_INPUT = 2
 
@@ -109,7 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retries", type=int, default=0, help="times a failed trial is restarted (from its checkpoint)")
     p.add_argument("--resume", action="store_true",
                    help="continue the experiment --name in --storage-path after a crash or kill, with its "
-                        "original settings: finished trials are kept, running ones go on from their checkpoint")
+                        "original settings: finished trials are kept, running ones go on from their checkpoint; "
+                        "with --num-samples N, grow a search (finished or not) to N trials per model, each "
+                        "model's study learning from the earlier ones (a changed data set or space is refused)")
     p.add_argument("--smoke", action="store_true", help=smoke_help())
     p.add_argument("--weights-dir", default=None,
                    help="folder holding pretrained weight files under torchvision's names, searched before "
@@ -150,7 +152,27 @@ def resumed_args(args: argparse.Namespace) -> tuple[argparse.Namespace, list[str
     original = build_parser().parse_args(argv)
     # Where it was found is where it is, whatever the working directory was when it started.
     original.resume, original.name, original.storage_path = True, args.name, args.storage_path
+    if args.num_samples is not None:  # --resume --num-samples N: grow the search to N trials per model
+        argv = grown(original, argv, args.num_samples)
+        original.num_samples = args.num_samples
     return original, argv
+
+
+def grown(original: argparse.Namespace, argv: list[str], num_samples: int) -> list[str]:
+    """The saved command line with ``--num-samples`` raised to ``num_samples``; fewer is refused."""
+    before = original.num_samples or (SMOKE["num_samples"] if original.smoke else DEFAULT_SAMPLES)
+    if num_samples < before:
+        raise UsageError(f"--resume --num-samples {num_samples}: the search already has {before} trials per model; "
+                         "a search can grow, not shrink (give a larger number, or leave --num-samples out)")
+    out, skip = [], False
+    for word in argv:  # drop the saved --num-samples, in either spelling
+        if skip:
+            skip = False
+        elif word == "--num-samples":
+            skip = True
+        elif not word.startswith("--num-samples="):
+            out.append(word)
+    return [*out, "--num-samples", str(num_samples)]
 
 
 def process_start_time() -> float:
@@ -206,6 +228,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                             image_size=settings.image_size, channels=settings.channels, cache_dir=settings.cache_dir)
         print(describe_data(data))
         settings = fit_to_data(settings, data.shape)
+        if settings.resume:
+            from search.resume import check_resume
+
+            check_resume(settings, data)
         if args.train_size and data.full_sizes["train"] < args.train_size:
             raise UsageError(f"--train-size {args.train_size}: only {data.full_sizes['train']} training images remain "
                              f"after the {data.full_sizes['val']} validation images; ask for fewer")

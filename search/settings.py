@@ -18,10 +18,11 @@ from typing import Any
 import imagesets
 import models
 from search import storage
-from search.experiment import ModelPlan
+from search.plans import ModelPlan
 
 # The whole path, not accuracy: the models whose epochs cost minutes on a CPU also pin max_train_images
 # (models.registry.SMOKE_TRAIN_IMAGES), so that a smoke search of every model takes minutes on 2 cores.
+DEFAULT_SAMPLES = 8  # trials per model without --num-samples
 SMOKE = dict(limit=(1_024, 256, 512), num_samples=2, max_epochs=2, grace_period=1)
 COMMAND_FILE = "command.json"  # the command line that defined an experiment, saved for --resume
 
@@ -235,7 +236,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         raise UsageError(f"--repeats must be 0 (no repeats) or more, got {args.repeats}")
     pinned = pinned_settings(args.set, chosen, pretrained)
     cpus = args.cpus or os.cpu_count() or 1
-    num_samples = args.num_samples or (SMOKE["num_samples"] if args.smoke else 8)
+    num_samples = args.num_samples or (SMOKE["num_samples"] if args.smoke else DEFAULT_SAMPLES)
     plans = []
     for name in chosen:
         spec = models.get(name)

@@ -13,7 +13,7 @@ from ray import tune
 
 import search.settings as settings
 from helpers import run_cli, search_command
-from search.experiment import resources_for
+from search.resources import resources_for
 from search.run import build_parser
 from search.settings import UsageError, settings_from_args
 

@@ -11,7 +11,9 @@ from ray import tune
 
 import models
 from helpers import run_cli
-from search.experiment import ModelPlan, concurrency, startup_trials
+from search.plans import ModelPlan
+from search.resources import concurrency
+from search.studies import startup_trials
 from trainables.tune_trial import DeviceData, TrialData, train_trial
 
 

@@ -67,7 +67,7 @@ def test_repeats_train_each_winner_again_at_other_seeds_and_test_every_run(tmp_p
         # the winner's configuration trained again (Tune's record of each run): all but the seed is the winner's
         own = {k: v for k, v in winner.items() if k.startswith("config.") and not pd.isna(v)}
         for trial_id in runs["trial_id"]:
-            params = json.loads(next((folder / "repeats").glob(f"*_{trial_id}/params.json")).read_text())
+            params = json.loads(next(next(folder.glob("repeats-*")).glob(f"*_{trial_id}/params.json")).read_text())
             assert {f"config.{k}": v for k, v in params.items() if k not in ("model", "seed")} == \
                 {k: v for k, v in own.items() if k != "config.seed"}
     assert "repeats: 2 seeds, test_acc" in proc.stdout  # the leaderboard gives mean +- std

@@ -115,7 +115,8 @@ def test_a_pinned_setting_no_model_has_is_refused(tmp_path, capsys):
 def test_searcher_state_survives_a_save_and_restore(tmp_path):
     import optuna
 
-    from search.experiment import ModelPlan, PerModelSearcher, build_searcher
+    from search.plans import ModelPlan
+    from search.searcher import PerModelSearcher, build_searcher
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     searcher = build_searcher([ModelPlan("cnn", 4, 3, 1, 1.0, 0.0)], seed=0)
@@ -125,7 +126,7 @@ def test_searcher_state_survives_a_save_and_restore(tmp_path):
     searcher.save(str(tmp_path / "state.pkl"))
     restored = PerModelSearcher.__new__(PerModelSearcher)
     restored.restore(str(tmp_path / "state.pkl"))
-    study = restored._searchers["cnn"]._ot_study
+    study = restored.studies["cnn"]
     assert [t.state.name for t in study.trials] == ["COMPLETE", "RUNNING"]  # the same study, not a fresh one
     assert [restored.suggest(f"t{i}") is not None for i in (2, 3)] == [True, True]
     assert restored.suggest("t4") == "FINISHED"  # 4 asked for, 4 suggested across the restart
@@ -139,7 +140,9 @@ def test_asha_rungs_are_saved_with_the_searcher_and_restored_into_tunes_schedule
 
     from ray.tune.schedulers import TrialScheduler
 
-    from search.experiment import ModelPlan, build_scheduler, build_searcher
+    from search.plans import ModelPlan
+    from search.scheduler import build_scheduler
+    from search.searcher import build_searcher
 
     plans = [ModelPlan("cnn", 6, 4, 1, 1.0, 0.0)]
     scheduler = build_scheduler(plans, reduction_factor=2)
@@ -163,7 +166,7 @@ def test_asha_rungs_are_saved_with_the_searcher_and_restored_into_tunes_schedule
 
 def _restore(path):
     """The searcher as Tune restores it from a saved state file."""
-    from search.experiment import PerModelSearcher
+    from search.searcher import PerModelSearcher
 
     restored = PerModelSearcher.__new__(PerModelSearcher)
     restored.restore(str(path))
@@ -174,7 +177,7 @@ def _journal_states(folder) -> dict[str, str]:
     """Each study trial's state, by the Tune trial it was drawn for (read anew from the journal)."""
     import optuna
 
-    from search.experiment import optuna_storage
+    from search.studies import optuna_storage
 
     study = optuna.load_study(study_name="cnn", storage=optuna_storage(folder))
     return {t.user_attrs["trial_id"]: t.state.name for t in study.trials}
@@ -185,22 +188,34 @@ def test_a_searcher_saved_before_tune_listed_its_last_trials_counts_them_on_resu
     older than the list. It adopts what the list holds and suggests only what is still missing."""
     import optuna
 
-    from search.experiment import ModelPlan, build_searcher, optuna_storage
+    from search.plans import ModelPlan
+    from search.searcher import build_searcher
+    from search.studies import optuna_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     searcher = build_searcher([ModelPlan("cnn", 4, 3, 1, 1.0, 0.0)], seed=0, storage=optuna_storage(tmp_path))
-    searcher.suggest("t0"), searcher.suggest("t1")
+    configs = {t: searcher.suggest(t) for t in ("t0", "t1")}
     searcher.save(str(tmp_path / "older.pkl"))
-    searcher.suggest("t2")
+    configs["t2"] = searcher.suggest("t2")
+    searcher.on_trial_result("t2", {"val_acc": 0.7, "epoch": 1})
     searcher.on_trial_complete("t0", {"val_acc": 0.9, "epoch": 3})  # the list saved after this, the searcher before
     restored = _restore(tmp_path / "older.pkl")
-    restored.adopt("t0", "cnn", finished=True, result={"val_acc": 0.9, "epoch": 3})
-    restored.adopt("t1", "cnn", finished=False)
-    restored.adopt("t2", "cnn", finished=False)
+    restored.adopt("t0", "cnn", configs["t0"], finished=True, result={"val_acc": 0.9, "epoch": 3})
+    restored.adopt("t1", "cnn", configs["t1"], finished=False)
+    restored.adopt("t2", "cnn", configs["t2"], finished=False)
     restored.reconcile({"t0": "cnn", "t1": "cnn", "t2": "cnn"})
     assert restored.suggest("t3") is not None and restored.suggest("t4") == "FINISHED"  # 4 in all, not 5
-    restored.on_trial_complete("t2", {"val_acc": 0.95, "epoch": 3})  # the adopted trial reaches its study trial
+    restored.on_trial_complete("t2", {"val_acc": 0.95, "epoch": 3})  # the adopted trial reaches a study trial
     assert _journal_states(tmp_path) == {"t0": "COMPLETE", "t1": "RUNNING", "t2": "COMPLETE", "t3": "RUNNING"}
+    # The saved searcher had no handle on t2's study trial (Optuna offers no public way back to a running
+    # trial): it was failed as lost and continued as a new one, with its parameters and reported epochs.
+    import optuna
+
+    study = optuna.load_study(study_name="cnn", storage=optuna_storage(tmp_path))
+    lost, again = [t for t in study.trials if t.user_attrs["trial_id"] == "t2"]
+    assert lost.state.name == "FAIL" and "continued as a new study trial" in study.user_attrs["lost"][str(lost.number)]
+    assert again.params == lost.params and again.user_attrs["continues"] == lost.number
+    assert again.intermediate_values == {1: 0.7, 3: 0.95} and again.value == 0.95
 
 
 def test_a_searcher_newer_than_tunes_trial_list_gives_back_the_trials_that_will_never_run(tmp_path):
@@ -209,7 +224,9 @@ def test_a_searcher_newer_than_tunes_trial_list_gives_back_the_trials_that_will_
     import optuna
     from ray.tune.search import SearchGenerator
 
-    from search.experiment import ModelPlan, build_searcher, optuna_storage, reconcile_search
+    from search.plans import ModelPlan
+    from search.searcher import build_searcher, reconcile_search
+    from search.studies import optuna_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     searcher = build_searcher([ModelPlan("cnn", 4, 3, 1, 1.0, 0.0)], seed=0, storage=optuna_storage(tmp_path))
@@ -219,20 +236,20 @@ def test_a_searcher_newer_than_tunes_trial_list_gives_back_the_trials_that_will_
     newer = _restore(tmp_path / "newer.pkl")  # knows t0-t2; Tune's list was saved with t0, t1
     searcher.suggest("t3")  # asked after both were saved: in the journal only
     generator = SearchGenerator(newer)
-    generator._total_samples, generator._counter, generator._finished = 4, 4, True  # saved when t3 was created
+    generator.set_state({**generator.get_state(), "total_samples": 4, "counter": 4, "finished": True})  # saved when t3 was created
     listed = [types.SimpleNamespace(trial_id=f"t{i}", config={"model": "cnn"}) for i in range(2)]
     reconcile_search(types.SimpleNamespace(search_alg=generator, get_trials=lambda: listed))
-    assert not generator.is_finished() and generator._counter == 2
+    assert not generator.is_finished() and generator.get_state()["counter"] == 2
     assert newer.suggest("t4") is not None and newer.suggest("t5") is not None and newer.suggest("t6") == "FINISHED"
     journal = _journal_states(tmp_path)
     assert journal == {"t0": "RUNNING", "t1": "RUNNING", "t2": "FAIL", "t3": "FAIL", "t4": "RUNNING", "t5": "RUNNING"}
     study = optuna.load_study(study_name="cnn", storage=optuna_storage(tmp_path))
-    assert all("kill" in t.user_attrs["lost"] for t in study.trials if t.state.name == "FAIL")
+    assert all("kill" in study.user_attrs["lost"][str(t.number)] for t in study.trials if t.state.name == "FAIL")
 
 
 def test_a_search_short_of_its_trials_says_how_many_are_missing():
     from search.driver import missing_trials
-    from search.experiment import ModelPlan
+    from search.plans import ModelPlan
 
     plans = [ModelPlan("cnn", 6, 3, 1, 1.0, 0.0), ModelPlan("vit", 2, 3, 1, 1.0, 0.0)]
     trials = pd.DataFrame({"model": ["cnn"] + ["vit"] * 2})
@@ -280,3 +297,84 @@ def test_a_folder_with_tuners_file_but_no_saved_state_counts_as_never_started(tm
     assert not tune_state_saved(str(tmp_path))
     (tmp_path / "experiment_state-2026-12-03_18-00-00.json").write_text("{}")
     assert tune_state_saved(str(tmp_path)) and not tune_state_saved(str(tmp_path / "absent"))
+
+
+@pytest.mark.integration
+def test_a_finished_search_grows_by_the_trials_added_and_refuses_other_data_or_another_space(tmp_path):
+    """--resume --num-samples N adds trials to each model's study (which learns from the earlier ones);
+    the exports then hold every trial once. Data or a space that changed since are refused, named."""
+    import optuna
+
+    from search.studies import optuna_storage
+    from test_imagesets import write_folder
+
+    root = write_folder(tmp_path / "shapes", classes=2, per_class=30, size=(16, 16))
+    common = ["--storage-path", str(tmp_path / "out"), "--name", "grow", "--no-dashboard", "--verbose", "0",
+              "--cache-dir", str(tmp_path / "cache")]
+    first = run_cli("search.run", "--model", "cnn", "--gpus", "0", "--smoke", "--dataset", str(root), *common)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    folder = tmp_path / "out" / "grow"
+    before = pd.read_parquet(folder / "trials.parquet")
+
+    grown = run_cli("search.run", "--resume", "--num-samples", "5", *common)
+    assert grown.returncode == 0, grown.stdout[-3000:] + grown.stderr[-3000:]
+    after = pd.read_parquet(folder / "trials.parquet")
+    assert len(before) == 2 and len(after) == 5 and after["trial_id"].is_unique
+    assert set(before["trial_id"]) < set(after["trial_id"])  # the earlier trials kept, not run again
+    study = optuna.load_study(study_name="cnn", storage=optuna_storage(folder))
+    told = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert sorted(t.user_attrs["trial_id"] for t in told) == sorted(after["trial_id"])
+    assert "--num-samples" in json.loads((folder / "command.json").read_text())["argv"]  # a later resume keeps 5
+
+    shrink = run_cli("search.run", "--resume", "--num-samples", "3", *common)
+    assert shrink.returncode == 2 and "can grow, not shrink" in shrink.stderr
+
+    saved = json.loads((folder / "command.json").read_text())
+    (folder / "command.json").write_text(json.dumps({"argv": [*saved["argv"], "--set", "batch_size=64"]}))
+    other_space = run_cli("search.run", "--resume", *common)
+    assert other_space.returncode == 2 and "search space of grow changed" in other_space.stderr
+    assert "batch_size was searched" in other_space.stderr
+    (folder / "command.json").write_text(json.dumps(saved))
+
+    write_folder(tmp_path / "more", classes=2, per_class=3, size=(16, 16), seed=1)
+    (tmp_path / "more" / "class_0" / "000.png").rename(root / "class_0" / "added.png")
+    other_data = run_cli("search.run", "--resume", *common)
+    assert other_data.returncode == 2 and "the data differ from those grow began with" in other_data.stderr
+    assert "sizes" in other_data.stderr and "cache key" in other_data.stderr
+    assert len(pd.read_parquet(folder / "trials.parquet")) == 5  # a refusal leaves the results as they were
+
+
+@pytest.mark.integration
+def test_repeats_finished_before_a_kill_are_kept_on_resume(tmp_path):
+    from test_imagesets import write_folder
+
+    root = write_folder(tmp_path / "shapes", classes=2, per_class=30, size=(16, 16))
+    flags = ["--storage-path", str(tmp_path / "out"), "--name", "rep", "--no-dashboard", "--verbose", "0",
+             "--cache-dir", str(tmp_path / "cache")]
+    # One slot: the repeats run one after the other, so the kill can land between two of them.
+    proc = subprocess.Popen([sys.executable, "-m", "search.run", "--model", "cnn", "--gpus", "0", "--cpus", "1",
+                             "--smoke", "--repeats", "3", "--dataset", str(root), *flags], cwd=ROOT,
+                            env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    folder = tmp_path / "out" / "rep"
+
+    def repeats_done() -> set[str]:
+        done = set()
+        for result in folder.glob("repeats-*/cnn_*/result.json"):
+            rows = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
+            if rows and rows[-1].get("epoch") == 2:
+                done.add(result.parent.name.split("_", 1)[1])
+        return done
+
+    deadline = time.monotonic() + 400
+    while time.monotonic() < deadline and proc.poll() is None and len(list(folder.glob("repeats-*/cnn_*"))) < 2:
+        time.sleep(0.1)
+    assert proc.poll() is None, "the search ended before its second repeat began"
+    before = repeats_done()
+    kill_session(proc)
+    assert before, "no repeat finished before the kill"
+    resumed = run_cli("search.run", "--resume", *flags, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    repeats = pd.read_parquet(folder / "repeats.parquet")
+    assert len(repeats) == 3 and repeats["trial_id"].is_unique and sorted(repeats["seed"]) == [1000, 2000, 3000]
+    assert before <= set(repeats["trial_id"])  # the finished repeats kept, not trained again

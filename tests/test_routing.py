@@ -9,7 +9,10 @@ import pytest
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
 
-from search.experiment import ModelPlan, PerModelScheduler, build_scheduler, build_searcher, resources_for
+from search.plans import ModelPlan
+from search.resources import resources_for
+from search.scheduler import PerModelScheduler, build_scheduler
+from search.searcher import build_searcher
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -50,7 +53,7 @@ def test_results_reach_only_their_own_study(two_models):
     searcher.on_trial_complete("t2", {"val_acc": 0.1}, error=True)
     searcher.on_trial_result("t4", {"val_acc": 0.3, "training_iteration": 1, "epoch": 1})
     searcher.on_trial_complete("t4", {"val_acc": 0.3, "training_iteration": 1, "epoch": 1})  # ASHA stopped it
-    studies = {name: s._ot_study for name, s in searcher._searchers.items()}
+    studies = searcher.studies
     states = {t.number: t.state.name for t in studies["cnn"].trials}
     # An error is a failure, not its last value; a trial stopped early is pruned, not complete.
     assert states == {0: "COMPLETE", 1: "FAIL", 2: "PRUNED"}

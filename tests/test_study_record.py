@@ -120,7 +120,8 @@ def test_a_pin_is_checked_against_the_from_scratch_config_when_training_from_scr
 def test_draws_the_pins_make_invalid_are_failed_in_the_study_and_drawn_again():
     import optuna
 
-    from search.experiment import ModelPlan, build_searcher
+    from search.plans import ModelPlan
+    from search.searcher import build_searcher
     from models.config import split_config
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -132,7 +133,7 @@ def test_draws_the_pins_make_invalid_are_failed_in_the_study_and_drawn_again():
 
     for config in configs:
         split_config(config, models.get("cnn").config_cls, "cnn")  # every trial handed to Tune can train
-    study = searcher._searchers["cnn"]._ot_study
+    study = searcher.studies["cnn"]
     failed = [t for t in study.trials if t.state.name == "FAIL"]
     assert failed and all("shrinks a 28x28 image" in t.user_attrs["invalid"] for t in failed)
     assert all(t.params["blocks"] == 3 for t in failed)
@@ -142,13 +143,14 @@ def test_random_search_baseline_samples_the_same_space_after_the_default():
     import optuna
 
     import models
-    from search.experiment import ModelPlan, build_searcher
+    from search.plans import ModelPlan
+    from search.searcher import build_searcher
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     plan = ModelPlan("cnn", 6, 3, 1, 1.0, 0.0, fixed={"optimizer": "sgd"})
     searcher = build_searcher([plan], seed=0, sampler="random")
     configs = [searcher.suggest(f"t{i}") for i in range(6)]
-    study = searcher._searchers["cnn"]._ot_study
+    study = searcher.studies["cnn"]
     assert isinstance(study.sampler, optuna.samplers.RandomSampler)
     default = {k: v for k, v in models.get("cnn").default_config.items() if k != "optimizer"}
     assert {k: configs[0][k] for k in default} == default  # the default first, as with TPE

@@ -1,0 +1,96 @@
+"""What the search relies on in Ray Tune and Optuna beyond a plain reading of their public API. Each
+test names one reliance (docs/design.md, "What the search relies on upstream", lists them), so an
+upgrade of either library that changes it fails here, by name, before a user's resume breaks."""
+
+from __future__ import annotations
+
+import pickle
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune.search import SearchGenerator, Searcher
+
+from search.plans import ModelPlan
+from search.scheduler import build_scheduler
+from search.studies import optuna_storage
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+class _Nothing(Searcher):
+    def suggest(self, trial_id):
+        return None
+
+    def on_trial_complete(self, trial_id, result=None, error=False):
+        pass
+
+
+def test_ray_search_generator_state_holds_its_counter_total_and_finished_flag():
+    generator = SearchGenerator(_Nothing())
+    state = generator.get_state()
+    assert {"counter", "total_samples", "finished"} <= state.keys()
+    generator.set_state({**state, "counter": 3, "total_samples": 3, "finished": False})
+    assert generator.is_finished()  # created all it was to create
+    generator.set_state({**state, "counter": 3, "total_samples": 5, "finished": False})
+    assert not generator.is_finished()  # a grown search creates more
+
+
+def test_ray_tune_controller_offers_the_search_algorithm_and_the_trial_list_to_schedulers():
+    from ray.tune.execution.tune_controller import TuneController
+
+    assert isinstance(TuneController.search_alg, property)
+    assert callable(TuneController.get_trials)
+
+
+def test_ray_tune_restores_the_searcher_before_it_re_adds_the_trials_of_a_resumed_experiment():
+    """``PerModelScheduler.on_trial_add`` adopts each restored trial into the restored searcher: that
+    needs Tune to restore the search algorithm before it re-adds the trials (the integration tests in
+    test_resume.py check the result end to end)."""
+    import inspect
+
+    from ray.tune.execution.tune_controller import TuneController
+
+    source = inspect.getsource(TuneController.resume)
+    assert source.index("restore_from_dir") < source.index("_requeue_restored_trials")
+
+
+def test_ray_scheduler_reports_the_metric_the_search_sets():
+    scheduler = build_scheduler([ModelPlan("cnn", 2, 2, 1, 1.0, 0.0)], reduction_factor=2)
+    assert scheduler.metric == "val_acc"  # TrialScheduler.metric reads the attribute PerModelScheduler sets
+
+
+def test_optuna_trial_pickled_with_its_journal_study_reports_and_ends_after_unpickling(tmp_path):
+    """The searcher is pickled with its studies' asked trials: after a resume, a running trial
+    reports to the same study trial (Optuna has no public way back to a running trial otherwise)."""
+    study = optuna.create_study(study_name="s", storage=optuna_storage(tmp_path), direction="maximize")
+    trial = study.ask()
+    trial.suggest_float("x", 0, 1)
+    again = pickle.loads(pickle.dumps(trial))
+    again.report(0.5, 1)
+    again.study.tell(again, 0.6)
+    (saved,) = optuna.load_study(study_name="s", storage=optuna_storage(tmp_path)).trials
+    assert saved.state == TrialState.COMPLETE and saved.intermediate_values == {1: 0.5} and saved.value == 0.6
+
+
+def test_optuna_lists_a_studys_trials_in_number_order():
+    study = optuna.create_study()
+    for _ in range(5):
+        study.ask()
+    assert [t.number for t in study.get_trials(deepcopy=False)] == [0, 1, 2, 3, 4]  # ModelStudy._frozen
+
+
+def test_optuna_keeps_a_pruned_trials_last_reported_value_as_its_value():
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+    trial.report(0.3, 1)
+    trial.report(0.4, 2)
+    study.tell(trial, state=TrialState.PRUNED)
+    assert study.trials[0].value == 0.4  # TPE ranks a pruned trial by it
+
+
+def test_optuna_ask_pops_an_enqueued_trial_with_its_user_attributes():
+    """How a resumed trial with no handle left is continued: enqueued with its parameters, asked again."""
+    study = optuna.create_study()
+    study.enqueue_trial({"x": 0.25}, user_attrs={"continues": 0})
+    trial = study.ask()
+    assert trial.suggest_float("x", 0, 1) == 0.25 and trial.user_attrs["continues"] == 0
