@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from torchvision.models import AlexNet_Weights, alexnet
-
 from models.finetune import FineTuneConfig, finetuned_spec
 from models.registry import register
 
@@ -16,5 +14,5 @@ class AlexNetConfig(FineTuneConfig):
     MIN_INPUT = 63  # an 11x11 stride-4 conv and three 3x3 stride-2 poolings need 63 pixels
 
 
-SPEC = register(finetuned_spec("alexnet", AlexNetConfig, alexnet, AlexNet_Weights.IMAGENET1K_V1,
+SPEC = register(finetuned_spec("alexnet", AlexNetConfig, "alexnet", "AlexNet_Weights.IMAGENET1K_V1",
                                input_sizes=[64, 112, 224], gpus=0.5, backbone="features"))

@@ -32,23 +32,21 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchvision.models import detection
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 
 from models.config import check, choice, from_flat, suggest_optimizer
-from models.finetune import ensure_weights, torchvision_cache
+from models.finetune import ensure_weights, torchvision_cache, tv_builder, tv_weights
 from models.registry import SMOKE_TRAIN_IMAGES, BuildContext, Config, DataShape, ModelSpec, register
 from models.task import Predictions, Task
 
 DIGIT_THRESHOLD = 0.2  # intensity in [0, 1] above which a pixel belongs to the digit's box
 
-# name -> (torchvision builder, COCO weights, most backbone layers torchvision lets train)
-BACKBONES: dict[str, tuple[Any, Any, int]] = {
-    "mobilenet_v3_large_320": (detection.fasterrcnn_mobilenet_v3_large_320_fpn,
-                               detection.FasterRCNN_MobileNet_V3_Large_320_FPN_Weights.COCO_V1, 6),
-    "mobilenet_v3_large": (detection.fasterrcnn_mobilenet_v3_large_fpn,
-                           detection.FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1, 6),
-    "resnet50": (detection.fasterrcnn_resnet50_fpn, detection.FasterRCNN_ResNet50_FPN_Weights.COCO_V1, 5),
+# name -> (torchvision builder, COCO weights, most backbone layers torchvision lets train), by
+# torchvision's names: resolved only when a detector is built (models.finetune.tv_builder, tv_weights)
+BACKBONES: dict[str, tuple[str, str, int]] = {
+    "mobilenet_v3_large_320": ("fasterrcnn_mobilenet_v3_large_320_fpn",
+                               "FasterRCNN_MobileNet_V3_Large_320_FPN_Weights.COCO_V1", 6),
+    "mobilenet_v3_large": ("fasterrcnn_mobilenet_v3_large_fpn", "FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1", 6),
+    "resnet50": ("fasterrcnn_resnet50_fpn", "FasterRCNN_ResNet50_FPN_Weights.COCO_V1", 5),
 }
 
 
@@ -207,8 +205,11 @@ def torchvision_reads(path: Path) -> Iterator[None]:
 
 
 def build(config: Config, ctx: BuildContext = BuildContext()) -> nn.Module:
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+
     cfg = from_flat(FasterRCNNConfig, config)
-    builder, weights, _ = BACKBONES[cfg.backbone]
+    name, weights_name, _ = BACKBONES[cfg.backbone]
+    builder, weights = tv_builder(name), tv_weights(weights_name)
     settings = dict(
         min_size=cfg.input_size, max_size=cfg.input_size,
         rpn_batch_size_per_image=cfg.rpn_batch_size_per_image, box_batch_size_per_image=cfg.box_batch_size_per_image,

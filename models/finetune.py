@@ -81,9 +81,33 @@ class FineTuneConfig:
               "use strategy='all' when training from scratch")
 
 
+# Model files name torchvision's builders and weights as text ("vgg16", "VGG16_Weights.IMAGENET1K_V1"),
+# resolved when a network is built or its weights looked for: importing torchvision takes a second
+# (it imports every model it has, detection and torch._dynamo included), and a process that trains
+# the CNN or the ViT, or only parses the command line, never needs it.
+
+def tv_weights(weights: Any) -> Any:
+    """torchvision's weights enum member named ``weights`` ("AlexNet_Weights.IMAGENET1K_V1"), or
+    ``weights`` itself if it is one already."""
+    if not isinstance(weights, str):
+        return weights
+    from torchvision.models import get_weight
+
+    return get_weight(weights)
+
+
+def tv_builder(builder: str | Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """torchvision's model builder named ``builder`` ("vgg16", "fasterrcnn_resnet50_fpn")."""
+    if not isinstance(builder, str):
+        return builder
+    from torchvision.models import get_model_builder
+
+    return get_model_builder(builder)
+
+
 def weights_file_name(weights: Any) -> str:
     """The file name torchvision stores ``weights`` under (the last part of its URL)."""
-    return os.path.basename(urlparse(weights.url).path)
+    return os.path.basename(urlparse(tv_weights(weights).url).path)
 
 
 def torchvision_cache() -> Path:
@@ -103,6 +127,7 @@ def ensure_weights(weights: Any, weights_dir: str | os.PathLike | None, download
 
     Raises ``WeightsError`` naming the file, the folders searched and the ``--no-pretrained`` way out.
     """
+    weights = tv_weights(weights)
     found = find_weights(weights, weights_dir)
     if found:
         return found
@@ -202,10 +227,12 @@ class FineTuned(nn.Module):
         return [(backbone, self.backbone_lr_mult), (rest, 1.0)]
 
 
-def build_finetuned(cfg: FineTuneConfig, ctx: BuildContext, builder: Callable[..., nn.Module], weights: Any,
+def build_finetuned(cfg: FineTuneConfig, ctx: BuildContext, builder: str | Callable[..., nn.Module], weights: Any,
                     backbone: str | None = None) -> nn.Module:
-    """Build ``builder`` (a torchvision constructor), load its ImageNet weights if ``cfg.pretrained``,
-    then give it a ``ctx.num_classes``-way head and, for gray data, a one-channel first convolution."""
+    """Build ``builder`` (a torchvision constructor, or its name), load its ImageNet weights if
+    ``cfg.pretrained``, then give it a ``ctx.num_classes``-way head and, for gray data, a one-channel
+    first convolution."""
+    builder = tv_builder(builder)
     takes_dropout = "dropout" in inspect.signature(builder).parameters
     net = builder(weights=None, **({"dropout": cfg.classifier_dropout} if takes_dropout else {}))
     if cfg.pretrained and ctx.load_weights:
@@ -240,11 +267,12 @@ def finetune_space(trial: Any, shape: DataShape, input_sizes: list[int]) -> dict
     return constants
 
 
-def finetuned_spec(name: str, config_cls: type[FineTuneConfig], builder: Callable[..., nn.Module], weights: Any,
+def finetuned_spec(name: str, config_cls: type[FineTuneConfig], builder: str, weights: str,
                    input_sizes: list[int], gpus: float, backbone: str | None = None, cpu_bf16: bool = True) -> ModelSpec:
     """The registry entry of a torchvision classifier fine-tuned here: everything but the network,
     its weights, its input sizes, its share of a GPU and (optionally) the submodule that is its
-    pretrained backbone is common to all of them."""
+    pretrained backbone is common to all of them. ``builder`` and ``weights`` are torchvision's names
+    (``tv_builder``, ``tv_weights``)."""
 
     def build(config: Config, ctx: BuildContext = BuildContext()) -> nn.Module:
         return build_finetuned(from_flat(config_cls, config), ctx, builder, weights, backbone)

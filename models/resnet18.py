@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from torchvision.models import ResNet18_Weights, resnet18
-
 from models.finetune import FineTuneConfig, finetuned_spec
 from models.registry import register
 
@@ -21,5 +19,5 @@ class ResNet18Config(FineTuneConfig):
 # like AlexNet (not measured on a GPU yet). On CPUs it trains in fp32: under bf16 autocast a step
 # took 1.6x as long at 32 pixels and 1.2x at 64 on a 2-core AVX-512 BF16 Xeon, where VGG16 and the
 # CNN gained (benchmarks/results/epoch_cost_resnet18*.json).
-SPEC = register(finetuned_spec("resnet18", ResNet18Config, resnet18, ResNet18_Weights.IMAGENET1K_V1,
+SPEC = register(finetuned_spec("resnet18", ResNet18Config, "resnet18", "ResNet18_Weights.IMAGENET1K_V1",
                                input_sizes=[32, 64, 112], gpus=0.5, cpu_bf16=False))

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from torchvision.models import VGG16_Weights, vgg16
-
 from models.finetune import FineTuneConfig, finetuned_spec
 from models.registry import register
 
@@ -16,5 +14,5 @@ class VGG16Config(FineTuneConfig):
     MIN_INPUT = 32  # five 2x2 poolings: 32 pixels leave a 1x1 map
 
 
-SPEC = register(finetuned_spec("vgg16", VGG16Config, vgg16, VGG16_Weights.IMAGENET1K_V1,
+SPEC = register(finetuned_spec("vgg16", VGG16Config, "vgg16", "VGG16_Weights.IMAGENET1K_V1",
                                input_sizes=[32, 64, 112], gpus=1.0, backbone="features"))

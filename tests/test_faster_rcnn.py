@@ -12,7 +12,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 import models
 from helpers import run_cli, search_command
 from models.faster_rcnn import BACKBONES, DETECTION, object_boxes
-from models.finetune import WeightsError, weights_file_name
+from models.finetune import WeightsError, tv_builder, tv_weights, weights_file_name
 from trainables.data import Split
 from trainables.loop import evaluate, train_one_epoch
 from trainables.runtime import Runtime
@@ -113,7 +113,7 @@ def coco_file(tmp_path):
     """A COCO-shaped checkpoint of the small backbone, written by the test (no download here)."""
     builder, weights, _ = BACKBONES["mobilenet_v3_large_320"]
     torch.manual_seed(1)
-    state = builder(weights=None, weights_backbone=None, num_classes=91).state_dict()
+    state = tv_builder(builder)(weights=None, weights_backbone=None, num_classes=91).state_dict()
     torch.save(state, tmp_path / weights_file_name(weights))
     return tmp_path, state
 
@@ -134,7 +134,7 @@ def test_coco_weights_load_from_the_weights_folder_with_frozen_early_layers(coco
 def test_missing_coco_weights_name_the_file_and_the_way_out(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
     weights = SPEC.weights_for({"backbone": "resnet50"})
-    assert weights is detection.FasterRCNN_ResNet50_FPN_Weights.COCO_V1
+    assert tv_weights(weights) is detection.FasterRCNN_ResNet50_FPN_Weights.COCO_V1
     with pytest.raises(WeightsError, match=f"{weights_file_name(weights)}.*--no-pretrained"):
         SPEC.build({"pretrained": True, "backbone": "resnet50"}, models.BuildContext(weights_dir=str(tmp_path)))
 

@@ -13,7 +13,8 @@ import models
 from helpers import run_cli, search_command
 from models.config import ConfigError, TrainConfig
 from models.finetune import (IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD, IMAGENET_MEAN, IMAGENET_STD, FineTuneConfig,
-                             WeightsError, ensure_weights, first_conv_name, fold_rgb_conv, head_name, weights_file_name)
+                             WeightsError, ensure_weights, first_conv_name, fold_rgb_conv, head_name, tv_weights,
+                             weights_file_name)
 from trainables.loop import make_optimizer
 
 FINE_TUNED = [name for name in models.names() if issubclass(models.get(name).config_cls, FineTuneConfig)]
@@ -23,7 +24,7 @@ def imagenet_network(name: str) -> torch.nn.Module:
     """The torchvision network ``name`` fine-tunes, ImageNet-shaped (found by its weights' type)."""
     import torchvision.models as tvm
 
-    weights = models.get(name).pretrained_weights
+    weights = tv_weights(models.get(name).pretrained_weights)
     builder = next(b for b in tvm.list_models() if tvm.get_model_weights(b) is type(weights))
     return tvm.get_model(builder, weights=None)
 
@@ -89,7 +90,7 @@ def test_missing_weights_name_the_file_the_folders_and_the_way_out(name, tmp_pat
 
 def test_offline_download_failure_is_reported(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    weights = models.get("alexnet").pretrained_weights
+    weights = tv_weights(models.get("alexnet").pretrained_weights)
 
     def offline(*args, **kwargs):
         raise OSError("Name or service not known")

@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import f1_score
 from torch import nn
 
 import models
@@ -159,7 +158,7 @@ def evaluate(model: nn.Module, data: Split, runtime: Runtime, batch_size: int = 
     return EvalStats(
         loss=(total_loss / len(labels)).item(),
         acc=float((predicted == labels).mean()),
-        f1=float(f1_score(labels, predicted, average="macro")),
+        f1=float(macro_f1(labels, predicted)),
         predictions=predicted,
         rates={name: (count / len(labels)).item() for name, count in counts.items()},
     )
@@ -233,3 +232,11 @@ def fit(
             "params": prepared.params,
             **scores.rates,
         }
+
+
+def macro_f1(labels: Any, predicted: Any) -> float:
+    """scikit-learn's macro F1, imported on first use: a worker process starts training a second
+    sooner, and scikit-learn loads while the first epoch's batches already ran."""
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(labels, predicted, average="macro"))
