@@ -107,14 +107,19 @@ def run_one(arm: str, args: argparse.Namespace, seed: int, storage: Path) -> dic
     wall = time.monotonic() - start
     if proc.returncode != 0:
         raise SystemExit(f"{arm} seed {seed} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    folder = storage / f"{arm}-seed{seed}"
+    return dict(read_run(storage / f"{arm}-seed{seed}", arm, seed, args.max_epochs),
+                command="python -m search.run " + " ".join(flags), wall_s=round(wall, 1))
+
+
+def read_run(folder: Path, arm: str, seed: int, max_epochs: int) -> dict:
+    """What a finished search's exports say, as the analysis reads it."""
     epochs = pd.read_parquet(folder / "epochs.parquet")
     trials = pd.read_parquet(folder / "trials.parquet")
     finalists = pd.read_parquet(folder / "finalists.parquet")
     best, seconds = curves(epochs)
     full = epochs.pivot_table(index="trial_id", columns="epoch", values="val_acc")
-    return dict(arm=arm, seed=seed, command="python -m search.run " + " ".join(flags), wall_s=round(wall, 1),
-                trials=len(trials), epochs_trained=len(best), stopped_early=int((trials["epochs"] < args.max_epochs).sum()),
+    return dict(arm=arm, seed=seed,
+                trials=len(trials), epochs_trained=len(best), stopped_early=int((trials["epochs"] < max_epochs).sum()),
                 test_acc=float(finalists["test_acc"].iloc[0]), winner_val_acc=float(finalists["best_val_acc"].iloc[0]),
                 curve=best, seconds=seconds,
                 # every trial's validation accuracy at each epoch it reached: the rank correlations' data
@@ -255,6 +260,26 @@ def plot(result: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def settings(args: argparse.Namespace) -> dict:
+    """What the benchmark ran with, and on what."""
+    import torch
+
+    return dict(budget=args.budget, max_epochs=args.max_epochs, grace_period=args.grace_period,
+                reduction_factor=args.reduction_factor, rungs=rungs(args.max_epochs, args.grace_period, args.reduction_factor),
+                seeds=args.seeds, dataset=args.dataset, train_size=args.train_size, cpus=args.cpus, gpus=args.gpus,
+                machine=f"{cpu_name()} ({', '.join(vector_extensions()) or 'no AVX2'}), {os.cpu_count()} cores",
+                torch=torch.__version__, device=torch.cuda.get_device_name(0) if args.gpus else "cpu")
+
+
+def kept_runs(args: argparse.Namespace) -> list[dict]:
+    """The runs of every seed of ``args.seeds`` whose every arm left its exports in ``args.from_folders``."""
+    done = [seed for seed in args.seeds
+            if all((args.from_folders / f"{arm}-seed{seed}" / "finalists.parquet").exists() for arm in args.arms)]
+    args.seeds = done
+    return [read_run(args.from_folders / f"{arm}-seed{seed}", arm, seed, args.max_epochs)
+            for seed in done for arm in args.arms]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--budget", type=int, default=180, help="training epochs each search may spend")
@@ -270,9 +295,14 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "search_quality.json")
     p.add_argument("--keep", type=Path, default=None, help="keep the searches' folders here")
     p.add_argument("--report", type=Path, default=None, help="only analyse this saved result file again")
+    p.add_argument("--from-folders", type=Path, default=None,
+                   help="only analyse the searches kept in this folder (--keep of an interrupted run): the seeds "
+                        "whose every arm finished")
     args = p.parse_args()
     if args.report:
         result = json.loads(args.report.read_text())
+    elif args.from_folders:
+        result = dict(settings(args), runs=kept_runs(args), total_s=None)
     else:
         if args.budget % args.max_epochs:
             p.error("--budget must be a multiple of --max-epochs (the whole-trial arms train whole trials)")
@@ -286,15 +316,7 @@ def main() -> None:
                 print(f"{arm:11s} seed {seed}: best {100 * max(run['curve'][:args.budget]):.2f}% within {args.budget} "
                       f"epochs ({run['trials']} trials, {run['epochs_trained']} epochs, {run['wall_s']} s)", flush=True)
                 runs.append(run)
-        import torch
-
-        result = dict(budget=args.budget, max_epochs=args.max_epochs, grace_period=args.grace_period,
-                      reduction_factor=args.reduction_factor, rungs=rungs(args.max_epochs, args.grace_period,
-                                                                          args.reduction_factor),
-                      seeds=args.seeds, dataset=args.dataset, train_size=args.train_size, cpus=args.cpus, gpus=args.gpus,
-                      machine=f"{cpu_name()} ({', '.join(vector_extensions()) or 'no AVX2'}), {os.cpu_count()} cores",
-                      torch=torch.__version__, device=torch.cuda.get_device_name(0) if args.gpus else "cpu",
-                      total_s=round(time.time() - started), runs=runs)
+        result = dict(settings(args), total_s=round(time.time() - started), runs=runs)
     result["summary"] = summarize(result["runs"], result["budget"])
     result["rank_correlations"] = rank_correlations(result["runs"], result["rungs"])
     out = args.report or args.out
