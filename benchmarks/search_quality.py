@@ -1,6 +1,6 @@
 """Whether guided search finds better configurations sooner than random search (a benchmark, not a test).
 
-    python benchmarks/search_quality.py [--seeds 0 1 2 3 4 5 6 7] [--budget 180] [--max-epochs 9]
+    python benchmarks/search_quality.py [--seeds 0 1 2 3 4 5 6 7] [--budget 135] [--max-epochs 9]
         [--grace-period 1] [--reduction-factor 3] [--dataset fashion_mnist] [--train-size 5000]
         [--cpus 2] [--gpus 0] [--arms ...] [--out FILE] [--keep DIR]
     python benchmarks/search_quality.py --report FILE      # the analysis again, from a saved run
@@ -13,9 +13,9 @@ same seed gives every arm the same data subset and the same trial seeds):
   tpe          the search's TPE sampler (multivariate, grouped, constant liar), whole trials
   tpe+asha     the search's default pairing: TPE and ASHA
 
-Every arm may spend --budget training epochs: the whole-trial arms run --budget / --max-epochs trials,
-the ASHA arms as many trials as ASHA's expected epochs per trial fit in the budget; epochs beyond the
-budget are not counted. Every study tries the model's default configuration first, as the search does.
+Every arm spends --budget training epochs (the search's --epoch-budget ends it there): the whole-trial
+arms run --budget / --max-epochs trials, the ASHA arms as many as the budget lets them start. Every
+study tries the model's default configuration first, as the search does.
 
 Epochs are counted in the order they ended (``reported_at`` in epochs.parquet), across the concurrent
 trials; a search's best-so-far after N epochs is the best validation accuracy among its first N.
@@ -63,19 +63,11 @@ def rungs(max_epochs: int, grace: int, factor: float) -> list[int]:
     return out + [max_epochs]
 
 
-def expected_epochs(max_epochs: int, grace: int, factor: float) -> float:
-    """Epochs ASHA spends per trial on average if it promotes 1/factor of each rung."""
-    points = rungs(max_epochs, grace, factor)
-    spent, previous = 0.0, 0
-    for k, r in enumerate(points):
-        spent += (r - previous) / factor ** k
-        previous = r
-    return spent
-
-
 def trials_for(arm: str, args: argparse.Namespace) -> int:
+    """Whole trials fill the budget exactly; with ASHA, as many as could fit (each trains at least its
+    first rung): the search's --epoch-budget ends it when the budget is spent."""
     if ARMS[arm][1]:
-        return math.ceil(args.budget / expected_epochs(args.max_epochs, args.grace_period, args.reduction_factor))
+        return args.budget // args.grace_period
     return args.budget // args.max_epochs
 
 
@@ -85,7 +77,8 @@ def search_flags(arm: str, args: argparse.Namespace, seed: int, storage: Path) -
     return ["--model", "cnn", "--gpus", str(args.gpus), "--cpus", str(args.cpus), "--dataset", args.dataset,
             "--train-size", str(args.train_size), "--max-epochs", str(args.max_epochs),
             "--grace-period", str(grace), "--reduction-factor", str(args.reduction_factor),
-            "--num-samples", str(trials_for(arm, args)), "--seed", str(seed), "--sampler", sampler,
+            "--num-samples", str(trials_for(arm, args)), "--epoch-budget", str(args.budget), "--seed", str(seed),
+            "--sampler", sampler,
             "--storage-path", str(storage), "--name", f"{arm}-seed{seed}", "--no-dashboard", "--verbose", "0"]
 
 
@@ -217,7 +210,7 @@ def markdown(result: dict) -> str:
              "epochs (IQR) | regret area, epochs (median) | regret area, seconds (median) | p, area < random's | "
              "winner's test acc (median) |", "|---|---|---|---|---|---|---|---|"]
     for r in s["table"]:
-        p = "" if r["arm"] == REFERENCE else f"{r['area_vs_random_p']:.3g} ({r['area_lower_than_random']}/{r['seeds']})"
+        p = "" if "area_vs_random_p" not in r else f"{r['area_vs_random_p']:.3g} ({r['area_lower_than_random']}/{r['seeds']})"
         lo, hi = r["regret_final_iqr"]
         lines.append(f"| {r['arm']} | {r['trials']} ({r['stopped_early']}) | {100 * r['regret_half_median']:.2f} | "
                      f"{100 * r['regret_final_median']:.2f} ({100 * lo:.2f}-{100 * hi:.2f}) | "
@@ -282,7 +275,7 @@ def kept_runs(args: argparse.Namespace) -> list[dict]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--budget", type=int, default=180, help="training epochs each search may spend")
+    p.add_argument("--budget", type=int, default=135, help="training epochs each search may spend")
     p.add_argument("--max-epochs", type=int, default=9, help="a trial's full budget")
     p.add_argument("--grace-period", type=int, default=1, help="ASHA's first rung")
     p.add_argument("--reduction-factor", type=float, default=3.0)

@@ -16,7 +16,7 @@ from analysis.leaderboard import leaderboard
 from search import storage
 from search.plans import METRIC, MODE, ModelPlan
 from search.resources import concurrency, resources_for
-from search.scheduler import build_scheduler
+from search.scheduler import EpochBudget, build_scheduler
 from search.searcher import BUDGET_FILE, build_searcher
 from search.studies import OPTUNA_FILE, optuna_storage
 from search.export import (TrialRecord, classes_table, epochs_table, record_from_result, trial_dirname, trials_table,
@@ -149,15 +149,17 @@ def make_tuner(settings: Settings, data: Dataset, slots: tuple[int, dict[str, in
             trial_name_creator=trial_dirname,
             trial_dirname_creator=trial_dirname,
         ),
-        run_config=run_config(settings, settings.name, settings.tune_storage),
+        run_config=run_config(settings, settings.name, settings.tune_storage,
+                              EpochBudget(settings.epoch_budget) if settings.epoch_budget else None),
     )
 
 
-def run_config(settings: Settings, name: str, storage_path: str) -> tune.RunConfig:
+def run_config(settings: Settings, name: str, storage_path: str, stop: Any = None) -> tune.RunConfig:
     """Where an experiment of this search goes, each trial keeping only its best checkpoint."""
     return tune.RunConfig(
         name=name,
         storage_path=storage_path,
+        stop=stop,
         checkpoint_config=tune.CheckpointConfig(
             num_to_keep=1, checkpoint_score_attribute=METRIC, checkpoint_score_order=MODE),
         verbose=settings.verbose,
@@ -324,12 +326,14 @@ def run_search(settings: Settings, data: Dataset) -> int:
         print(f"Uploaded to {settings.tune_folder}")
     short = missing_trials(settings.plans, tables["trials"])
     for model, (asked, got) in sorted(short.items()):
-        if settings.time_budget:
-            print(f"note: {model} ran {got} of its {asked} trials before --time-budget {settings.time_budget:g} s ran out")
+        if settings.time_budget or settings.epoch_budget:
+            spent = (f"--time-budget {settings.time_budget:g} s" if settings.time_budget else
+                     f"--epoch-budget {settings.epoch_budget}")
+            print(f"note: {model} ran {got} of its {asked} trials before {spent} ran out")
         else:  # e.g. a kill that landed between Tune's snapshot of its trials and of its searcher
             print(f"error: {model} has {got} of the {asked} trials asked for ({asked - got} missing) in "
                   "trials.parquet; the results are complete for those that ran, but the search is not")
-    incomplete = bool(short) and not settings.time_budget
+    incomplete = bool(short) and not (settings.time_budget or settings.epoch_budget)
     for model, reason in sorted(untested.items()):
         print(f"error: the winner of {model} could not be tested, so {model} has no row in finalists.parquet "
               f"(its trials are in trials.parquet): {reason}")

@@ -99,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="experiment name (default: models, dataset and time)")
     p.add_argument("--seed", type=int, default=0, help="seeds Optuna's samplers and the trials")
     p.add_argument("--time-budget", type=float, default=None, help="seconds; running trials stop when it is spent")
+    p.add_argument("--epoch-budget", type=int, default=None, metavar="N",
+                   help="training epochs the whole search may spend, counted over every trial of every model; "
+                        "when it is spent, running trials stop and no new one starts (searches compared at an "
+                        "equal budget: benchmarks/search_quality.py)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="pin a setting in every trial of the models that have it (e.g. --set batch_size=256); "
                         "the rest is searched")

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.stopper import Stopper
 
 from models.config import MODEL_KEY
 from search.plans import METRIC, MODE, TIME_ATTR, ModelPlan
@@ -94,3 +95,20 @@ def build_scheduler(plans: list[ModelPlan], reduction_factor: float) -> PerModel
         )
         for plan in plans
     })
+
+
+class EpochBudget(Stopper):
+    """Tune's stopper for ``--epoch-budget``: ends the whole experiment once its trials have reported
+    ``budget`` epochs in all. Trials it stops are told to their studies as pruned, like ASHA's.
+    On --resume it counts anew (Tune saves no stopper's state)."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget, self.spent = budget, 0
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        if TIME_ATTR in result:
+            self.spent += 1
+        return False  # no trial is stopped on its own: the budget is the experiment's
+
+    def stop_all(self) -> bool:
+        return self.spent >= self.budget

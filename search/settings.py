@@ -68,6 +68,7 @@ class Settings:
     sampler: str = "tpe"  # each study's sampler: "tpe", or "random" for a baseline
     repeats: int = 0  # --repeats: each winner trained this many more times at other seeds, each run tested
     image_size: int | None = None  # --image-size: every image resized to this once (None: the data's own)
+    epoch_budget: int | None = None  # --epoch-budget: training epochs the whole search may spend
     channels: int | None = None  # --channels: 1 (gray) or 3 (RGB); None: the data's own
     cache_dir: str | None = None  # where decoded images are cached (None: imagesets.default_cache_dir())
 
@@ -203,6 +204,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     except models.UnknownModelError as e:
         raise UsageError(f"--model: {e}") from None
     for value, flag in ((args.num_samples, "--num-samples"), (args.time_budget, "--time-budget"),
+                        (args.epoch_budget, "--epoch-budget"),
                         (args.cpus, "--cpus"), (args.val_size, "--val-size"),
                         (args.max_concurrent, "--max-concurrent"), (args.train_size, "--train-size")):
         _positive(value, flag)
@@ -262,6 +264,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     settings = Settings(
         models=chosen, plans=plans, gpus=args.gpus, cpus=cpus, dataset=args.dataset, data_dir=args.data_dir,
         storage=local, name=name, seed=args.seed, weights_dir=args.weights_dir, time_budget=args.time_budget,
+        epoch_budget=args.epoch_budget,
         limit=training_limit(args), val_size=args.val_size, sampler=args.sampler, repeats=args.repeats,
         image_size=args.image_size, channels=args.channels, cache_dir=args.cache_dir,
         reduction_factor=args.reduction_factor, dashboard=not args.no_dashboard,

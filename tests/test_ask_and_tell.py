@@ -85,3 +85,15 @@ def test_each_optimizers_learning_rate_is_a_parameter_of_its_own(sampler):
     for config, trial in zip(configs, searcher.studies["cnn"].trials):
         assert trial.params[f"lr:{config['optimizer']}"] == config["lr"]  # the study's name, the config's value
         assert not [k for k in trial.params if k.startswith("lr:") and k != f"lr:{config['optimizer']}"]
+
+
+def test_an_epoch_budget_ends_the_experiment_once_its_epochs_are_spent():
+    from search.scheduler import EpochBudget
+
+    budget = EpochBudget(3)
+    for epoch in (1, 2):
+        assert budget("t0", {"epoch": epoch, "val_acc": 0.5}) is False and not budget.stop_all()
+    budget("t1", {"done": True})  # a report with no epoch spends nothing
+    assert not budget.stop_all()
+    budget("t1", {"epoch": 1, "val_acc": 0.4})
+    assert budget.stop_all()

@@ -378,3 +378,14 @@ def test_repeats_finished_before_a_kill_are_kept_on_resume(tmp_path):
     repeats = pd.read_parquet(folder / "repeats.parquet")
     assert len(repeats) == 3 and repeats["trial_id"].is_unique and sorted(repeats["seed"]) == [1000, 2000, 3000]
     assert before <= set(repeats["trial_id"])  # the finished repeats kept, not trained again
+
+
+@pytest.mark.integration
+def test_an_epoch_budget_stops_the_search_when_spent_and_exits_cleanly(tmp_path, data_dir):
+    proc = run_cli("search.run", "--model", "cnn", "--gpus", "0", "--cpus", "1", "--smoke", "--num-samples", "6",
+                   "--epoch-budget", "3", "--storage-path", str(tmp_path), "--name", "budget", "--no-dashboard",
+                   "--verbose", "0", "--data-dir", str(data_dir))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    epochs = pd.read_parquet(tmp_path / "budget" / "epochs.parquet")
+    assert len(epochs) == 3  # one slot: exactly the budget
+    assert "before --epoch-budget 3 ran out" in proc.stdout

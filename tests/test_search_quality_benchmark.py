@@ -41,9 +41,8 @@ def test_regret_areas_and_the_paired_test_follow_the_curves():
     assert bench.verdict(summary).count("met") == 2 and "NOT" not in bench.verdict(summary)
 
 
-def test_asha_rungs_and_the_trials_that_fit_the_budget():
+def test_asha_rungs():
     assert bench.rungs(9, 1, 3) == [1, 3, 9]
-    assert bench.expected_epochs(9, 1, 3) == pytest.approx(1 + 2 / 3 + 6 / 9)
     assert bench.rungs(4, 1, 2) == [1, 2, 4]
 
 
