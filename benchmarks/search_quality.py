@@ -116,7 +116,8 @@ def read_run(folder: Path, arm: str, seed: int, max_epochs: int) -> dict:
                 test_acc=float(finalists["test_acc"].iloc[0]), winner_val_acc=float(finalists["best_val_acc"].iloc[0]),
                 curve=best, seconds=seconds,
                 # every trial's validation accuracy at each epoch it reached: the rank correlations' data
-                per_trial={str(t): {str(int(e)): float(v) for e, v in row.dropna().items()} for t, row in full.iterrows()})
+                per_trial={str(t): {str(int(e)): float(v) for e, v in row.dropna().items()} for t, row in full.iterrows()},
+                schedules=dict(zip(trials["trial_id"].astype(str), trials["config.schedule"].astype(str))))
 
 
 def regret_by_epoch(run: dict, pooled_best: float, budget: int) -> np.ndarray:
@@ -140,15 +141,25 @@ def quartiles(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def rank_correlations(runs: list[dict], points: list[int]) -> list[dict]:
     """Spearman's rho between the validation accuracy at each rung and at the last epoch, over the
-    whole trials of random search (every one trained to the end, so none is missing by selection)."""
+    whole trials of random search (every one trained to the end, so none is missing by selection):
+    for all of them, and for each learning-rate schedule (a one-cycle schedule peaks late, so its early
+    epochs may rank trials differently from its last)."""
     from scipy.stats import spearmanr
 
-    last = points[-1]
-    trials = [t for r in runs if r["arm"] == REFERENCE for t in r["per_trial"].values() if str(last) in t]
+    last = str(points[-1])
+    trials = [(r.get("schedules", {}).get(tid, "?"), t) for r in runs if r["arm"] == REFERENCE
+              for tid, t in r["per_trial"].items() if last in t]
+    groups = {"all": [t for _, t in trials]}
+    for schedule in sorted({s for s, _ in trials}):
+        groups[schedule] = [t for s, t in trials if s == schedule]
     rows = []
-    for rung in points[:-1]:
-        rho, p = spearmanr([t[str(rung)] for t in trials], [t[str(last)] for t in trials])
-        rows.append(dict(rung=rung, final_epoch=last, trials=len(trials), spearman=float(rho), p=float(p)))
+    for group, members in groups.items():
+        for rung in points[:-1]:
+            if len(members) < 3:
+                continue
+            rho, p = spearmanr([t[str(rung)] for t in members], [t[last] for t in members])
+            rows.append(dict(rung=rung, final_epoch=int(last), schedule=group, trials=len(members),
+                             spearman=float(rho), p=float(p)))
     return rows
 
 
@@ -217,10 +228,11 @@ def markdown(result: dict) -> str:
                      f"{100 * r['area_median']:.2f} | {100 * r['area_seconds_median']:.2f} | {p} | "
                      f"{100 * r['test_acc_median']:.2f} |")
     lines.append("")
-    lines.append("| rung (epoch) | Spearman rho with the epoch-{} accuracy | trials |".format(result["max_epochs"]))
-    lines.append("|---|---|---|")
+    lines.append("| rung (epoch) | trials' schedule | Spearman rho with the epoch-{} accuracy | trials |".format(
+        result["max_epochs"]))
+    lines.append("|---|---|---|---|")
     for c in result["rank_correlations"]:
-        lines.append(f"| {c['rung']} | {c['spearman']:.2f} | {c['trials']} |")
+        lines.append(f"| {c['rung']} | {c.get('schedule', 'all')} | {c['spearman']:.2f} | {c['trials']} |")
     lines.append("")
     lines.append(verdict(s))
     return "\n".join(lines)
