@@ -155,9 +155,11 @@ class ModelStudy:
         with the same parameters and the epochs it had reported."""
         if trial_id in self._asked:
             return
-        running = [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                   if t.user_attrs.get("trial_id") == trial_id]
-        old = running[-1] if running else None
+        drawn = [t for t in self.study.get_trials(deepcopy=False)
+                 if t.user_attrs.get("trial_id") == trial_id and "invalid" not in t.user_attrs]
+        old = drawn[-1] if drawn else None
+        if old is not None and old.state.is_finished():
+            return  # the journal holds its end (told after the searcher was saved): nothing left to tell
         if old is not None:
             self._lose(old.number, f"continued as a new study trial after a resume (Tune trial {trial_id})")
         searched = {k: v for k, v in config.items() if k != MODEL_KEY and k not in self.constants

@@ -97,3 +97,16 @@ def test_an_epoch_budget_ends_the_experiment_once_its_epochs_are_spent():
     assert not budget.stop_all()
     budget("t1", {"epoch": 1, "val_acc": 0.4})
     assert budget.stop_all()
+
+
+def test_a_trial_the_journal_ended_after_the_searcher_was_saved_is_not_drawn_again(tmp_path):
+    searcher = build_searcher([ModelPlan("cnn", 3, 1, 1, 1.0, 0.0)], seed=0, storage=optuna_storage(tmp_path))
+    searcher.suggest("t0")
+    searcher.save(str(tmp_path / "older.pkl"))
+    config = searcher.suggest("t1")
+    searcher.on_trial_complete("t1", {"val_acc": 0.8, "epoch": 1})  # told after the save
+    restored = PerModelSearcher.__new__(PerModelSearcher)
+    restored.restore(str(tmp_path / "older.pkl"))
+    restored.adopt("t1", "cnn", config, finished=True, result={"val_acc": 0.8, "epoch": 1})
+    study = optuna.load_study(study_name="cnn", storage=optuna_storage(tmp_path))
+    assert [(t.user_attrs["trial_id"], t.state.name) for t in study.trials] == [("t0", "RUNNING"), ("t1", "COMPLETE")]
