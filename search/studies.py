@@ -134,12 +134,8 @@ class ModelStudy:
         self.study.tell(trial, value if state == TrialState.COMPLETE else None, state=state, skip_if_finished=True)
 
     def told_trial(self, trial: optuna.Trial) -> bool:
+        """Whether the study (its journal, which may be ahead of a restored searcher) holds the trial's end."""
         return self._frozen(trial.number).state.is_finished()
-
-    def told(self, trial_id: str) -> bool:
-        """Whether the study already holds the end of the trial asked for ``trial_id``."""
-        trial = self._asked.get(trial_id)
-        return trial is not None and self.told_trial(trial)
 
     def _frozen(self, number: int) -> optuna.trial.FrozenTrial:
         return self.study.get_trials(deepcopy=False)[number]  # a study's trials are numbered 0, 1, ... in order

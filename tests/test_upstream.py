@@ -36,10 +36,14 @@ def test_ray_search_generator_state_holds_its_counter_total_and_finished_flag():
 
 
 def test_ray_tune_controller_offers_the_search_algorithm_and_the_trial_list_to_schedulers():
+    """A scheduler's hooks get Tune's controller wrapped, with an allow-list of what it may use."""
+    import inspect
+
     from ray.tune.execution.tune_controller import TuneController
 
-    assert isinstance(TuneController.search_alg, property)
-    assert callable(TuneController.get_trials)
+    assert isinstance(TuneController.search_alg, property) and callable(TuneController.get_trials)
+    allowed = inspect.getsource(TuneController._wrapped)
+    assert '"search_alg"' in allowed and '"get_trials"' in allowed
 
 
 def test_ray_tune_restores_the_searcher_before_it_re_adds_the_trials_of_a_resumed_experiment():
