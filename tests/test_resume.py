@@ -324,6 +324,7 @@ def test_a_finished_search_grows_by_the_trials_added_and_refuses_other_data_or_a
     study = optuna.load_study(study_name="cnn", storage=optuna_storage(folder))
     told = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
     assert sorted(t.user_attrs["trial_id"] for t in told) == sorted(after["trial_id"])
+    assert len(study.trials) == 5  # each trial drawn once: none failed as lost or drawn again on the resume
     assert "--num-samples" in json.loads((folder / "command.json").read_text())["argv"]  # a later resume keeps 5
 
     shrink = run_cli("search.run", "--resume", "--num-samples", "3", *common)
