@@ -162,15 +162,15 @@ def test_search_through_address_runs_trials_on_both_nodes(two_node_cluster, tmp_
     assert epochs["node"].nunique() == 2
 
 
-def reported_nodes(folder) -> dict[str, set[str]]:
-    """Trial id -> the nodes its reports came from so far, while it has not reported its last epoch
-    (3) yet (from Tune's result.json files)."""
+def reported_nodes(folder, last_epoch: int) -> dict[str, set[str]]:
+    """Trial id -> the nodes its reports came from so far, for the trials that have not reported their
+    last epoch yet (from Tune's result.json files)."""
     import json
 
     seen = {}
     for path in folder.glob("*/result.json"):
         reports = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        if reports and max(r.get("epoch", 0) for r in reports) < 3:
+        if reports and max(r.get("epoch", 0) for r in reports) < last_epoch:
             seen[reports[-1]["trial_id"]] = {r.get("node", "") for r in reports}
     return seen
 
@@ -186,26 +186,37 @@ def test_a_lost_worker_nodes_trials_are_retried_on_the_remaining_node(two_node_c
     (worker,) = two_node_cluster.worker_nodes
     prefix = "/" + worker.node_id[:8]
     folder = tmp_path / "lost"
+    # Epochs of a few seconds (8192 training images in batches of 16) and four of them: the node is
+    # removed while the trial it holds still has epochs to train, not after it has finished (with the
+    # smoke set's 1024 images an epoch took 0.3 s, less than removing a node does).
+    epochs_per_trial = 4
     proc = subprocess.Popen(
         [sys.executable, "-m", "search.run", "--address", two_node_cluster.address, "--model", "cnn", "--smoke",
-         "--num-samples", "4", "--max-epochs", "3", "--grace-period", "3", "--gpus", "0", "--retries", "1",
+         "--train-size", "8192", "--num-samples", "4", "--max-epochs", str(epochs_per_trial),
+         "--grace-period", str(epochs_per_trial), "--gpus", "0", "--retries", "1",
          "--set", "batch_size=16", "--storage-path", str(tmp_path), "--name", "lost", "--data-dir", str(data_dir),
          "--no-dashboard", "--verbose", "0"],
         cwd=ROOT, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True)
-    deadline, cut = time.monotonic() + 300, set()
-    while time.monotonic() < deadline and not cut:
+
+    def on_worker() -> set[str]:
+        unfinished = reported_nodes(folder, epochs_per_trial)
+        return {trial for trial, nodes in unfinished.items() if any(prefix in n for n in nodes)}
+
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not on_worker():
         time.sleep(0.2)
-        cut = {trial for trial, nodes in reported_nodes(folder).items() if any(prefix in n for n in nodes)}
-    assert proc.poll() is None and cut, "no trial was running on the worker node"
+    assert proc.poll() is None and on_worker(), "no trial was running on the worker node"
     two_node_cluster.remove_node(worker, allow_graceful=False)  # its raylet and trial processes die
+    cut = on_worker()  # what the node held when it was gone (a trial may have finished meanwhile)
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out[-4000:]
+    assert cut, "the worker node's trial finished before the node was removed; nothing was cut short"
     trials = pd.read_parquet(folder / "trials.parquet")
     epochs = pd.read_parquet(folder / "epochs.parquet")
     assert len(trials) == 4 and trials["trial_id"].is_unique and (trials["status"] != "error").all()
     assert not epochs.duplicated(["trial_id", "epoch"]).any()
-    assert (epochs.groupby("trial_id")["epoch"].max() == 3).all()  # every trial trained its whole budget
+    assert (epochs.groupby("trial_id")["epoch"].max() == epochs_per_trial).all()  # each trained its budget
     # The trials cut short on the lost node finished on the other one (retried from their checkpoint).
     finished_on = trials.set_index("trial_id")["node"]
     assert all(prefix not in finished_on[trial] for trial in cut), (cut, finished_on)
