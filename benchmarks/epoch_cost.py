@@ -26,6 +26,7 @@ import models  # noqa: E402
 from models.config import parse_sets, split_config  # noqa: E402
 from trainables.loop import make_optimizer  # noqa: E402
 from trainables.runtime import Runtime  # noqa: E402
+from machine import describe  # noqa: E402  (benchmarks/machine.py: a script's folder is on its path)
 
 EPOCH_IMAGES = 55_000
 
@@ -70,7 +71,7 @@ def main() -> int:
     overrides = parse_sets(args.set)
     device = torch.device(args.device)
     rows = []
-    print(f"torch {torch.__version__}, {args.threads} threads, batch {args.batch}, device {device}")
+    print(f"{describe()}; torch {torch.__version__}, {args.threads} threads, batch {args.batch}, device {device}")
     print("| model | settings | precision | img/s | one 55k-image epoch |\n| --- | --- | --- | --- | --- |")
     for name in args.model or models.names():
         spec = models.get(name)
@@ -88,7 +89,7 @@ def main() -> int:
                   flush=True)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"threads": args.threads, "batch": args.batch, "torch": torch.__version__,
+        Path(args.out).write_text(json.dumps({"machine": describe(), "threads": args.threads, "batch": args.batch, "torch": torch.__version__,
                                               "device": str(device), "rows": rows}, indent=2))
     return 0
 

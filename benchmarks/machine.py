@@ -27,3 +27,11 @@ def vector_extensions() -> list[str]:
     except (OSError, StopIteration):
         return []
     return [flag for flag in wanted if flag in flags]
+
+
+def describe() -> str:
+    """One line for a benchmark's record: the CPU, the vector extensions that decide torch's speed on it,
+    and the cores."""
+    import os
+
+    return f"{cpu_name()} ({', '.join(vector_extensions()) or 'no AVX2'}), {os.cpu_count()} cores"

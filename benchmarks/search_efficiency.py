@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from analysis.efficiency import efficiency  # noqa: E402  (the project's root is on the path now)
+from machine import describe  # noqa: E402  (benchmarks/machine.py: a script's folder is on its path)
 
 
 class GpuSampler:
@@ -115,7 +116,7 @@ def main() -> None:
     args = p.parse_args()
     flags = [f for f in args.flags if f != "--"] or ["--model", "cnn", "--gpus", "0", "--smoke", "--num-samples", "8"]
     storage = Path(tempfile.mkdtemp(prefix="search-efficiency-"))
-    record = {"packed": run_search(flags, storage, "packed")}
+    record = {"machine": describe(), "packed": run_search(flags, storage, "packed")}
     show("packed", record["packed"])
     if args.baseline:
         record["baseline"] = run_search([*flags, "--max-concurrent", "1", "--fresh-processes"], storage, "baseline")

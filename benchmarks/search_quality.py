@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from machine import cpu_name, vector_extensions  # benchmarks/machine.py: a script's folder is on its path
+from machine import describe  # benchmarks/machine.py: a script's folder is on its path
 
 ROOT = Path(__file__).resolve().parents[1]
 ARMS = {
@@ -272,7 +272,7 @@ def settings(args: argparse.Namespace) -> dict:
     return dict(budget=args.budget, max_epochs=args.max_epochs, grace_period=args.grace_period,
                 reduction_factor=args.reduction_factor, rungs=rungs(args.max_epochs, args.grace_period, args.reduction_factor),
                 seeds=args.seeds, dataset=args.dataset, train_size=args.train_size, cpus=args.cpus, gpus=args.gpus,
-                machine=f"{cpu_name()} ({', '.join(vector_extensions()) or 'no AVX2'}), {os.cpu_count()} cores",
+                machine=describe(),
                 torch=torch.__version__, device=torch.cuda.get_device_name(0) if args.gpus else "cpu")
 
 

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from machine import cpu_name, vector_extensions  # benchmarks/machine.py: a script's folder is on its path
+from machine import describe  # benchmarks/machine.py: a script's folder is on its path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -117,8 +117,7 @@ def main() -> None:
     for name in results[labels[-1]]:
         print(f"| {name} | " + " | ".join(f"{results[l][name]['median_s']} s" for l in labels if name in results[l]) + " |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(dict(machine=f"{cpu_name()} ({', '.join(vector_extensions()) or 'no AVX2'}), "
-                                                f"{os.cpu_count()} cores", repeats=args.repeats, results=results),
+    args.out.write_text(json.dumps(dict(machine=describe(), repeats=args.repeats, results=results),
                                    indent=1))
     print(f"written: {args.out}")
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import platform
 import shutil
 import sys
 import tempfile
@@ -38,7 +37,7 @@ import models  # noqa: E402
 from trainables.data import load_dataset, resolve_data_dir  # noqa: E402
 from trainables.loop import evaluate, prepare, train_one_epoch  # noqa: E402
 from trainables.runtime import Runtime  # noqa: E402
-from machine import cpu_name  # noqa: E402  (benchmarks/machine.py: a script's folder is on its path)
+from machine import describe  # noqa: E402  (benchmarks/machine.py: a script's folder is on its path)
 
 TARGET = 0.99
 
@@ -156,14 +155,13 @@ def main() -> int:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     data_dir = resolve_data_dir(args.data_dir)
-    print(f"torch {torch.__version__}, {args.threads} threads, {cpu_name()}")
+    print(f"torch {torch.__version__}, {args.threads} threads, {describe()}")
     runs = {"ours (default)": run_ours(data_dir, args.max_epochs, amp=True)}
     if runs["ours (default)"]["precision"] != "fp32":
         runs["ours (--no-amp, fp32)"] = run_ours(data_dir, args.max_epochs, amp=False)
     runs["tutorial"] = run_tutorial(data_dir, args.max_epochs)
     baseline = time_to_target(runs["tutorial"])
-    summary = {"target": TARGET, "threads": args.threads, "torch": torch.__version__, "machine": platform.machine(),
-               "processor": cpu_name(), "runs": runs}
+    summary = {"target": TARGET, "threads": args.threads, "torch": torch.__version__, "machine": describe(), "runs": runs}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(summary, indent=2))
     print(f"\n| pipeline | epochs | time to {TARGET:.1%} test accuracy | speed-up |\n| --- | --- | --- | --- |")

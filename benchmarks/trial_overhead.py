@@ -25,12 +25,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from machine import describe  # benchmarks/machine.py: a script's folder is on its path
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {
@@ -127,7 +128,7 @@ def main() -> None:
     import torch
 
     record = {"trials": args.trials, "reports": args.reports, "repeats": args.repeats, "figures": figures,
-              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+              "machine": describe(),
               "torch": torch.__version__, "ray": ray.__version__,
               "command": "python benchmarks/trial_overhead.py " + " ".join(sys.argv[1:])}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
