@@ -1,7 +1,9 @@
 """Searchable architectures, by registered name.
 
 Importing this package imports every module beside this file, and each architecture module
-registers itself; ``models.get(name)`` returns its spec. Adding an architecture is adding one file.
+registers itself; ``models.get(name)`` returns its spec. Adding an architecture is adding one file
+here (its settings, space and registry entry, free of torch) and, for a network of its own, its module in
+``models/nets/`` (a fine-tuned torchvision classifier needs none: ``models.finetune``).
 """
 
 import importlib
@@ -9,7 +11,7 @@ import pkgutil
 
 from models.registry import BuildContext, DataShape, ModelSpec, UnknownModelError, get, names, parse_models, register, unregister
 
-_INFRASTRUCTURE = {"registry", "config", "finetune", "task"}
+_INFRASTRUCTURE = {"registry", "config", "finetune", "task", "nets"}
 
 for _module in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
     if _module.name not in _INFRASTRUCTURE and not _module.name.startswith("_"):

@@ -17,6 +17,9 @@ ImageNet's three channels averaged (0.449, 0.226). A gray image is then the same
 channels, so the first convolution's RGB filters are summed into one input channel, exactly equal to
 repeating the channel and a third of that layer's work.
 
+This file describes them without torch (settings, space, weights by name); the networks and the weight
+loading are ``models.nets.finetune``, imported when one is built.
+
 Weights: torchvision's own loading path (its cache under ``$TORCH_HOME/hub/checkpoints``, filled by
 a download when online), with ``--weights-dir`` searched first for the same file names. Files are
 loaded with ``torch.load(weights_only=True)``. Missing weights are an error naming the file and where
@@ -26,20 +29,18 @@ it goes, never a silent random initialization.
 from __future__ import annotations
 
 import functools
-import inspect
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-import torch
-import torch.nn.functional as F
-from torch import nn
-
 from models.config import check, choice, from_flat, suggest_optimizer
-from models.registry import SMOKE_TRAIN_IMAGES, BuildContext, Config, DataShape, ModelSpec
+from models.registry import SMOKE_TRAIN_IMAGES, BuildContext, Config, DataShape, ModelSpec, imported
+
+if TYPE_CHECKING:
+    from torch import nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -112,6 +113,8 @@ def weights_file_name(weights: Any) -> str:
 
 def torchvision_cache() -> Path:
     """Where torchvision keeps downloaded weights: ``$TORCH_HOME/hub/checkpoints``."""
+    import torch.hub  # torch's own answer ($TORCH_HOME, $XDG_CACHE_HOME, or what torch.hub.set_dir chose)
+
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
@@ -152,99 +155,6 @@ def ensure_weights(weights: Any, weights_dir: str | os.PathLike | None, download
     )
 
 
-def load_pretrained(net: nn.Module, weights: Any, weights_dir: str | os.PathLike | None) -> Path:
-    """Load ``weights`` into ``net`` (whose layers are still ImageNet-shaped); returns the file used."""
-    path = ensure_weights(weights, weights_dir)
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    net.load_state_dict(state)
-    return path
-
-
-def fold_rgb_conv(conv: nn.Conv2d) -> nn.Conv2d:
-    """A one-channel convolution equal to ``conv`` applied to a gray image repeated in 3 channels."""
-    gray = nn.Conv2d(1, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=conv.bias is not None)
-    with torch.no_grad():
-        gray.weight.copy_(conv.weight.sum(dim=1, keepdim=True))  # (out, 3, k, k) -> (out, 1, k, k)
-        if conv.bias is not None:
-            gray.bias.copy_(conv.bias)
-    return gray
-
-
-def first_conv_name(net: nn.Module) -> str:
-    """The name of the first convolution ``net`` holds (the one that sees the image)."""
-    return next(name for name, m in net.named_modules() if isinstance(m, nn.Conv2d))
-
-
-def head_name(net: nn.Module) -> str:
-    """The name of the last fully connected layer ``net`` holds (its classifier's output layer)."""
-    return [name for name, m in net.named_modules() if isinstance(m, nn.Linear)][-1]
-
-
-def imagenet_affine(ctx: BuildContext) -> tuple[torch.Tensor, torch.Tensor]:
-    """(scale, shift), each (1, C, 1, 1): the data's normalization -> ImageNet's, as one affine map."""
-    if ctx.shape.channels == 3:
-        target_mean, target_std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
-    else:
-        target_mean, target_std = torch.tensor([IMAGENET_GRAY_MEAN]), torch.tensor([IMAGENET_GRAY_STD])
-    mean, std = torch.tensor(ctx.mean), torch.tensor(ctx.std)
-    scale, shift = std / target_std, (mean - target_mean) / target_std
-    return scale.view(1, -1, 1, 1), shift.view(1, -1, 1, 1)
-
-
-class FineTuned(nn.Module):
-    """A torchvision classifier behind an input adapter; ``backbone`` names the part that
-    ``strategy`` freezes or slows (None: everything but the head)."""
-
-    def __init__(self, net: nn.Module, cfg: FineTuneConfig, ctx: BuildContext, head: str,
-                 backbone: str | None = None) -> None:
-        super().__init__()
-        self.net = net
-        self.size = cfg.input_size
-        self.backbone_lr_mult = cfg.backbone_lr_mult if cfg.strategy == "discriminative" else 1.0
-        # Not saved with the weights: they follow from the data, which the model is rebuilt for.
-        scale, shift = imagenet_affine(ctx)
-        self.register_buffer("scale", scale, persistent=False)
-        self.register_buffer("shift", shift, persistent=False)
-        head_ids = {id(p) for p in net.get_submodule(head).parameters()}
-        part = net.get_submodule(backbone).parameters() if backbone else net.parameters()
-        self._backbone_ids = {id(p) for p in part if id(p) not in head_ids}
-        if cfg.strategy == "head":
-            for p in self.backbone_parameters():
-                p.requires_grad_(False)
-
-    def backbone_parameters(self) -> list[nn.Parameter]:
-        """The pretrained part's parameters (what ``strategy`` freezes or slows)."""
-        return [p for p in self.net.parameters() if id(p) in self._backbone_ids]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C, S, S)
-        x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)  # (B, C, I, I)
-        return self.net(x * self.scale + self.shift)  # (B, num_classes)
-
-    def param_groups(self) -> list[tuple[list[nn.Parameter], float]]:
-        """(parameters, learning-rate multiplier): the backbone may learn slower than the classifier."""
-        backbone = self.backbone_parameters()
-        rest = [p for p in self.parameters() if id(p) not in self._backbone_ids]
-        return [(backbone, self.backbone_lr_mult), (rest, 1.0)]
-
-
-def build_finetuned(cfg: FineTuneConfig, ctx: BuildContext, builder: str | Callable[..., nn.Module], weights: Any,
-                    backbone: str | None = None) -> nn.Module:
-    """Build ``builder`` (a torchvision constructor, or its name), load its ImageNet weights if
-    ``cfg.pretrained``, then give it a ``ctx.num_classes``-way head and, for gray data, a one-channel
-    first convolution."""
-    builder = tv_builder(builder)
-    takes_dropout = "dropout" in inspect.signature(builder).parameters
-    net = builder(weights=None, **({"dropout": cfg.classifier_dropout} if takes_dropout else {}))
-    if cfg.pretrained and ctx.load_weights:
-        load_pretrained(net, weights, ctx.weights_dir)
-    head, first = head_name(net), first_conv_name(net)
-    new_head = nn.Linear(net.get_submodule(head).in_features, ctx.num_classes)
-    net.set_submodule(head, new_head if takes_dropout else nn.Sequential(nn.Dropout(cfg.classifier_dropout), new_head))
-    if ctx.shape.channels == 1:
-        net.set_submodule(first, fold_rgb_conv(net.get_submodule(first)))
-    return FineTuned(net, cfg, ctx, head, backbone)
-
-
 def finetune_space(trial: Any, shape: DataShape, input_sizes: list[int]) -> dict[str, Any]:
     """The search space every fine-tuned architecture shares: suggestions only. Images are resized to
     the input size searched, so any data size fits; data larger than every input size listed may also
@@ -275,6 +185,8 @@ def finetuned_spec(name: str, config_cls: type[FineTuneConfig], builder: str, we
     (``tv_builder``, ``tv_weights``)."""
 
     def build(config: Config, ctx: BuildContext = BuildContext()) -> nn.Module:
+        # named, not imported: torch loads with the first network built (see models.registry.Network)
+        build_finetuned = imported("models.nets.finetune:build_finetuned")
         return build_finetuned(from_flat(config_cls, config), ctx, builder, weights, backbone)
 
     smallest = config_cls().input_size

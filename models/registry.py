@@ -3,18 +3,25 @@
 Every part of the project (CLI, trainable, exports, analysis) names models by the names registered
 here. A model file registers a ``ModelSpec`` that holds its builder, its search space, a default
 configuration known to train well, and what its trials need from the scheduler.
+
+The registry and the model files are free of torch: a model file names its network's builder
+(``Network("models.nets.cnn:build")``), imported when a trial first builds one. The command line reads
+the registry to check its flags and print ``--help``, and so answers in well under a second instead of
+first loading torch.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from models.config import MODEL_KEY, TrainConfig, field_names
 from models.task import CLASSIFICATION, Task
+
+if TYPE_CHECKING:  # the registry describes models without torch: the command line checks its flags in a second
+    from torch import nn
 
 Config = Mapping[str, Any]
 
@@ -69,6 +76,24 @@ class BuildContext:
         return self.shape.num_classes
 
 
+def imported(path: str) -> Callable[..., Any]:
+    """The function named ``"package.module:function"``, imported now."""
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+@dataclass(frozen=True)
+class Network:
+    """A model file's builder named by its path (``"models.nets.cnn:build"``), imported on the first call:
+    torch loads with the first network built, not with the registry, and the network's module may import
+    the model file's settings without an import cycle."""
+
+    path: str
+
+    def __call__(self, config: Config, ctx: BuildContext = BuildContext()) -> nn.Module:
+        return imported(self.path)(config, ctx)
+
+
 class UnknownModelError(KeyError):
     """Raised for a name that is not registered; the message lists the known names."""
 
@@ -82,7 +107,7 @@ class ModelSpec:
 
     - ``config_cls`` is the dataclass of its architecture settings; the shared training settings
       are ``models.config.TrainConfig``.
-    - ``build(config, ctx)`` returns a module mapping (B, C, S, S) normalized images (``ctx.shape``) to
+    - ``build(config, ctx)`` (a ``Network`` in the model files) returns a module mapping (B, C, S, S) normalized images (``ctx.shape``) to
       (B, ctx.num_classes) logits.
     - ``space(trial, shape)`` is an Optuna define-by-run space for data of ``shape``: it suggests values
       (only ones that build for that shape), and may return a dict of constants to add to the config.

@@ -8,10 +8,11 @@ a batch and for the class predictions of a batch; a classifier and a detector us
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
-from torch import nn
+if TYPE_CHECKING:  # the registry holds tasks and stays free of torch (the command line starts without it)
+    import torch
+    from torch import nn
 
 
 @dataclass
@@ -36,6 +37,8 @@ class Task:
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
         """The training loss of one batch (the model is in training mode)."""
+        import torch.nn.functional as F
+
         return F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
 
     def predict(self, model: nn.Module, x: torch.Tensor) -> Predictions:

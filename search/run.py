@@ -219,8 +219,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     started_at = process_start_time()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    from trainables.data import DataError, load_dataset
-
     try:
         if args.resume:
             args, argv = resumed_args(args)
@@ -228,6 +226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         named = argv if "--name" in argv else [*argv, "--name", settings.name]  # a generated name is kept
         named = absolute_dataset(named)  # --resume finds a folder from any working directory
         settings = dataclasses.replace(settings, argv=tuple(named), started_at=started_at)
+        from trainables.data import load_dataset  # torch: only once the flags are known to be good
+
         data = load_dataset(settings.dataset, settings.data_dir, settings.val_size, limit=settings.limit,
                             image_size=settings.image_size, channels=settings.channels, cache_dir=settings.cache_dir)
         print(describe_data(data))
@@ -239,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.train_size and data.full_sizes["train"] < args.train_size:
             raise UsageError(f"--train-size {args.train_size}: only {data.full_sizes['train']} training images remain "
                              f"after the {data.full_sizes['val']} validation images; ask for fewer")
-    except (UsageError, DataError) as e:
+    except (UsageError, imagesets.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     from search.driver import run_search

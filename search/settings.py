@@ -227,8 +227,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         raise UsageError(f"--reduction-factor must be above 1, got {args.reduction_factor}")
     if args.gpus < 0:
         raise UsageError(f"--gpus must be 0 (CPU) or more, got {args.gpus}")
-    found = _gpus_found()
-    if args.address is None and args.gpus > found:  # a cluster's GPUs are counted once connected
+    # A cluster's GPUs are counted once connected; asking CUDA loads torch, so only when GPUs are asked for.
+    found = _gpus_found() if args.gpus > 0 and args.address is None else 0
+    if args.address is None and args.gpus > found:
         raise UsageError(f"--gpus {args.gpus} asked for, but {found} GPU(s) found on this machine "
                          f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); "
                          f"use --gpus {found}" + (" to run on CPUs" if found == 0 else ""))

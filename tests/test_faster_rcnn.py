@@ -11,7 +11,8 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 import models
 from helpers import run_cli, search_command
-from models.faster_rcnn import BACKBONES, DETECTION, object_boxes
+from models.faster_rcnn import BACKBONES, DETECTION
+from models.nets.faster_rcnn import object_boxes
 from models.finetune import WeightsError, tv_builder, tv_weights, weights_file_name
 from trainables.data import Split
 from trainables.loop import evaluate, train_one_epoch
@@ -42,7 +43,7 @@ def test_target_box_is_the_digits_own_bounding_box_and_labels_are_shifted():
     assert ((boxes >= 0) & (boxes <= 28)).all() and (boxes[:, 2:] > boxes[:, :2]).all()
 
     model = scratch()
-    targets = DETECTION.targets(model, normalized(gray), torch.tensor([0, 7, 9]))
+    targets = model.targets(normalized(gray), torch.tensor([0, 7, 9]))
     assert [t["labels"].tolist() for t in targets] == [[1], [8], [10]]  # 0 is the background
     assert torch.allclose(targets[0]["boxes"], boxes[:1], atol=1e-4)
 
@@ -60,7 +61,7 @@ def test_colour_images_of_k_classes_take_the_whole_image_as_their_box():
     ctx = models.BuildContext(shape, mean=(0.5, 0.4, 0.3), std=(0.2, 0.2, 0.2))
     model = SPEC.build({"pretrained": False, "input_size": 64}, ctx).eval()
     x = torch.randn(3, 3, 32, 32)
-    targets = DETECTION.targets(model, x, torch.tensor([0, 2, 4]))
+    targets = model.targets(x, torch.tensor([0, 2, 4]))
     assert [t["boxes"].tolist() for t in targets] == [[[0, 0, 32, 32]]] * 3
     assert [t["labels"].tolist() for t in targets] == [[1], [3], [5]]
     images = model.images(x)

@@ -13,8 +13,8 @@ import models
 from helpers import run_cli, search_command
 from models.config import ConfigError, TrainConfig
 from models.finetune import (IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD, IMAGENET_MEAN, IMAGENET_STD, FineTuneConfig,
-                             WeightsError, ensure_weights, first_conv_name, fold_rgb_conv, head_name, tv_weights,
-                             weights_file_name)
+                             WeightsError, ensure_weights, tv_weights, weights_file_name)
+from models.nets.finetune import first_conv_name, fold_rgb_conv, head_name
 from trainables.loop import make_optimizer
 
 FINE_TUNED = [name for name in models.names() if issubclass(models.get(name).config_cls, FineTuneConfig)]

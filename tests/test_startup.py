@@ -2,7 +2,8 @@
 
 Importing torchvision costs a second (it imports every model it has, detection and torch._dynamo
 included), scikit-learn another; Ray Tune and Optuna more. A worker that trains the CNN needs none
-of torchvision, and a mistyped flag should be refused before Ray or Optuna load.
+of torchvision, and a mistyped flag should be refused before Ray or Optuna load, or torch itself (the
+model registry describes the models without it).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+
+import pytest
 
 from helpers import ROOT
 
@@ -40,3 +43,12 @@ def test_a_trial_worker_loads_torchvision_and_scikit_learn_only_when_its_trial_n
 def test_a_mistyped_flag_is_refused_before_ray_optuna_or_torchvision_load():
     refused = loaded_after("from search.run import main\nassert main(['--model', 'nope']) == 2")
     assert not packages(refused) & {"ray", "optuna", "torchvision", "sklearn"}
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--model", "cnn", "--set", "blocks=9"], ["--sampler", "grid"],
+                                  ["--model", "vit", "--max-epochs", "vit=0"]])
+def test_help_and_refusals_answer_without_loading_torch(argv):
+    # The registry describes every model without torch (networks are imported when built): --help and
+    # a bad flag or setting are answered in a fraction of a second, not after torch's import.
+    code = f"from search.run import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass"
+    assert "torch" not in packages(loaded_after(code))

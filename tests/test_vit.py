@@ -7,7 +7,8 @@ import torch
 
 import models
 from models.config import ConfigError
-from models.vit import ViT, ViTConfig, attention, attention_reference
+from models.nets.vit import ViT, attention, attention_reference
+from models.vit import ViTConfig
 
 
 def test_fused_attention_equals_softmax_qk_v():
