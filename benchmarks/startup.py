@@ -56,7 +56,10 @@ def timed(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, in
 
 def tree_env(tree: Path) -> dict[str, str]:
     # PYTHONPATH: the tree's code, even if the project is installed (editable) from another checkout.
-    return {**os.environ, "PYTHONPATH": str(tree), "RAY_USAGE_STATS_ENABLED": "0"}
+    # The data folder made absolute: the baseline's commands run in its own worktree.
+    data = os.environ.get("SEARCH_DATA_DIR")
+    data = {"SEARCH_DATA_DIR": str(Path(data).resolve())} if data else {}
+    return {**os.environ, **data, "PYTHONPATH": str(tree), "RAY_USAGE_STATS_ENABLED": "0"}
 
 
 def quick(tree: Path, storage: Path) -> dict[str, tuple[float, int]]:
