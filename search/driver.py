@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,9 @@ from analysis.leaderboard import leaderboard
 from search import storage
 from search.plans import METRIC, MODE, ModelPlan
 from search.resources import concurrency, resources_for
-from search.scheduler import EpochBudget, build_scheduler
+from search.scheduler import EPOCH_BUDGET_FILE, EpochBudget, build_scheduler
 from search.searcher import BUDGET_FILE, build_searcher
-from search.studies import OPTUNA_FILE, optuna_storage
+from search.studies import OPTUNA_FILE, optuna_storage, settle_stopped
 from search.export import (TrialRecord, classes_table, epochs_table, record_from_result, trial_dirname, trials_table,
                            write_atomic, write_dataset_record)
 from analysis.schema import succeeded
@@ -150,8 +151,13 @@ def make_tuner(settings: Settings, data: Dataset, slots: tuple[int, dict[str, in
             trial_dirname_creator=trial_dirname,
         ),
         run_config=run_config(settings, settings.name, settings.tune_storage,
-                              EpochBudget(settings.epoch_budget) if settings.epoch_budget else None),
+                              epoch_budget(settings)),
     )
+
+
+def epoch_budget(settings: Settings) -> EpochBudget | None:
+    """``--epoch-budget``'s stopper, its count kept in the experiment folder for --resume."""
+    return EpochBudget(settings.epoch_budget, settings.folder / EPOCH_BUDGET_FILE) if settings.epoch_budget else None
 
 
 def run_config(settings: Settings, name: str, storage_path: str, stop: Any = None) -> tune.RunConfig:
@@ -267,6 +273,14 @@ def write_analysis(folder: Path, progress: Progress) -> str:
                f"retry with: python -m analysis {folder}"
 
 
+def budget_spent(settings: Settings, fit_seconds: float) -> bool:
+    """Whether the search ended because its --epoch-budget or --time-budget ran out (not because every
+    trial ran, nor because it was interrupted: an interrupted trial goes on after --resume)."""
+    if settings.epoch_budget and EpochBudget(settings.epoch_budget, settings.folder / EPOCH_BUDGET_FILE).stop_all():
+        return True
+    return bool(settings.time_budget) and fit_seconds >= settings.time_budget
+
+
 def tune_state_saved(folder: str) -> bool:
     """Whether Tune saved an experiment state to resume from. Its tuner.pkl (what ``can_restore`` looks
     for) is written first: a kill before the first ``experiment_state-*.json`` leaves a Tuner that
@@ -311,7 +325,11 @@ def run_search(settings: Settings, data: Dataset) -> int:
         print(f"Trials at once: up to {slots[0]} ("
               + ", ".join(f"{name} {n}" for name, n in slots[1].items()) + " by the resources"
               + (f", --max-concurrent {settings.max_concurrent}" if settings.max_concurrent else "") + ")")
+        started = time.monotonic()
         results = tuner_for(settings, data, slots).fit()
+        if budget_spent(settings, time.monotonic() - started):
+            settle_stopped(optuna_storage(settings.folder), settings.plans,
+                           {r.metrics["trial_id"]: r.metrics for r in results if r.metrics and "trial_id" in r.metrics})
         tables, untested, configs = export(settings, data, results, slots[0], progress)
         if settings.repeats and len(tables["finalists"]):
             tables.update(run_repeats(settings, data, tables["finalists"], configs, slots, progress))

@@ -22,7 +22,7 @@ from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import Searcher
 
 from analysis.schema import FINALIST_COLUMNS, REPEAT_COLUMNS, REPEAT_STAT_COLUMNS, config_names
-from search.searcher import base_searcher
+from search.searcher import base_searcher, set_generator_count
 
 SEED_STEP = 1_000  # repeat i of a search at seed s trains at s + 1000 * i: never a seed the search used
 
@@ -101,9 +101,8 @@ class RepeatsScheduler(FIFOScheduler):
         searcher = base_searcher(search_alg)
         if isinstance(searcher, FixedConfigs):
             searcher.adopt(trial.config)
-            trials = tune_controller.get_trials()
-            search_alg.set_state({**search_alg.get_state(), "counter": len(trials),
-                                  "total_samples": len(trials) + searcher.left, "finished": searcher.left == 0})
+            created = len(tune_controller.get_trials())
+            set_generator_count(search_alg, created, created + searcher.left, searcher.left == 0)
         super().on_trial_add(tune_controller, trial)
 
 

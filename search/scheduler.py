@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
 import pickle
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -12,7 +13,9 @@ from ray.tune.stopper import Stopper
 
 from models.config import MODEL_KEY
 from search.plans import METRIC, MODE, TIME_ATTR, ModelPlan
-from search.searcher import adopt_trial, reconcile_search
+from search.searcher import adopt_trial, reconcile_search, restore_scheduler, scheduler_state
+
+EPOCH_BUDGET_FILE = "epoch_budget.json"  # --epoch-budget's count: each trial's highest epoch (EpochBudget)
 
 
 class PerModelScheduler(FIFOScheduler):
@@ -65,21 +68,15 @@ class PerModelScheduler(FIFOScheduler):
 
     def save(self, checkpoint_path: str) -> None:
         """Every model's ASHA (their rungs), through ASHA's own ``save``, in one file."""
-        state = {}
-        with tempfile.TemporaryDirectory() as tmp:
-            for name, scheduler in self._schedulers.items():
-                scheduler.save(f"{tmp}/{name}")
-                state[name] = Path(f"{tmp}/{name}").read_bytes()
+        state = {name: scheduler_state(scheduler) for name, scheduler in self._schedulers.items()}
         Path(checkpoint_path).write_bytes(pickle.dumps(state))
 
     def restore(self, checkpoint_path: str) -> None:
         """Each model's ASHA, in place, from ``save``'s file (models it does not hold keep theirs)."""
         state = pickle.loads(Path(checkpoint_path).read_bytes())
-        with tempfile.TemporaryDirectory() as tmp:
-            for name, saved in state.items():
-                if name in self._schedulers:
-                    Path(f"{tmp}/{name}").write_bytes(saved)
-                    self._schedulers[name].restore(f"{tmp}/{name}")
+        for name, saved in state.items():
+            if name in self._schedulers:
+                restore_scheduler(self._schedulers[name], saved)
 
 
 def build_scheduler(plans: list[ModelPlan], reduction_factor: float) -> PerModelScheduler:
@@ -98,16 +95,42 @@ def build_scheduler(plans: list[ModelPlan], reduction_factor: float) -> PerModel
 
 
 class EpochBudget(Stopper):
-    """Tune's stopper for ``--epoch-budget``: ends the whole experiment once its trials have reported
-    ``budget`` epochs in all. Trials it stops are told to their studies as pruned, like ASHA's.
-    On --resume it counts anew (Tune saves no stopper's state)."""
+    """Tune's stopper for ``--epoch-budget``: ends the whole experiment once its trials have trained
+    ``budget`` epochs in all (each trial counted to the highest epoch it reported, so an epoch trained
+    again after a resume from a checkpoint is not counted twice). Trials it stops are told to their
+    studies as pruned, like ASHA's.
 
-    def __init__(self, budget: int) -> None:
-        self.budget, self.spent = budget, 0
+    Tune keeps the stopper only as it was when the experiment began, so the count lives in ``record``
+    (a JSON file in the experiment folder, rewritten whole at each new epoch): on --resume the restored
+    stopper goes on from the epochs already spent instead of counting anew.
+    """
+
+    def __init__(self, budget: int, record: str | os.PathLike | None = None) -> None:
+        self.budget, self.record = budget, record
+        self._epochs: dict[str, int] | None = None  # trial id -> highest epoch reported; read on first use
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_epochs": None}  # a copy unpickled later reads the record, never an old count
+
+    def _reached(self) -> dict[str, int]:
+        if self._epochs is None:
+            path = Path(self.record) if self.record else None
+            self._epochs = json.loads(path.read_text()) if path and path.is_file() else {}
+        return self._epochs
+
+    @property
+    def spent(self) -> int:
+        """Epochs trained so far, over every trial."""
+        return sum(self._reached().values())
 
     def __call__(self, trial_id: str, result: dict) -> bool:
-        if TIME_ATTR in result:
-            self.spent += 1
+        epochs = self._reached()
+        if TIME_ATTR in result and result[TIME_ATTR] > epochs.get(trial_id, 0):
+            epochs[trial_id] = int(result[TIME_ATTR])
+            if self.record:
+                tmp = Path(f"{self.record}.tmp")
+                tmp.write_text(json.dumps(epochs))
+                os.replace(tmp, self.record)  # a kill leaves the old count or the new, never half a file
         return False  # no trial is stopped on its own: the budget is the experiment's
 
     def stop_all(self) -> bool:

@@ -82,22 +82,18 @@ class PerModelSearcher(Searcher):
         state = {k: v for k, v in self.__dict__.items() if k != "_scheduler"}
         scheduler = getattr(self, "_scheduler", None)
         if scheduler is not None:
-            with tempfile.TemporaryDirectory() as tmp:
-                scheduler.save(f"{tmp}/scheduler")
-                state["scheduler_state"] = Path(f"{tmp}/scheduler").read_bytes()
+            state["scheduler_state"] = scheduler_state(scheduler)
         with open(checkpoint_path, "wb") as f:
             pickle.dump(state, f)
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
             state = pickle.load(f)
-        scheduler_state = state.pop("scheduler_state", None)
+        saved = state.pop("scheduler_state", None)
         self.__dict__.update(state)
         scheduler = getattr(self, "_scheduler", None)  # Tune's own scheduler object, restored in place
-        if scheduler is not None and scheduler_state is not None:
-            with tempfile.TemporaryDirectory() as tmp:
-                Path(f"{tmp}/scheduler").write_bytes(scheduler_state)
-                scheduler.restore(f"{tmp}/scheduler")
+        if scheduler is not None and saved is not None:
+            restore_scheduler(scheduler, saved)
         if self._budget_file and Path(self._budget_file).is_file():
             self.grow(json.loads(Path(self._budget_file).read_text()))
 
@@ -191,6 +187,20 @@ class PerModelSearcher(Searcher):
             study.fail_unowned(self._live, "asked for before a kill; the search drew another trial instead")
 
 
+def scheduler_state(scheduler: TrialScheduler) -> bytes:
+    """A Tune scheduler's state, through its own file-based ``save``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        scheduler.save(f"{tmp}/state")
+        return Path(f"{tmp}/state").read_bytes()
+
+
+def restore_scheduler(scheduler: TrialScheduler, state: bytes) -> None:
+    """Put ``scheduler_state``'s bytes back, in place, through the scheduler's own ``restore``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(f"{tmp}/state").write_bytes(state)
+        scheduler.restore(f"{tmp}/state")
+
+
 def base_searcher(search_alg: Any) -> Any:
     """The searcher inside Tune's search algorithm (a ``SearchGenerator``) and its wrappers."""
     searcher = getattr(search_alg, "searcher", None)
@@ -199,16 +209,19 @@ def base_searcher(search_alg: Any) -> Any:
     return searcher
 
 
+def set_generator_count(search_alg: Any, created: int, total: int, finished: bool) -> None:
+    """Tune's count of the trials its generator created, the total it may create and whether it is
+    finished, through ``SearchGenerator.get_state``/``set_state`` (the keys: docs/design.md)."""
+    search_alg.set_state({**search_alg.get_state(), "counter": created, "total_samples": total, "finished": finished})
+
+
 def sync_generator(search_alg: Any, searcher: PerModelSearcher, trials: list) -> None:
-    """Tune's count of the trials it created, its total and whether it is finished, set to what its
-    trial list holds (through ``SearchGenerator.get_state``/``set_state``): a saved count newer than
-    the list would end the search short, an older one would run a trial too many, and a search grown
-    on --resume needs the larger total."""
+    """Tune's generator count set to what its trial list holds: a saved count newer than the list
+    would end the search short, an older one would run a trial too many, and a search grown on
+    --resume needs the larger total."""
     listed = Counter(t.config[MODEL_KEY] for t in trials)
-    state = search_alg.get_state()
-    state.update(counter=len(trials), total_samples=max(sum(searcher.budget.values()), len(trials)),
-                 finished=all(listed[name] >= n for name, n in searcher.budget.items()))
-    search_alg.set_state(state)
+    set_generator_count(search_alg, len(trials), max(sum(searcher.budget.values()), len(trials)),
+                        all(listed[name] >= n for name, n in searcher.budget.items()))
 
 
 def adopt_trial(tune_controller: Any, trial: Any) -> None:

@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 
 import models
 from models.config import MODEL_KEY, ConfigError, config_to_params, params_to_config, split_config
-from search.plans import SAMPLERS, ModelPlan, default_params, plan_space
+from search.plans import METRIC, SAMPLERS, TIME_ATTR, ModelPlan, default_params, plan_space
 
 MAX_REDRAWS = 20  # draws of one trial's config that the pinned settings make invalid, before giving up
 OPTUNA_FILE = "optuna.journal"
@@ -188,6 +188,28 @@ class ModelStudy:
         lost[str(number)] = reason
         self.study.set_user_attr(LOST, lost)
         self.study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+
+
+def settle_stopped(storage: optuna.storages.BaseStorage, plans: list[ModelPlan],
+                   ended: Mapping[str, Mapping[str, Any]]) -> int:
+    """Tell each model's study how the trials still running in it ended, once a spent ``--epoch-budget``
+    or ``--time-budget`` has ended the experiment: Tune stops those trials (and drops those not yet
+    started) without telling its searcher, so their study trials would stay RUNNING in the journal
+    (TPE counts a running trial as pending: a --resume --num-samples would draw around it). Told as the
+    searcher tells an ended trial: COMPLETE with its accuracy if it trained its whole budget, else
+    PRUNED (Optuna keeps its last reported accuracy). ``ended``: Tune trial id -> its last result.
+    Returns how many were told."""
+    told = 0
+    for plan in plans:
+        study = optuna.load_study(study_name=plan.name, storage=storage)
+        for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            result = ended.get(frozen.user_attrs.get("trial_id")) or {}
+            if int(result.get(TIME_ATTR, 0)) >= plan.max_epochs and METRIC in result:
+                study.tell(frozen.number, float(result[METRIC]), state=TrialState.COMPLETE, skip_if_finished=True)
+            else:
+                study.tell(frozen.number, state=TrialState.PRUNED, skip_if_finished=True)
+            told += 1
+    return told
 
 
 def space_changes(plan: ModelPlan, trials: list[optuna.trial.FrozenTrial]) -> list[str]:

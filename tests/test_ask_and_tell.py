@@ -99,6 +99,24 @@ def test_an_epoch_budget_ends_the_experiment_once_its_epochs_are_spent():
     assert budget.stop_all()
 
 
+def test_a_resumed_epoch_budget_goes_on_from_the_epochs_already_spent(tmp_path):
+    import pickle
+
+    from search.scheduler import EpochBudget
+
+    budget = EpochBudget(5, tmp_path / "epoch_budget.json")
+    as_tune_keeps_it = pickle.dumps(budget)  # Tune pickles the stopper once, when the experiment begins
+    for epoch in (1, 2, 3):
+        budget("t0", {"epoch": epoch})
+    restored = pickle.loads(as_tune_keeps_it)  # --resume after a kill
+    assert restored.spent == 3 and not restored.stop_all()
+    restored("t0", {"epoch": 3})  # t0 resumed from its epoch-2 checkpoint trains epoch 3 again: not counted twice
+    restored("t1", {"epoch": 1})
+    assert restored.spent == 4 and not restored.stop_all()
+    restored("t1", {"epoch": 2})
+    assert restored.stop_all()
+
+
 def test_a_trial_the_journal_ended_after_the_searcher_was_saved_is_not_drawn_again(tmp_path):
     searcher = build_searcher([ModelPlan("cnn", 3, 1, 1, 1.0, 0.0)], seed=0, storage=optuna_storage(tmp_path))
     searcher.suggest("t0")

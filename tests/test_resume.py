@@ -390,3 +390,11 @@ def test_an_epoch_budget_stops_the_search_when_spent_and_exits_cleanly(tmp_path,
     epochs = pd.read_parquet(tmp_path / "budget" / "epochs.parquet")
     assert len(epochs) == 3  # one slot: exactly the budget
     assert "before --epoch-budget 3 ran out" in proc.stdout
+    # The study's record is true: the trials the spent budget cut (or never started) are not left
+    # RUNNING in the journal; the one that trained its whole budget is complete, the cut one pruned.
+    trials = pd.read_parquet(tmp_path / "budget" / "trials.parquet").set_index("trial_id")
+    states = _journal_states(tmp_path / "budget")
+    assert "RUNNING" not in states.values(), states
+    for trial_id, state in states.items():
+        if trial_id in trials.index:
+            assert state == ("COMPLETE" if trials.loc[trial_id, "status"] == "completed" else "PRUNED"), (states, trials)
