@@ -276,7 +276,8 @@ def write_analysis(folder: Path, progress: Progress) -> str:
 def budget_spent(settings: Settings, fit_seconds: float) -> bool:
     """Whether the search ended because its --epoch-budget or --time-budget ran out (not because every
     trial ran, nor because it was interrupted: an interrupted trial goes on after --resume)."""
-    if settings.epoch_budget and EpochBudget(settings.epoch_budget, settings.folder / EPOCH_BUDGET_FILE).stop_all():
+    stopper = epoch_budget(settings)  # reads the count the search's own stopper kept
+    if stopper is not None and stopper.stop_all():
         return True
     return bool(settings.time_budget) and fit_seconds >= settings.time_budget
 

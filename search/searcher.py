@@ -23,7 +23,7 @@ from ray.tune.search import Searcher
 
 from models.config import MODEL_KEY
 from search.plans import METRIC, MODE, TIME_ATTR, ModelPlan
-from search.studies import ModelStudy, make_sampler
+from search.studies import ModelStudy, ended_state, make_sampler
 
 BUDGET_FILE = "budget.json"  # trials per model: rewritten when --resume grows the search
 
@@ -150,10 +150,7 @@ class PerModelSearcher(Searcher):
             return
         if result:
             self.on_trial_result(trial_id, result)  # Tune withholds the result a scheduler stopped on
-        if result and int(result.get(TIME_ATTR, 0)) >= int(study.constants["epochs"]) and METRIC in result:
-            study.tell(trial_id, TrialState.COMPLETE, float(result[METRIC]))
-        else:
-            study.tell(trial_id, TrialState.PRUNED)
+        study.tell(trial_id, *ended_state(result, int(study.constants["epochs"])))
 
     # Reconciling with Tune's trial list after --resume. Tune saves its trial list and this searcher
     # one after the other, and copies both to the storage path in a background thread, file by

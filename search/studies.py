@@ -191,25 +191,26 @@ class ModelStudy:
 
 
 def settle_stopped(storage: optuna.storages.BaseStorage, plans: list[ModelPlan],
-                   ended: Mapping[str, Mapping[str, Any]]) -> int:
+                   ended: Mapping[str, Mapping[str, Any]]) -> None:
     """Tell each model's study how the trials still running in it ended, once a spent ``--epoch-budget``
     or ``--time-budget`` has ended the experiment: Tune stops those trials (and drops those not yet
     started) without telling its searcher, so their study trials would stay RUNNING in the journal
     (TPE counts a running trial as pending: a --resume --num-samples would draw around it). Told as the
     searcher tells an ended trial: COMPLETE with its accuracy if it trained its whole budget, else
-    PRUNED (Optuna keeps its last reported accuracy). ``ended``: Tune trial id -> its last result.
-    Returns how many were told."""
-    told = 0
+    PRUNED (``ended_state``). ``ended``: Tune trial id -> its last result."""
     for plan in plans:
         study = optuna.load_study(study_name=plan.name, storage=storage)
         for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            result = ended.get(frozen.user_attrs.get("trial_id")) or {}
-            if int(result.get(TIME_ATTR, 0)) >= plan.max_epochs and METRIC in result:
-                study.tell(frozen.number, float(result[METRIC]), state=TrialState.COMPLETE, skip_if_finished=True)
-            else:
-                study.tell(frozen.number, state=TrialState.PRUNED, skip_if_finished=True)
-            told += 1
-    return told
+            state, value = ended_state(ended.get(frozen.user_attrs.get("trial_id")), plan.max_epochs)
+            study.tell(frozen.number, value, state=state, skip_if_finished=True)
+
+
+def ended_state(result: Mapping[str, Any] | None, epochs: int) -> tuple[TrialState, float | None]:
+    """How a trial that ended without an error is told to its study: COMPLETE with its final accuracy
+    if its last result is of its last epoch, else PRUNED (Optuna keeps the last reported accuracy)."""
+    if result and int(result.get(TIME_ATTR, 0)) >= epochs and METRIC in result:
+        return TrialState.COMPLETE, float(result[METRIC])
+    return TrialState.PRUNED, None
 
 
 def space_changes(plan: ModelPlan, trials: list[optuna.trial.FrozenTrial]) -> list[str]:
