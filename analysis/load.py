@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.schema import CLASS_COLUMNS, DATASET_FILE, PREDICTION_COLUMNS, REPEAT_COLUMNS, SCHEMA_VERSION
+from analysis.schema import (CLASS_COLUMNS, DATASET_FILE, PREDICTION_COLUMNS, REFIT_STAGE, REPEAT_COLUMNS,
+                             SCHEMA_VERSION, SEARCH_STAGE)
 
 TABLES = ("trials", "epochs", "finalists")
 
@@ -35,6 +36,18 @@ class Results:
     # dataset.json (what the data was, how it was split and normalized), by experiment.
     classes: pd.DataFrame = dataclasses.field(default_factory=lambda: pd.DataFrame(columns=CLASS_COLUMNS))
     datasets: dict[str, dict] = dataclasses.field(default_factory=dict)
+    # With --refit, each winner's refit's test predictions (``predictions`` holds the search winners' own).
+    refit_predictions: pd.DataFrame = dataclasses.field(default_factory=lambda: pd.DataFrame(columns=PREDICTION_COLUMNS))
+
+    def bundled_predictions(self) -> pd.DataFrame:
+        """The test predictions of the models that were bundled: a winner's refit where it was refit
+        (``finalists.bundled == "refit"``), else the winner itself."""
+        f = self.finalists
+        if "bundled" not in f or self.refit_predictions.empty:
+            return self.predictions
+        refit = set(zip(f.loc[f["bundled"] == REFIT_STAGE, "experiment"], f.loc[f["bundled"] == REFIT_STAGE, "model"]))
+        keep = lambda t, want: t[[(e, m) in refit for e, m in zip(t["experiment"], t["model"])] == want]  # noqa: E731
+        return pd.concat([keep(self.predictions, False), keep(self.refit_predictions, True)], ignore_index=True)
 
     @property
     def groups(self) -> list[tuple[str, str]]:
@@ -88,9 +101,11 @@ def load_folder(folder: Path) -> tuple[pd.DataFrame, ...]:
     epochs = epochs.assign(experiment=experiment)
     finalists = finalists.assign(experiment=experiment)
     predictions = _optional(folder, "predictions", PREDICTION_COLUMNS).assign(experiment=experiment)
+    refit = predictions["stage"].eq(REFIT_STAGE) if "stage" in predictions else pd.Series(False, predictions.index)
     repeats = _optional(folder, "repeats", REPEAT_COLUMNS).assign(experiment=experiment)
     classes = _optional(folder, "classes", CLASS_COLUMNS).assign(experiment=experiment)
-    return trials, epochs, finalists, predictions, repeats, classes
+    return (trials, epochs, finalists, predictions[~refit].assign(stage=SEARCH_STAGE), repeats, classes,
+            predictions[refit])
 
 
 def dataset_record(folder: Path) -> dict:
@@ -111,15 +126,16 @@ def load(folders: Sequence[str | Path], models: Sequence[str] | None = None) -> 
     names = [str(part[0]["experiment"].iloc[0]) for part in parts]
     if len(set(names)) != len(names):
         raise AnalysisError(f"the same experiment was given twice ({', '.join(names)})")
-    trials, epochs, finalists, predictions, repeats, classes = (pd.concat([p[i] for p in parts], ignore_index=True)
-                                                                for i in range(6))
+    trials, epochs, finalists, predictions, repeats, classes, refit = (
+        pd.concat([p[i] for p in parts], ignore_index=True) for i in range(7))
     datasets = {name: dataset_record(path) for name, path in zip(names, paths)}
     if models:
         absent = sorted(set(models) - set(trials["model"]))
         if absent:
             raise AnalysisError(f"model(s) {', '.join(absent)} not in these results; present: "
                                 f"{', '.join(sorted(set(trials['model'])))}")
-        trials, epochs, finalists, predictions, repeats = (t[t["model"].isin(models)] for t in
-                                                           (trials, epochs, finalists, predictions, repeats))
+        trials, epochs, finalists, predictions, repeats, refit = (t[t["model"].isin(models)] for t in
+                                                                  (trials, epochs, finalists, predictions, repeats, refit))
     return Results(trials.reset_index(drop=True), epochs.reset_index(drop=True), finalists.reset_index(drop=True),
-                   paths, predictions.reset_index(drop=True), repeats.reset_index(drop=True), classes, datasets)
+                   paths, predictions.reset_index(drop=True), repeats.reset_index(drop=True), classes, datasets,
+                   refit.reset_index(drop=True))

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import pandas as pd
 
+# 6: the model bundles: in finalists, each winner's checkpoint epoch, bundle, ONNX export, cost to run and (with
+# --refit) the refit's test; predictions' ``stage`` (the search's winner, or its refit);
 # 5: classes.parquet (class names and per-split counts) and dataset.json (what the data was and how it
 # was split and normalized); 4: predictions.parquet (the tested winners' test predictions),
 # repeats.parquet and the repeat statistics in finalists (with --repeats); 3: the efficiency columns in trials
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # no_box_rate: share of validation images a detector found no box in (empty for classifiers)
 EPOCH_COLUMNS = ["trial_id", "model", "epoch", "train_loss", "val_loss", "val_acc", "val_f1",
                  "epoch_time_s", "elapsed_s", "reported_at", "no_box_rate", "node"]
@@ -22,7 +24,16 @@ TRIAL_COLUMNS = ["experiment", "trial_id", "model", "status", "epochs", "best_va
                  "process", "trial_in_process", "setup_s", "train_started_at", "ended_at", "slots",
                  "search_started_at"]
 FINALIST_COLUMNS = ["model", "trial_id", "test_acc", "test_f1", "test_loss", "best_val_acc", "train_time_s",
-                    "wall_clock_s", "params"]
+                    "wall_clock_s", "params", "best_epoch"]
+# What the search hands over (schema 6): each winner's bundle (<folder>/models/<model>/), which model it holds
+# ("search": the trial's best checkpoint, "refit": retrained on train + validation), its ONNX export, and what
+# it costs to run on the search's device (trainables.cost.RunCost, prefixed cost_).
+BUNDLE_COLUMNS = ["bundle", "bundled", "bundle_s", "bundle_error", "weights_mb", "onnx_exported", "onnx_mb",
+                  "onnx_reason", "refit_epochs", "refit_train_images", "refit_train_s", "refit_test_acc",
+                  "refit_test_f1", "refit_test_loss"]
+COST_COLUMNS = ["cost_device", "cost_threads", "cost_latency_ms", "cost_latency_p90_ms", "cost_throughput_ips",
+                "cost_bulk_batch", "cost_peak_memory_mb", "cost_memory_kind"]
+FINALIST_COLUMNS = FINALIST_COLUMNS + BUNDLE_COLUMNS + COST_COLUMNS
 # --repeats: one row per run of a winner's configuration at another seed, and, in finalists, the
 # statistics over a model's runs (mean, sample standard deviation, Student's t 95% interval).
 REPEAT_COLUMNS = ["model", "trial_id", "seed", "test_acc", "test_f1", "test_loss", "best_val_acc", "train_time_s",
@@ -30,7 +41,8 @@ REPEAT_COLUMNS = ["model", "trial_id", "seed", "test_acc", "test_f1", "test_loss
 REPEAT_STAT_COLUMNS = ["repeats"] + [f"{metric}_{stat}" for metric in ("test_acc", "test_f1")
                                      for stat in ("mean", "std", "low", "high")]
 # One row per tested winner and test image: what it predicted (paired comparisons of the winners).
-PREDICTION_COLUMNS = ["model", "trial_id", "index", "label", "predicted"]
+PREDICTION_COLUMNS = ["model", "trial_id", "index", "label", "predicted", "stage"]
+SEARCH_STAGE, REFIT_STAGE = "search", "refit"  # a prediction's model: the search's winner, or its refit (--refit)
 # One row per class: its index (the label in predictions), its name, and its images in each split.
 CLASS_COLUMNS = ["class", "name", "train", "val", "test"]
 DATASET_FILE = "dataset.json"

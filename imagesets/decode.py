@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import tempfile
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -77,16 +78,22 @@ def _decode(paths: Sequence[str], start: int, out_file: str, channels: int, size
     failed = []
     for i, path in enumerate(paths):
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked on the header already
-                with Image.open(path) as image:
-                    if image.format == "JPEG":
-                        image.draft("RGB" if channels == 3 else "L", (size, size))  # decode big JPEGs at a fraction
-                    out[start + i] = conform(image, channels, size)
+            out[start + i] = decode_file(path, channels, size)
         except Exception as e:  # Pillow raises many kinds for a damaged file
             failed.append((path, f"{type(e).__name__}: {e}"))
     out.flush()
     return failed
+
+
+def decode_file(path: str, channels: int, size: int) -> np.ndarray:
+    """One image file as uint8 (channels, size, size), the way a search decodes its data (``conform``):
+    the one path from a file to a model's input, for training and for ``search.predict`` alike."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # a folder's headers were judged already
+        with Image.open(path) as image:
+            if image.format == "JPEG":
+                image.draft("RGB" if channels == 3 else "L", (size, size))  # decode big JPEGs at a fraction
+            return conform(image, channels, size)
 
 
 def _chunked(function, paths: Sequence[str], *same) -> list:
@@ -113,3 +120,16 @@ def decode_into(paths: Sequence[str], out_file: str, channels: int, size: int) -
     """Decode every file into the .npy array ``out_file`` (already created, one row per file);
     returns the files that could not be decoded, with why."""
     return _chunked(_decode, paths, out_file, channels, size)
+
+
+def decode_files(paths: Sequence[str], channels: int, size: int) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """(uint8 (N, channels, size, size) images of the files that decoded, in the order given; the files that
+    did not, with why): ``decode_into`` through a temporary file, so workers on every core share the work."""
+    with tempfile.TemporaryDirectory(prefix="hpsearch-decode-") as folder:
+        out_file = os.path.join(folder, "images.npy")
+        np.lib.format.open_memmap(out_file, mode="w+", dtype=np.uint8, shape=(len(paths), channels, size, size)).flush()
+        failed = decode_into(paths, out_file, channels, size) if paths else []
+        bad = {path for path, _ in failed}
+        keep = [i for i, path in enumerate(paths) if path not in bad]
+        images = np.load(out_file, mmap_mode="r")[keep] if keep else np.zeros((0, channels, size, size), np.uint8)
+    return np.ascontiguousarray(images), failed

@@ -45,7 +45,7 @@ def is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
 
 
-def _walk(folder: Path) -> tuple[list[str], list[str]]:
+def walk(folder: Path) -> tuple[list[str], list[str]]:
     """(image files, other files) under ``folder``, recursively, sorted; hidden files are ignored."""
     images, others = [], []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
@@ -78,7 +78,7 @@ def _scan_split(folder: Path, class_names: tuple[str, ...] | None, listing: List
     order = class_names or names
     rows = []
     for label, name in enumerate(order):
-        images, others = _walk(folder / name)
+        images, others = walk(folder / name)
         if not images:
             raise DataError(f"{folder / name}: class folder holds no images (PNG, JPEG, BMP, ...); add images or "
                             "remove the folder")

@@ -23,6 +23,7 @@ from search.studies import OPTUNA_FILE, optuna_storage, settle_stopped
 from search.export import (TrialRecord, classes_table, epochs_table, record_from_result, trial_dirname, trials_table,
                            write_atomic, write_dataset_record)
 from analysis.schema import succeeded
+from search.bundles import MODELS_FOLDER, Bundler
 from search.finalists import evaluate_finalists, test_runs
 from search.progress import Progress
 from search.repeats import (FixedConfigs, RepeatsScheduler, repeat_configs, repeats_name, repeats_table,
@@ -202,9 +203,12 @@ def export(settings: Settings, data: Dataset, results: tune.ResultGrid, slots: i
         write_dataset_record(data, settings.folder)
         write_atomic(tables, settings.folder)  # the search's record is safe before any finalist is built
     configs = {rec.trial_id: rec.config for rec in records}
-    with progress.step("Testing each model's winner once on the test split"):
-        tested = evaluate_finalists(trials, best_checkpoints(records, results), configs, data.test,
-                                    test_runtime(settings, data), data.info.shape, settings.weights_dir, progress.say)
+    runtime = test_runtime(settings, data)
+    with progress.step("Testing each model's winner once on the test split, then bundling it "
+                       f"({settings.folder / MODELS_FOLDER})"):
+        tested = evaluate_finalists(trials, best_checkpoints(records, results), configs, data.test, runtime,
+                                    data.info.shape, settings.weights_dir, progress.say,
+                                    after=Bundler(settings, data, runtime, progress.say))
         tables.update(finalists=tested.finalists, predictions=tested.predictions)
         write_atomic({"finalists": tested.finalists, "predictions": tested.predictions}, settings.folder)
     return tables, tested.problems, configs

@@ -110,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="after the search, train each model's winning configuration K more times at other seeds "
                         "(full budget, same machinery) and test each run: repeats.parquet, and the mean, spread "
                         "and 95%% interval of the winner's test accuracy and F1 in finalists.parquet")
+    p.add_argument("--refit", action="store_true",
+                   help="after the search, train each winner's configuration again from scratch on the training and "
+                        "validation images, for the epochs at which its trial peaked, test it once and bundle it "
+                        "(models/<model>/); finalists.parquet keeps both test figures (default: bundle the trial's "
+                        "best checkpoint)")
     p.add_argument("--retries", type=int, default=0, help="times a failed trial is restarted (from its checkpoint)")
     p.add_argument("--resume", action="store_true",
                    help="continue the experiment --name in --storage-path after a crash or kill, with its "

@@ -71,6 +71,7 @@ class Settings:
     epoch_budget: int | None = None  # --epoch-budget: training epochs the whole search may spend
     channels: int | None = None  # --channels: 1 (gray) or 3 (RGB); None: the data's own
     cache_dir: str | None = None  # where decoded images are cached (None: imagesets.default_cache_dir())
+    refit: bool = False  # --refit: each winner trained again on train + validation images before it is bundled
 
     @property
     def folder(self) -> Path:
@@ -272,7 +273,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         amp=not args.no_amp, channels_last=not args.no_channels_last, verbose=args.verbose, resume=args.resume,
         retries=args.retries, address=args.address, dashboard_host=args.dashboard_host,
         dashboard_port=args.dashboard_port, remote=remote, max_concurrent=args.max_concurrent,
-        reuse_processes=not args.fresh_processes,
+        reuse_processes=not args.fresh_processes, refit=args.refit,
     )
     check_storage(settings)
     check_weights(settings)

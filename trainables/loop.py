@@ -234,6 +234,16 @@ def fit(
         }
 
 
+def train_only(prepared: Prepared, train: Split, runtime: Runtime, seed: int = 0) -> float:
+    """Train for ``train_cfg.epochs`` epochs without evaluating (a refit on the training and validation
+    images together leaves nothing to validate on, and its epochs were chosen by the search); returns the
+    seconds spent in training passes. The same epochs as ``fit``'s, with the same seeding."""
+    generator = torch.Generator().manual_seed(seed)
+    train = train.subset(prepared.train_cfg.max_train_images or None)
+    return sum(train_one_epoch(prepared.model, train, prepared.optimizer, prepared.scheduler, prepared.train_cfg,
+                               runtime, generator, prepared.task).seconds for _ in range(prepared.train_cfg.epochs))
+
+
 def macro_f1(labels: Any, predicted: Any) -> float:
     """scikit-learn's macro F1, imported on first use: a worker process starts training a second
     sooner, and scikit-learn loads while the first epoch's batches already ran."""

@@ -134,6 +134,22 @@ def torchvision_reads(path: Path) -> Iterator[None]:
             torch.hub._hub_dir = previous
 
 
+# torchvision sets the frozen norms' eps to 0 after loading these weights (``overwrite_eps``); elsewhere 1e-5.
+FROZEN_EPS = {"resnet50": 0.0}
+
+
+def freeze_norms(module: nn.Module, eps: float | None = None) -> None:
+    """Replace every BatchNorm2d under ``module`` by torchvision's FrozenBatchNorm2d (the norm layer its
+    builders give a pretrained backbone), same features and ``eps`` unless given."""
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    for name, child in list(module.named_children()):
+        if isinstance(child, nn.BatchNorm2d):
+            setattr(module, name, FrozenBatchNorm2d(child.num_features, eps=child.eps if eps is None else eps))
+        else:
+            freeze_norms(child, eps)
+
+
 def build(config: Config, ctx: BuildContext = BuildContext()) -> nn.Module:
     from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 
@@ -149,12 +165,17 @@ def build(config: Config, ctx: BuildContext = BuildContext()) -> nn.Module:
         rpn_pre_nms_top_n_train=300, rpn_post_nms_top_n_train=100, rpn_pre_nms_top_n_test=100,
         rpn_post_nms_top_n_test=50, box_detections_per_img=10,
     )
-    if cfg.pretrained:
-        # Even when a checkpoint will replace them (ctx.load_weights=False), the weights are loaded:
-        # torchvision builds the pretrained architecture (frozen norms and layers) only with them.
+    if cfg.pretrained and ctx.load_weights:
+        # torchvision builds the pretrained architecture (frozen norms and early layers) only with its weights.
         with torchvision_reads(ensure_weights(weights, ctx.weights_dir)):
             net = builder(weights=weights, weights_backbone=None,
                           trainable_backbone_layers=cfg.trainable_backbone_layers, **settings)
+    elif cfg.pretrained:
+        # A checkpoint is about to replace every weight (a finalist's test, a model bundle): the pretrained
+        # architecture differs from a scratch one only in its frozen batch norms, rebuilt here so that no
+        # COCO file is needed to use a trained detector.
+        net = builder(weights=None, weights_backbone=None, num_classes=91, **settings)
+        freeze_norms(net.backbone, eps=FROZEN_EPS.get(cfg.backbone))
     else:
         net = builder(weights=None, weights_backbone=None, num_classes=91, **settings)
     in_features = net.roi_heads.box_predictor.cls_score.in_features
