@@ -45,9 +45,13 @@ class Results:
         f = self.finalists
         if "bundled" not in f or self.refit_predictions.empty:
             return self.predictions
-        refit = set(zip(f.loc[f["bundled"] == REFIT_STAGE, "experiment"], f.loc[f["bundled"] == REFIT_STAGE, "model"]))
-        keep = lambda t, want: t[[(e, m) in refit for e, m in zip(t["experiment"], t["model"])] == want]  # noqa: E731
-        return pd.concat([keep(self.predictions, False), keep(self.refit_predictions, True)], ignore_index=True)
+        refit = f.loc[f["bundled"] == REFIT_STAGE, ["experiment", "model"]]
+
+        def refit_rows(table: pd.DataFrame) -> pd.Series:
+            return pd.MultiIndex.from_frame(table[["experiment", "model"]]).isin(pd.MultiIndex.from_frame(refit))
+
+        search, refits = self.predictions, self.refit_predictions
+        return pd.concat([search[~refit_rows(search)], refits[refit_rows(refits)]], ignore_index=True)
 
     @property
     def groups(self) -> list[tuple[str, str]]:

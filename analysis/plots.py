@@ -117,3 +117,18 @@ def confusion_plot(matrix, names: list[str], title: str, path: Path) -> Path:
     ax.set_ylabel("true class")
     ax.set_title(title)
     return _save(fig, path)
+
+
+def cost_plot(costs: pd.DataFrame, path: Path) -> Path:
+    """Each bundled winner's test accuracy against its latency at batch 1 (log scale), labelled by model."""
+    several = costs["experiment"].nunique() > 1
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for row in costs.itertuples():
+        ax.scatter(row.latency_ms, row.test_acc, s=36)
+        ax.annotate(_label(row.experiment, row.model, several), (row.latency_ms, row.test_acc),
+                    textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("latency at batch 1 (ms, log)")
+    ax.set_ylabel("test accuracy (bundled model)")
+    ax.set_title("accuracy versus cost to run")
+    return _save(fig, path)

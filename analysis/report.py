@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import plots
+from analysis.deployment import bundle_notes, cost_table, recommend
 from analysis.efficiency import efficiency
 from analysis.load import Results
 from analysis.tables import (SIGNIFICANCE, at_common_budget, best_so_far, class_balance, comparison, confusion,
@@ -155,6 +156,32 @@ def _significance(results: Results, folder: Path) -> list[str]:
     return ["## Is the difference real?", "", *lines] if lines else []
 
 
+COST_NOTE = ("`latency_ms`: median of 50 calls at batch 1 after 10 warm-up calls; `throughput_ips`: images a second at "
+             "`bulk_batch`; `peak_memory_mb`: on a GPU, CUDA's maximum allocated during the bulk calls, on a CPU, the "
+             "weights plus the resident-set growth during them; all measured on `device` with `threads` CPU threads, "
+             "uint8 images in (normalization included), fp32, at the end of the search. `test_acc`/`test_f1` are the "
+             "bundled model's (its refit's where `bundled` is refit).")
+
+
+def _deployment(results: Results, folder: Path) -> list[str]:
+    """The bundles (where, which model, ONNX or why not), their cost to run, a plot and the recommendation."""
+    notes = bundle_notes(results)
+    if not notes:
+        return []
+    lines = ["## Using the winners", "", "Each winner is bundled (`models/<model>/`: safetensors weights, `card.json`, "
+             "`model.onnx`); `python -m search.predict <results> IMAGES...` classifies new images with the best one.", "",
+             *notes, ""]
+    costs = cost_table(results)
+    if len(costs):
+        costs.to_csv(folder / "cost_to_run.csv", index=False)
+        plots.cost_plot(costs, folder / "cost_to_run.png")
+        lines += ["### What each costs to run", "", markdown_table(costs.drop(columns=["experiment"])
+                                                                    if costs["experiment"].nunique() == 1 else costs),
+                  "", COST_NOTE, "", "![test accuracy against latency](cost_to_run.png)", ""]
+        lines += [r.sentence() for r in recommend(results, costs)] + [""]
+    return lines
+
+
 def write_report(results: Results, out: Path, metric: str = "val_acc", top_k: int = 5, pool: bool = False) -> Path:
     """Write ``report.md``, PNG plots and ranking tables (Parquet and CSV) into ``out``.
 
@@ -205,6 +232,7 @@ def _write(results: Results, folder: Path, metric: str, top_k: int, pool: bool =
     compare.to_csv(folder / "comparison.csv", index=False)
     compare.to_parquet(folder / "comparison.parquet", index=False)
     lines += _significance(results, folder)
+    lines += _deployment(results, folder)
     lines += _per_class(results, folder)
 
     lines += [f"## Top {top_k} configurations per model (by {metric})", "",

@@ -263,6 +263,15 @@ def missing_trials(plans: list[ModelPlan], trials: pd.DataFrame) -> dict[str, tu
             if int(counts.get(p.name, 0)) < p.num_samples}
 
 
+def bundles_line(folder: Path, finalists: pd.DataFrame) -> str:
+    """Where the winners' bundles are, and the command that classifies new images with the best one."""
+    bundled = sorted(finalists.loc[finalists["bundle_error"].isna(), "model"]) if len(finalists) else []
+    if not bundled:
+        return "Models:  none bundled (see finalists.parquet's bundle_error)"
+    return (f"Models:  {folder / MODELS_FOLDER}/{{{','.join(bundled)}}}  (classify images with: "
+            f"python -m search.predict {folder} IMAGES...)")
+
+
 def write_analysis(folder: Path, progress: Progress) -> str:
     """The analysis report of this search; a failure here never costs the exported results."""
     from analysis.load import load
@@ -343,6 +352,7 @@ def run_search(settings: Settings, data: Dataset) -> int:
     print()
     print(leaderboard(tables["trials"], tables["finalists"]))
     print(f"\nResults: {Path(settings.folder)}/{{{','.join(tables)}}}.parquet")
+    print(bundles_line(settings.folder, tables["finalists"]))
     print(write_analysis(settings.folder, progress))
     if settings.remote:
         storage.upload(settings.folder, settings.tune_folder)  # complete local files, then each uploaded

@@ -15,7 +15,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import os
 import platform
 import shutil
@@ -62,9 +64,12 @@ def export_onnx(classifier: Classifier, path: Path, channels: int, size: int) ->
     """``classifier`` (on the CPU, fp32) as ONNX: input ``images`` uint8 (batch, C, S, S), output ``logits``."""
     example = torch.zeros((2, channels, size, size), dtype=torch.uint8)
     batch = torch.export.Dim("batch", min=1, max=65_536)
-    torch.onnx.export(classifier, (example,), str(path), dynamo=True, input_names=["images"],
-                      output_names=["logits"], dynamic_shapes={"images": {0: batch}}, external_data=False,
-                      verbose=False)
+    # The exporter prints its progress, and a graph it cannot export in full (pages of it): the card keeps
+    # what matters (``export_failure``), the search's output stays readable.
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        torch.onnx.export(classifier, (example,), str(path), dynamo=True, input_names=["images"],
+                          output_names=["logits"], dynamic_shapes={"images": {0: batch}}, external_data=False,
+                          verbose=False)
 
 
 def onnx_session(path: Path):
@@ -85,13 +90,13 @@ def run_onnx(session, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
 
 def parity(torch_logits: np.ndarray, onnx_logits: np.ndarray) -> dict[str, Any]:
     """How ONNX Runtime's logits agree with torch's: the largest difference, and the images whose predicted
-    class differs although torch's two best scores are further apart than that difference (a real
-    disagreement, not a tie that any rounding breaks either way)."""
+    class differs although torch's two best scores are further apart than twice that difference (within the
+    tolerance): a real disagreement, not a tie that rounding breaks either way."""
     diff = float(np.abs(torch_logits - onnx_logits).max()) if len(torch_logits) else 0.0
     top2 = np.sort(torch_logits, axis=1)[:, -2:] if torch_logits.shape[1] > 1 else np.zeros((len(torch_logits), 2))
     margin = top2[:, 1] - top2[:, 0]
     differ = torch_logits.argmax(1) != onnx_logits.argmax(1)
-    ties = int((differ & (margin <= 2 * diff)).sum())
+    ties = int((differ & (margin <= 2 * min(diff, LOGIT_TOLERANCE))).sum())
     return {"images": int(len(torch_logits)), "max_abs_logit_diff": diff, "tolerance": LOGIT_TOLERANCE,
             "classes_differ": int(differ.sum()) - ties, "ties": ties,
             "passed": bool(diff <= LOGIT_TOLERANCE and int(differ.sum()) - ties == 0)}
