@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -54,6 +55,7 @@ class Refit:
     classifier: Classifier
     columns: dict[str, Any]
     predictions: pd.DataFrame
+    logits: np.ndarray  # on the test split
 
 
 def refit(tested: WinnerTest, data: Dataset, runtime: Runtime, weights_dir: str | None) -> Refit:
@@ -75,7 +77,7 @@ def refit(tested: WinnerTest, data: Dataset, runtime: Runtime, weights_dir: str 
         **{f"refit_{k}": v for k, v in scores.items()}}
     labels = data.test.labels.cpu().numpy()
     return Refit(classifier, columns, prediction_rows(model, tested.row["trial_id"], labels, scored.classes,
-                                                      REFIT_STAGE))
+                                                      REFIT_STAGE), scored.logits)
 
 
 def card(tested: WinnerTest, settings: Settings, data: Dataset, runtime: Runtime, stage: str,
@@ -126,20 +128,23 @@ class Bundler:
         columns: dict[str, Any] = {"bundle": f"{MODELS_FOLDER}/{model}"}
         more = None
         try:
-            classifier, stage, metrics = tested.classifier, SEARCH_STAGE, {
+            classifier, stage, logits, metrics = tested.classifier, SEARCH_STAGE, tested.scored.logits, {
                 k: tested.row[k] for k in ("test_acc", "test_f1", "test_loss")}
             epochs, train_images = tested.epoch, len(self.data.train)
             if self.settings.refit:
                 self.say(f"  {model}: refit on {len(self.data.train) + len(self.data.val):,} training + validation "
                          f"images for {tested.epoch} epoch(s) ...")
                 redone = refit(tested, self.data, self.runtime, self.settings.weights_dir)
-                classifier, stage, more = redone.classifier, REFIT_STAGE, redone.predictions
+                classifier, stage, more, logits = redone.classifier, REFIT_STAGE, redone.predictions, redone.logits
                 columns.update(redone.columns)
                 metrics = {k.removeprefix("refit_"): v for k, v in redone.columns.items() if k.startswith("refit_test")}
                 train_images = redone.columns["refit_train_images"]
                 self.say(f"  {model}: refit's test accuracy {metrics['test_acc']:.4f} "
                          f"({redone.columns['refit_train_s']:.1f} s of training)")
-            columns.update(self.write(tested, classifier, stage, metrics, epochs, train_images))
+            # The test's logits are torch's side of the ONNX check when the test ran on the CPU (a GPU's
+            # TF32 convolutions may differ from the CPU's by more than the check's tolerance).
+            reference = logits if self.runtime.device.type == "cpu" else None
+            columns.update(self.write(tested, classifier, stage, metrics, epochs, train_images, reference))
         except Exception as e:  # the winner's test figures are kept whatever happens to its bundle
             columns["bundle_error"] = f"{type(e).__name__}: {e}"
             self.say(f"  {model}: could not be bundled ({columns['bundle_error'][:200]})")
@@ -147,13 +152,13 @@ class Bundler:
         return columns, more
 
     def write(self, tested: WinnerTest, classifier: Classifier, stage: str, metrics: dict[str, Any], epochs: int,
-              train_images: int) -> dict[str, Any]:
+              train_images: int, reference: np.ndarray | None) -> dict[str, Any]:
         """Write the bundle, then measure and record its cost to run; the finalists' columns."""
         model = tested.row["model"]
         folder = bundle_folder(self.settings.folder, model)
         written = write_bundle(folder, classifier,
                                card(tested, self.settings, self.data, self.runtime, stage, metrics, epochs, train_images),
-                               self.data.test.images.numpy())
+                               self.data.test.images.numpy(), reference)
         onnx = written["onnx"]
         self.say(f"  {model}: bundled in {folder} ({stage}; ONNX "
                  + ("exported, checked on " + f"{onnx['parity']['images']:,} test images)" if onnx["exported"]

@@ -102,11 +102,12 @@ def parity(torch_logits: np.ndarray, onnx_logits: np.ndarray) -> dict[str, Any]:
             "passed": bool(diff <= LOGIT_TOLERANCE and int(differ.sum()) - ties == 0)}
 
 
-def export_checked(classifier: Classifier, folder: Path, channels: int, size: int,
-                   test_images: np.ndarray) -> dict[str, Any]:
-    """Export ``classifier`` to ``folder/model.onnx`` and check it against torch (CPU, fp32) on up to
-    ``PARITY_IMAGES`` test images. Returns the card's ``onnx`` entry; a model that cannot be exported, or
-    whose graph disagrees, leaves no file and the entry says why."""
+def export_checked(classifier: Classifier, folder: Path, channels: int, size: int, test_images: np.ndarray,
+                   reference: np.ndarray | None = None) -> dict[str, Any]:
+    """Export ``classifier`` to ``folder/model.onnx`` and check it against torch (fp32) on up to
+    ``PARITY_IMAGES`` test images: against ``reference``, the logits its test computed on the CPU, where given,
+    else against the classifier run on the CPU now. Returns the card's ``onnx`` entry; a model that cannot be
+    exported, or whose graph disagrees, leaves no file and the entry says why."""
     cpu = copy.deepcopy(classifier).cpu().float().eval()
     cpu.network.to(memory_format=torch.contiguous_format)
     cpu.channels_last = False
@@ -114,7 +115,8 @@ def export_checked(classifier: Classifier, folder: Path, channels: int, size: in
     try:
         export_onnx(cpu, path, channels, size)
         images = test_images[:PARITY_IMAGES]
-        check = parity(score(cpu, images, "cpu").logits, run_onnx(onnx_session(path), images))
+        expected = reference[:PARITY_IMAGES] if reference is not None else score(cpu, images, "cpu").logits
+        check = parity(expected, run_onnx(onnx_session(path), images))
     except Exception as e:  # torch.export refuses data-dependent graphs; onnx may be missing
         path.unlink(missing_ok=True)
         return {"file": None, "exported": False, "reason": export_failure(e)}
@@ -142,16 +144,18 @@ def export_failure(error: BaseException) -> str:
     return f"{type(root).__name__}: {first[:300]}"
 
 
-def write_bundle(folder: Path, classifier: Classifier, card: dict[str, Any], test_images: np.ndarray) -> dict[str, Any]:
+def write_bundle(folder: Path, classifier: Classifier, card: dict[str, Any], test_images: np.ndarray,
+                 reference: np.ndarray | None = None) -> dict[str, Any]:
     """Write the bundle of ``classifier`` to ``folder`` (replacing an earlier one only once the new one is
-    complete); ``card`` is completed with the files, the ONNX check and the versions, and returned."""
+    complete); ``card`` is completed with the files, the ONNX check (against ``reference``, the test's CPU
+    logits, where given) and the versions, and returned."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
         save_weights(copy.deepcopy(classifier.network).cpu(), staging / WEIGHTS_FILE)
         channels, size = card["input"]["channels"], card["input"]["image_size"]
-        card = {**card, "onnx": export_checked(classifier, staging, channels, size, test_images),
+        card = {**card, "onnx": export_checked(classifier, staging, channels, size, test_images, reference),
                 "versions": versions()}
         card["files"] = {"weights": WEIGHTS_FILE, "onnx": card["onnx"]["file"], "card": CARD_FILE,
                          "weights_mb": (staging / WEIGHTS_FILE).stat().st_size / 2**20,
