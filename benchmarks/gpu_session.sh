@@ -6,6 +6,9 @@
 # fits in one device call (under 10 minutes), so run one part per session.
 #   efficiency: issue 12's targets (trials at once, slot share, GPU busy) and the MPS comparison
 #   repeats:    issue 15's targets: the CNN and ViT searches at their GPU budgets with --repeats 3
+#   bundles:    the winners' bundles and their cost to run on the GPU (needs safetensors in the kit:
+#               bash benchmarks/gpu_kit_extras.sh after prepare.sh; onnx and onnxruntime do not fit in the
+#               64 MiB the device takes, so the GPU's bundles say "no ONNX" and why)
 # Logs and Parquet files go to $OUT (default ./gpu-out).
 set -uo pipefail
 out=${OUT:-gpu-out}
@@ -20,6 +23,14 @@ step() {  # step NAME SECONDS COMMAND...
 nvidia-smi -L
 python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
 part=${1:-efficiency}
+if [ "$part" = bundles ]; then
+  # Goals: every winner bundled; cost_ columns measured on cuda (latency at batch 1, throughput at 256).
+  step bundles_smoke 240 python3 -m search.run --model cnn,vit,resnet18 --gpus 1 --smoke --no-pretrained \
+    --no-dashboard --verbose 1 --storage-path "$out" --name bundles-gpu
+  step bundles_costs 60 python3 -c "import pandas as pd; f = pd.read_parquet('$out/bundles-gpu/finalists.parquet'); \
+print(f.filter(regex='^(model|test_acc|bundle_error|onnx_reason|cost_)').to_string())"
+  exit 0
+fi
 if [ "$part" = repeats ]; then
   # Goals: CNN >= 99.6%, ViT >= 99.3% test accuracy (mean of the repeats), each search well under 10 minutes.
   step repeats_cnn 270 python3 -m search.run --model cnn --gpus 1 --repeats 3 --no-dashboard --verbose 0 \

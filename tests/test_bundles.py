@@ -16,7 +16,7 @@ import models
 from analysis.deployment import cost_table, recommend
 from analysis.load import Results
 from search.predict import PredictError, choose_bundle, gather
-from tests.helpers import ROOT
+from helpers import ROOT
 from trainables import cost
 from trainables.batches import normalize
 from trainables.bundle import Bundle, parity, run_onnx, onnx_session, write_bundle

@@ -132,6 +132,25 @@ def test_coco_weights_load_from_the_weights_folder_with_frozen_early_layers(coco
     assert not any(p.requires_grad for p in model.detector.backbone.body.parameters())
 
 
+def test_a_trained_detector_is_rebuilt_for_its_weights_without_the_coco_file(coco_file, monkeypatch):
+    folder, _ = coco_file
+    config = {"pretrained": True, "backbone": "mobilenet_v3_large_320", "input_size": 64}
+    with_file = SPEC.build(config, models.BuildContext(weights_dir=str(folder))).eval()
+
+    def no_file(*args, **kwargs):
+        raise AssertionError("the COCO file was asked for")
+
+    monkeypatch.setattr("models.nets.faster_rcnn.ensure_weights", no_file)
+    without = SPEC.build(config, models.BuildContext(load_weights=False)).eval()  # a finalist's test, a bundle
+    norms = [[(type(m).__name__, getattr(m, "eps", None)) for m in net.modules() if "Norm" in type(m).__name__]
+             for net in (with_file, without)]
+    assert norms[0] == norms[1] and ("FrozenBatchNorm2d", 1e-5) in norms[0]
+    without.load_state_dict(with_file.state_dict())  # strict: the same weights and buffers
+    x = normalized(torch.rand(2, 28, 28))
+    with torch.no_grad():
+        assert torch.equal(without(x), with_file(x))
+
+
 def test_missing_coco_weights_name_the_file_and_the_way_out(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
     weights = SPEC.weights_for({"backbone": "resnet50"})

@@ -10,13 +10,12 @@ import re
 import subprocess
 import sys
 
-import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
 import models
-from tests.helpers import ROOT, run_cli
+from helpers import ROOT, run_cli
 
 pytestmark = pytest.mark.integration
 SMOKE_TEST_IMAGES = 512  # search.settings.SMOKE's test cap
