@@ -29,11 +29,12 @@ from imagesets.registry import DataError, Raw, get, is_registered
 CACHE_VERSION = 1  # bump when the cache's layout or the conversion changes
 MIN_SIZE, MAX_SIZE = 8, 512
 MAX_LISTED = 10  # bad files named in one error
-# A search holds its images about twice: the driver's splits and their copy in Ray's object store
-# (trial processes map that copy, they do not make their own).
-COPIES_HELD = 2
-MEMORY_SHARE = 0.8  # of the memory available now, what the images may take at most
-
+# The share of the memory available now that a data set may fill and still be searched from the page cache; a
+# larger one is read from disk in blocks (trainables.batches). The search holds its data once (imagesets.splits):
+# its peak is the start-up baseline plus about the decoded data (benchmarks/data_memory.py measures the factor).
+MEMORY_SHARE = 0.8
+PEAK_FACTOR = 1.1  # the search command's peak over its baseline, in decoded data (measured; docs/datasets.md)
+DISK_MARGIN = 1.05  # free disk space kept beyond what the files take
 
 @dataclass
 class Decoded:
@@ -66,7 +67,16 @@ def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
 
 
 def available_memory() -> int:
-    """Bytes of memory available now (Linux's MemAvailable), else the machine's total."""
+    """Bytes of memory available now (Linux's MemAvailable), else the machine's total; at most
+    ``$SEARCH_MEMORY_LIMIT`` bytes where it is set (a machine shared with other work: data beyond it is read
+    from disk in blocks instead of filling the page cache)."""
+    limit = os.environ.get("SEARCH_MEMORY_LIMIT")
+    if limit:
+        return min(int(float(limit)), _available_memory())
+    return _available_memory()
+
+
+def _available_memory() -> int:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
@@ -76,20 +86,43 @@ def available_memory() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def check_memory(count: int, channels: int, size: int, what: str, available: int | None = None) -> None:
-    """Refuse, before anything is decoded or Ray starts, images that a search could not hold in memory,
-    naming their size and the ``--image-size`` that would fit."""
+def fits_in_memory(nbytes: int, available: int | None = None) -> bool:
+    """Whether ``nbytes`` of decoded images can be searched from memory (the page cache): their peak, at the
+    measured ``PEAK_FACTOR``, within ``MEMORY_SHARE`` of the memory available now. Else they are read from disk."""
     available = available_memory() if available is None else available
-    need = count * channels * size * size
-    budget = available * MEMORY_SHARE / COPIES_HELD
-    if need <= budget:
+    return nbytes * PEAK_FACTOR <= available * MEMORY_SHARE
+
+
+def free_disk(folder: Path) -> int:
+    """Bytes free on the disk that holds ``folder`` (or its nearest existing parent)."""
+    folder = Path(folder)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return shutil.disk_usage(folder).free
+
+
+def check_disk(nbytes: int, folder: Path, what: str, free: int | None = None) -> None:
+    """Refuse, before anything is written, files of ``nbytes`` that the disk holding ``folder`` cannot take:
+    the only size a data set is refused for (larger than memory is read from disk)."""
+    free = free_disk(folder) if free is None else free
+    if nbytes * DISK_MARGIN <= free:
         return
-    fits = int(math.isqrt(int(budget // max(count * channels, 1))))
-    advice = (f"Pass --image-size {fits} (the largest that fits) or run on a machine with more memory"
-              if fits >= MIN_SIZE else "Even at 8x8 they would not fit: run on a machine with more memory")
-    raise DataError(f"{what}: {count:,} images of {channels}x{size}x{size} take {_bytes(need)} decoded, and a search "
-                    f"holds them about {COPIES_HELD} times (its splits and Ray's object store); this machine has "
-                    f"{_bytes(available)} available. {advice}.")
+    raise DataError(f"{what}: {_bytes(nbytes)} of decoded images to write into {folder}, and its disk has "
+                    f"{_bytes(free)} free. Free space there, choose a cache on a larger disk with --cache-dir (or "
+                    "SEARCH_CACHE_DIR), or pass a smaller --image-size.")
+
+
+def check_decoded_size(count: int, channels: int, size: int, what: str, cache_dir: Path,
+                       free: int | None = None) -> None:
+    """Before decoding: room on disk for the decoded cache and for the splits carved from it (twice the data),
+    or a ``DataError`` that also names the largest ``--image-size`` that would fit."""
+    free = free_disk(cache_dir) if free is None else free
+    try:
+        check_disk(2 * count * channels * size * size, cache_dir, what, free)
+    except DataError as e:
+        fits = int(math.isqrt(int(free / DISK_MARGIN / 2 // max(count * channels, 1))))
+        hint = f" (--image-size {fits} would fit)" if fits >= MIN_SIZE else ""
+        raise DataError(f"{e} It needs room for the decoded images and for the splits carved from them{hint}.") from None
 
 
 def _bytes(n: float) -> str:
@@ -119,7 +152,7 @@ def _read_cache(folder: Path) -> tuple[dict, dict[str, tuple[np.ndarray, np.ndar
     return meta, splits
 
 
-def _commit(staging: Path, final: Path) -> None:
+def commit(staging: Path, final: Path) -> None:
     """Rename the complete staging folder into place; if another search got there first, keep its copy."""
     try:
         os.replace(staging, final)
@@ -154,12 +187,12 @@ def prepare(dataset: str, data_dir: str | os.PathLike | None = None, cache_dir: 
         files = spec.locate(root, download)
         name, source, mirror = spec.name, spec.name, spec.mirror
         key = _key({**options, "source": name, "reader": spec.version, "files": file_stats(files)})
-        fill = lambda staging: _from_raw(spec.read(root), staging, name, image_size, channels)  # noqa: E731
+        fill = lambda staging: _from_raw(spec.read(root), staging, name, image_size, channels, cache_dir)  # noqa: E731
     elif Path(dataset).expanduser().is_dir():
         listing = scan(Path(dataset))
         name, source, mirror = listing.root.name, str(listing.root), False
         key = _key({**options, "source": source, "files": listing.stats()})
-        fill = lambda staging: _from_folder(listing, staging, image_size, channels)  # noqa: E731
+        fill = lambda staging: _from_folder(listing, staging, image_size, channels, cache_dir)  # noqa: E731
     else:
         get(dataset)  # raises: neither registered nor a folder
         raise AssertionError
@@ -169,12 +202,10 @@ def prepare(dataset: str, data_dir: str | os.PathLike | None = None, cache_dir: 
         staging = _staging(cache_dir, key)
         try:
             fill(staging)
-            _commit(staging, final)
+            commit(staging, final)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     meta, splits = _read_cache(final)
-    count = sum(len(labels) for _, labels in splits.values())
-    check_memory(count, meta["channels"], meta["image_size"], name)
     return Decoded(name, source, tuple(meta["class_names"]), meta["channels"], meta["image_size"], splits, mirror,
                    meta["skipped"], final, hit, time.perf_counter() - started)
 
@@ -185,7 +216,8 @@ def _write_meta(staging: Path, class_names, channels: int, size: int, splits, sk
     (staging / "meta.json").write_text(json.dumps(meta))  # written last: its presence marks a complete cache
 
 
-def _from_raw(raw: Raw, staging: Path, name: str, image_size: int | None, channels: int | None) -> None:
+def _from_raw(raw: Raw, staging: Path, name: str, image_size: int | None, channels: int | None,
+              cache_dir: Path) -> None:
     """A registered data set's arrays, converted and saved into ``staging``."""
     first = next(iter(raw.splits.values()))[0]
     native_channels = 1 if first.ndim == 3 else 3
@@ -193,7 +225,7 @@ def _from_raw(raw: Raw, staging: Path, name: str, image_size: int | None, channe
         raise DataError(f"{name}: its images are {first.shape[2]}x{first.shape[1]}, not square; pass --image-size N")
     size = image_size or first.shape[1]
     chosen = channels or native_channels
-    check_memory(sum(len(l) for _, l in raw.splits.values()), chosen, size, name)
+    check_decoded_size(sum(len(l) for _, l in raw.splits.values()), chosen, size, name, cache_dir)
     for split, (images, labels) in raw.splits.items():
         np.save(staging / f"{split}_images.npy", conform_array(images, chosen, size))
         np.save(staging / f"{split}_labels.npy", labels.astype(np.int64))
@@ -221,7 +253,8 @@ def _choose_shape(listing: Listing, headers: list[tuple[int, int, str]], image_s
                     "is faster to train, larger keeps more detail)")
 
 
-def _from_folder(listing: Listing, staging: Path, image_size: int | None, channels: int | None) -> None:
+def _from_folder(listing: Listing, staging: Path, image_size: int | None, channels: int | None,
+                 cache_dir: Path) -> None:
     """Check every image's header, choose the channels and size, then decode them all into ``staging``."""
     from PIL import Image
 
@@ -233,7 +266,7 @@ def _from_folder(listing: Listing, staging: Path, image_size: int | None, channe
         raise DataError(f"{listing.root}: {len(bad)} image file(s) cannot be read: {_listed(bad, listing.root)}. "
                         "Remove or replace them")
     chosen, size = _choose_shape(listing, headers, image_size, channels)
-    check_memory(len(order), chosen, size, str(listing.root))
+    check_decoded_size(len(order), chosen, size, str(listing.root), cache_dir)
     failed = []
     for split, rows in listing.files.items():
         out = staging / f"{split}_images.npy"

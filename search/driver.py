@@ -93,7 +93,10 @@ def monitoring_help(settings: Settings, dashboard_url: str | None) -> str:
 
 def make_trainable(settings: Settings, data: Dataset):
     """The training function with its data and per-model resources attached."""
-    trial_data = TrialData(data.train, data.val, data.shape, data.info.mean, data.info.std, settings.seed,
+    # One machine: trials map the splits' files in the cache (one copy, the page cache). A cluster's nodes do
+    # not have them: the splits go through Ray's object store, one copy per node (docs/datasets.md).
+    train, val = (data.train.in_memory(), data.val.in_memory()) if settings.address else (data.train, data.val)
+    trial_data = TrialData(train, val, data.shape, data.info.mean, data.info.std, settings.seed,
                            amp=settings.amp, channels_last=settings.channels_last, weights_dir=settings.weights_dir,
                            mirror=data.info.mirror)
     function = tune.with_resources(

@@ -217,7 +217,8 @@ def describe_data(data) -> str:
     return (f"Data: {info.name} ({info.channels}x{info.image_size}x{info.image_size}, {info.num_classes} classes): "
             f"{sizes} images{' (test carved from the training images)' if info.test_carved else ''}; "
             f"{'read from the cache' if info.from_cache else 'decoded'} in {info.prepare_s:.1f} s ({info.cache})"
-            f"{skipped}")
+            f"{skipped}" + ("; larger than the memory available: trials read it from disk in blocks"
+                            if data.train.streamed else ""))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -118,14 +118,26 @@ def test_folders_that_cannot_be_searched_are_refused_naming_what_to_fix(tmp_path
         load_dataset(str(root), cache_dir=tmp_path / "cache")
 
 
-def test_a_data_set_too_large_for_memory_is_refused_with_the_size_that_fits(tmp_path, monkeypatch):
+def test_a_data_set_the_disk_cannot_hold_is_refused_before_decoding_with_the_size_that_fits(tmp_path, monkeypatch):
     import imagesets.cache as cache
 
     root = write_folder(tmp_path / "set", classes=2, per_class=10, size=(64, 64))
-    monkeypatch.setattr(cache, "available_memory", lambda: 200_000)  # 20 images of 3x64x64 take 245,760 bytes
-    with pytest.raises(DataError, match="20 images of 3x64x64 take .* --image-size 36 \\(the largest that fits\\)"):
+    # 20 images of 3x64x64 take 245,760 bytes, twice that with their splits
+    monkeypatch.setattr(cache, "free_disk", lambda folder: 400_000)
+    with pytest.raises(DataError, match="480.0 KiB of decoded images .* 390.6 KiB free.*--cache-dir.*"
+                                        "--image-size 56 would fit"):
         load_dataset(str(root), cache_dir=tmp_path / "cache")
     assert not list((tmp_path / "cache").rglob("meta.json"))
+
+
+def test_a_data_set_larger_than_memory_is_searched_from_disk_not_refused(tmp_path, monkeypatch):
+    import imagesets.cache as cache
+
+    root = write_folder(tmp_path / "set", classes=2, per_class=10, size=(64, 64))
+    monkeypatch.setattr(cache, "available_memory", lambda: 100_000)
+    data = load_dataset(str(root), cache_dir=tmp_path / "cache")
+    assert data.train.streamed and not data.val.streamed and data.train.file.endswith("train_images.npy")
+    assert cache.fits_in_memory(1_000, available=10_000) and not cache.fits_in_memory(8_000, available=10_000)
 
 
 def test_the_cache_is_reused_and_redone_when_a_file_changes_and_the_data_folder_is_only_read(tmp_path):

@@ -49,6 +49,28 @@ def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float],
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
+BLOCK_BYTES = 8 * 2**20  # a streamed split is read in blocks of this size: large, sequential reads
+BLOCKS_MIXED = 16  # images of this many blocks are shuffled together (the memory a streamed epoch reads ahead)
+
+
+def rows_per_block(split: Split) -> int:
+    """Images in one ``BLOCK_BYTES`` block of ``split``."""
+    return max(1, BLOCK_BYTES // max(1, split.nbytes // max(len(split), 1)))
+
+
+def block_order(n: int, block: int, generator: torch.Generator | None = None, mixed: int = BLOCKS_MIXED) -> torch.Tensor:
+    """A quasi-random order of ``n`` images for data read from disk (FFCV's idea): the blocks of ``block``
+    consecutive images in a random order, and the images of each run of ``mixed`` blocks shuffled together.
+    An epoch then reads the file in large sequential pieces, each image once, while a batch still draws
+    from many places of a split that was shuffled once when it was carved."""
+    blocks = torch.randperm(-(-n // block), generator=generator)
+    parts = []
+    for start in range(0, len(blocks), mixed):
+        rows = torch.cat([torch.arange(b * block, min((b + 1) * block, n)) for b in blocks[start:start + mixed].tolist()])
+        parts.append(rows[torch.randperm(len(rows), generator=generator)])
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.int64)
+
+
 def iterate(
     split: Split,
     batch_size: int,
@@ -59,20 +81,29 @@ def iterate(
     generator: torch.Generator | None = None,
     channels_last: bool = False,
     mirror: bool = False,
+    device: torch.device | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (inputs (B, C, H, W) float, labels (B,)) over one pass of ``split``.
 
     ``augment`` shifts each image at random, and also mirrors half of them where ``mirror`` says a flip
     keeps the class (photos, not digits). The last partial batch is kept: dropping it would silently
-    skip validation images.
+    skip validation images. A split larger than memory (``Split.streamed``) is read in a block order
+    (``block_order``) and stays on the host: each batch moves to ``device``.
     """
     n = len(split)
     device = split.images.device
-    order = torch.randperm(n, generator=generator).to(device) if shuffle else None
+    if not shuffle:
+        order = None
+    elif split.streamed:
+        order = block_order(n, rows_per_block(split), generator)
+    else:
+        order = torch.randperm(n, generator=generator).to(device)
     shift = shift_for(split.images.shape[-1])
     for start in range(0, n, batch_size):
         idx = order[start : start + batch_size] if order is not None else slice(start, start + batch_size)
         images, labels = split.images[idx], split.labels[idx]
+        if device is not None and images.device != device:  # a streamed split stays on the host
+            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         if augment:
             images = random_shift(images, shift, generator)
             if mirror:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import warnings
 from dataclasses import dataclass, field
 
@@ -18,6 +19,8 @@ import numpy as np
 import torch
 
 from imagesets import DataError, Decoded, prepare, resolve_data_dir  # noqa: F401  (re-exported: one error type)
+from imagesets.cache import fits_in_memory
+from imagesets.splits import write_splits
 from models.registry import DataShape
 
 DEFAULT_VAL_SIZE = 5_000  # validation images at most, when --val-size is not given
@@ -33,27 +36,47 @@ def _tensor(array: np.ndarray) -> torch.Tensor:
 
 @dataclass
 class Split:
-    """Images as one (N, C, H, W) uint8 tensor and labels as one (N,) int64 tensor."""
+    """Images as one (N, C, H, W) uint8 tensor and labels as one (N,) int64 tensor.
+
+    ``file``: the .npy file the images are a memory map of (the split as carved into the cache), whose first
+    N rows they are; every process that maps it shares the machine's one copy in the page cache.
+    ``streamed``: the data is larger than memory, so batches are read in blocks (``trainables.batches``).
+    """
 
     images: torch.Tensor
     labels: torch.Tensor
+    file: str | None = None
+    streamed: bool = False
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __reduce__(self):
+        if self.file is not None and self.images.device.type == "cpu":
+            # A trial process maps the same file: no copy is pickled, none is made.
+            return _split_from_file, (self.file, len(self), self.labels.numpy(), self.streamed)
         # Pickled as numpy arrays: Ray then keeps them in its shared object store and every trial process
         # on a machine maps that one copy instead of unpickling its own.
         return _split_from_numpy, (self.images.numpy(), self.labels.numpy())
+
+    @property
+    def nbytes(self) -> int:
+        return self.images.numel() * self.images.element_size()
 
     def subset(self, n: int | None) -> "Split":
         """The first ``n`` examples (the split is already shuffled where that matters)."""
         if n is None or n >= len(self):
             return self
-        return Split(self.images[:n], self.labels[:n])
+        return Split(self.images[:n], self.labels[:n], self.file, self.streamed)
 
     def to(self, device: torch.device | str) -> "Split":
+        if torch.device(device) == self.images.device:
+            return self
         return Split(self.images.to(device), self.labels.to(device))
+
+    def in_memory(self) -> "Split":
+        """This split as a plain in-memory copy (for a Ray cluster: its nodes do not have this machine's files)."""
+        return Split(_tensor(np.ascontiguousarray(self.images.numpy())), self.labels.clone())
 
     def class_counts(self, num_classes: int) -> list[int]:
         return np.bincount(self.labels.numpy(), minlength=num_classes).tolist()
@@ -61,6 +84,10 @@ class Split:
 
 def _split_from_numpy(images: np.ndarray, labels: np.ndarray) -> Split:
     return Split(_tensor(images), _tensor(labels))
+
+
+def _split_from_file(file: str, count: int, labels: np.ndarray, streamed: bool) -> Split:
+    return Split(_tensor(np.load(file, mmap_mode="r")[:count]), _tensor(labels), file, streamed)
 
 
 @dataclass(frozen=True)
@@ -142,18 +169,25 @@ def stratified_split(labels: np.ndarray, size: int, seed: int, class_names: tupl
     return rng.permutation(np.concatenate(held)), rng.permutation(np.concatenate(rest))
 
 
-def channel_stats(images: np.ndarray, chunk: int = 4_096) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and standard deviation of uint8 (N, C, H, W) images scaled to [0, 1]: sums and
-    sums of squares per chunk in torch (vectorized, every core), accumulated in float64."""
-    total = torch.zeros(images.shape[1], dtype=torch.float64)
-    squares = torch.zeros(images.shape[1], dtype=torch.float64)
-    for start in range(0, len(images), chunk):
-        x = _tensor(np.ascontiguousarray(images[start:start + chunk])).float().div_(255.0)
-        total += x.sum(dim=(0, 2, 3)).double()
-        squares += x.square_().sum(dim=(0, 2, 3)).double()
+STATS_CHUNK_BYTES = 32 * 2**20  # uint8 read at once for the statistics (their int32 squares: 4x that)
+
+
+def channel_stats(images: np.ndarray, chunk_bytes: int = STATS_CHUNK_BYTES) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation of uint8 (N, C, H, W) images scaled to [0, 1], streamed over
+    chunks of at most ``chunk_bytes`` (so a memory-mapped split is read once and never held whole): sums and
+    sums of squares of the raw bytes in int64, exact, so any chunking gives the same answer."""
+    channels = images.shape[1]
+    total = torch.zeros(channels, dtype=torch.int64)
+    squares = torch.zeros(channels, dtype=torch.int64)
+    per_image = max(1, int(np.prod(images.shape[1:])))
+    rows = max(1, chunk_bytes // per_image)
+    for start in range(0, len(images), rows):
+        x = _tensor(np.ascontiguousarray(images[start:start + rows])).to(torch.int32)
+        total += x.sum(dim=(0, 2, 3), dtype=torch.int64)
+        squares += x.square_().sum(dim=(0, 2, 3), dtype=torch.int64)
     n = len(images) * images.shape[2] * images.shape[3]
-    mean = total / n
-    std = (squares / n - mean ** 2).clamp_min(0.0).sqrt()
+    mean = total.double() / (255.0 * n)
+    std = (squares.double() / (255.0 ** 2 * n) - mean ** 2).clamp_min(0.0).sqrt()
     std = torch.where(std > 0, std, torch.ones_like(std))  # a constant channel: nothing to scale
     return tuple(round(float(m), 6) for m in mean), tuple(round(float(v), 6) for v in std)
 
@@ -173,21 +207,22 @@ def default_val_size(train_size: int, num_classes: int) -> int:
     return max(num_classes, min(DEFAULT_VAL_SIZE, round(VAL_SHARE * train_size)))
 
 
-def carve(decoded: Decoded, val_size: int | None, split_seed: int) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], bool]:
-    """Train, validation and test arrays: the test split carved first where the data set has none,
-    then validation from what remains (``val_size`` images, or the data set's own ``val`` split).
-    Indices are worked out first and each split copied out of the (memory-mapped) images once."""
+def carve(decoded: Decoded, val_size: int | None, split_seed: int) -> tuple[dict[str, tuple[str, np.ndarray]], bool]:
+    """Where each split's images come from: ``{split: (the decoded split it is drawn from, indices into it)}``,
+    and whether the test split was carved. The test split is carved first where the data set has none, then
+    validation from what remains (``val_size`` images, or the data set's own ``val`` split); the training
+    indices are shuffled with the split seed, so that its first n images are a fair subset."""
     names = decoded.class_names
-    images, labels = decoded.splits["train"]
+    labels = decoded.splits["train"][1]
     carved_test = "test" not in decoded.splits
     check_class_sizes(decoded, 1 + carved_test + ("val" not in decoded.splits))
     pool, index = np.arange(len(labels)), {}
     if carved_test:
         test_idx, rest = stratified_split(labels, max(len(names), round(TEST_SHARE * len(labels))), split_seed,
                                           names, f"test (from {decoded.source})")
-        index["test"], pool = np.sort(test_idx), np.sort(rest)
+        index["test"], pool = ("train", np.sort(test_idx)), np.sort(rest)
     if "val" in decoded.splits:
-        index["train"] = pool
+        index["train"] = ("train", np.random.default_rng(split_seed + 1).permutation(pool))
     else:
         size = val_size or default_val_size(len(pool), len(names))
         if not 0 < size < len(pool):
@@ -195,12 +230,29 @@ def carve(decoded: Decoded, val_size: int | None, split_seed: int) -> tuple[dict
                             f"choose between 1 and {len(pool) - 1}")
         val_idx, train_idx = stratified_split(labels[pool], size, split_seed + 1, names,
                                               f"validation (from {decoded.source})")
-        index["val"], index["train"] = pool[val_idx], pool[train_idx]
-    parts = {split: (images[i], labels[i]) for split, i in index.items()}
+        index["val"], index["train"] = ("train", pool[val_idx]), ("train", pool[train_idx])
     for split in ("test", "val"):
-        if split not in parts:  # the data set's own
-            parts[split] = (np.array(decoded.splits[split][0]), decoded.splits[split][1])
-    return parts, carved_test
+        if split not in index:  # the data set's own, in its own order
+            index[split] = (split, np.arange(len(decoded.splits[split][1])))
+    return index, carved_test
+
+
+def carved(decoded: Decoded, index: dict[str, tuple[str, np.ndarray]]) -> dict[str, Split]:
+    """The splits ``index`` describes, as memory maps of files carved once into the cache
+    (``imagesets.splits``); the training split is read in blocks when the data is larger than memory. Where
+    the cache folder is read-only, they are picked into memory instead (a copy of the data), with a note."""
+    try:
+        files = write_splits(decoded, index)
+    except OSError as e:
+        print(f"note: the splits cannot be written into {decoded.cache} ({e.strerror}); they are held in memory "
+              "instead, a second copy of the data: give a writable --cache-dir to avoid it", file=sys.stderr)
+        return {split: Split(_tensor(np.ascontiguousarray(decoded.splits[source][0][rows])),
+                             _tensor(decoded.splits[source][1][rows].astype(np.int64)))
+                for split, (source, rows) in index.items()}
+    total = sum(images.nbytes for images, _, _ in files.values())
+    streamed = not fits_in_memory(total)
+    return {split: Split(_tensor(images), _tensor(labels), str(path), streamed and split == "train")
+            for split, (images, labels, path) in files.items()}
 
 
 def load_dataset(
@@ -217,16 +269,19 @@ def load_dataset(
     """Decode (or read from the cache) a registered data set or a folder of images, carve its splits,
     and compute its normalization on the training split.
 
-    ``limit`` caps (train, val, test) sizes, for smoke runs and tests; the splits are carved from the
-    whole data set first, so a limited run validates and tests on the same images as a full one.
+    The splits are written once into the cache beside the decoded images (``carved``) and read back as
+    memory maps: the machine holds one copy of the data, in its page cache, shared by every trial process,
+    and a data set larger than memory is read from disk (``Split.streamed``). ``limit`` caps (train, val, test)
+    sizes, for smoke runs and tests; the splits are carved from the whole data set first, so a limited run
+    validates and tests on the same images as a full one.
     """
     decoded = prepare(name, data_dir, cache_dir, image_size, channels, download)
-    parts, carved_test = carve(decoded, val_size, split_seed)
-    mean, std = channel_stats(parts["train"][0])
+    index, carved_test = carve(decoded, val_size, split_seed)
+    splits = carved(decoded, index)
+    mean, std = channel_stats(splits["train"].images.numpy())
     info = DatasetInfo(decoded.name, decoded.source, decoded.class_names, decoded.channels, decoded.image_size,
                        mean, std, decoded.mirror, split_seed, carved_test, decoded.skipped, str(decoded.cache),
                        decoded.from_cache, round(decoded.seconds, 3))
-    splits = {k: Split(_tensor(np.ascontiguousarray(im)), _tensor(lab.astype(np.int64))) for k, (im, lab) in parts.items()}
     return Dataset(info, splits["train"].subset(limit[0]), splits["val"].subset(limit[1]),
                    splits["test"].subset(limit[2]), {k: len(s) for k, s in splits.items()})
 

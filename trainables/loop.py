@@ -115,7 +115,8 @@ def train_one_epoch(
     seen = 0
     start = time.perf_counter()
     batches = iterate(data, cfg.batch_size, runtime.mean, runtime.std, shuffle=True, augment=cfg.augment,
-                      generator=generator, channels_last=runtime.channels_last, mirror=runtime.mirror)
+                      generator=generator, channels_last=runtime.channels_last, mirror=runtime.mirror,
+                      device=runtime.device)
     for step, (x, y) in enumerate(batches):
         with runtime.autocast:
             loss = task.loss(model, x, y, cfg.label_smoothing)
