@@ -64,10 +64,15 @@ def local_ray():
 
 
 @pytest.mark.integration
-def test_the_splits_in_rays_object_store_are_mapped_not_copied(local_ray, mnist_small):
-    """Every trial process on a machine reads the one copy in shared memory (read-only) instead of
-    unpickling its own: with 8 trial processes, 8 times less memory for the images."""
-    ref = ray.put(trial_data(mnist_small))
+def test_the_splits_reach_trial_processes_without_a_copy(local_ray, mnist_small):
+    """One machine: a trial receives the name of each split's file in the cache and maps it (the page cache's
+    one copy; tests/test_one_copy.py measures it). A cluster (splits held in memory): every trial process on a
+    node reads the one copy in Ray's shared object store (read-only) instead of unpickling its own."""
+    mapped = ray.get(ray.put(trial_data(mnist_small)))
+    assert mapped.train.file == mnist_small.train.file and torch.equal(mapped.train.images, mnist_small.train.images)
+    held = TrialData(mnist_small.train.in_memory(), mnist_small.val.in_memory(), mnist_small.info.shape,
+                     mnist_small.info.mean, mnist_small.info.std, 0)
+    ref = ray.put(held)
     first, second = ray.get(ref), ray.get(ref)  # as two trial processes would
     assert first.train.images.data_ptr() == second.train.images.data_ptr()  # one copy, in shared memory
     assert first.val.labels.data_ptr() == second.val.labels.data_ptr()

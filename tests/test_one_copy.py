@@ -48,7 +48,7 @@ def test_a_pickled_split_names_its_file_and_two_processes_map_the_same_pages(dat
     data = load_dataset("mnist", data_dir, download=False)
     blob = pickle.dumps(data.train)
     assert len(blob) < data.train.nbytes / 50  # the labels and the file's name, not the images
-    code = f"""
+    code = """
 import pickle, sys
 from pathlib import Path
 import torch, trainables.data  # imported first: their own memory is not the data's
