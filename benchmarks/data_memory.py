@@ -106,12 +106,13 @@ def run_json(code: str, *args: str, cwd: Path) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def search_peak(folder: Path, size: int, cache: Path, out: Path, cwd: Path, train_size: int = 512) -> dict:
+def search_peak(folder: Path, size: int, cache: Path, out: Path, cwd: Path, train_size: int = 512,
+                val_size: int = 200) -> dict:
     """The machine's used memory (``used_memory``) at the search command's peak, over its value just before."""
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "SEARCH_CACHE_DIR": str(cache)}
     command = [sys.executable, "-m", "search.run", "--model", "cnn", "--gpus", "0", "--dataset", str(folder),
                "--image-size", str(size), "--channels", "3", "--num-samples", "2", "--max-epochs", "1",
-               "--grace-period", "1", "--train-size", str(train_size), "--val-size", "200", "--storage-path",
+               "--grace-period", "1", "--train-size", str(train_size), "--val-size", str(val_size), "--storage-path",
                str(out), "--no-dashboard", "--verbose", "0", "--cpus", "2"]
     before = used_memory()
     proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -128,7 +129,7 @@ def measure(cwd: Path, folder: Path, sizes: list[int], work: Path, search: bool)
     results = {}
     if search:  # the same command on 100 images: what the search takes without data (torch, Ray, workers)
         results["startup"] = search_peak(work / "tiny", 128, work / f"cache-{cwd.name}-tiny", work / f"out-{cwd.name}-tiny",
-                                         cwd, train_size=40)
+                                         cwd, train_size=40, val_size=10)
         print("startup", json.dumps(results["startup"]), flush=True)
     for size in sizes:
         cache = work / f"cache-{cwd.name}-{size}"

@@ -20,7 +20,7 @@ import numpy as np
 from imagesets.cache import Decoded, check_disk, commit
 
 SPLITS_VERSION = 1
-COPY_CHUNK_BYTES = 64 * 2**20  # images copied at once: the carving's own memory, whatever the data's size
+COPY_CHUNK_BYTES = 16 * 2**20  # images copied at once: the carving's own memory, whatever the data's size
 DONE_FILE = "splits.json"  # written last: its presence marks complete split files
 
 

@@ -169,26 +169,26 @@ def stratified_split(labels: np.ndarray, size: int, seed: int, class_names: tupl
     return rng.permutation(np.concatenate(held)), rng.permutation(np.concatenate(rest))
 
 
-STATS_CHUNK_BYTES = 32 * 2**20  # uint8 read at once for the statistics (their int32 squares: 4x that)
+STATS_CHUNK_BYTES = 8 * 2**20  # uint8 read at once for the statistics
 
 
 def channel_stats(images: np.ndarray, chunk_bytes: int = STATS_CHUNK_BYTES) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and standard deviation of uint8 (N, C, H, W) images scaled to [0, 1], streamed over
-    chunks of at most ``chunk_bytes`` (so a memory-mapped split is read once and never held whole): sums and
-    sums of squares of the raw bytes in int64, exact, so any chunking gives the same answer."""
+    chunks of at most ``chunk_bytes`` (so a memory-mapped split is read once, front to back, and never held
+    whole): a histogram of the 256 values per channel, from which the sums and sums of squares are exact
+    integers, so any chunking gives the same answer, and no chunk is ever widened to a larger type."""
     channels = images.shape[1]
-    total = torch.zeros(channels, dtype=torch.int64)
-    squares = torch.zeros(channels, dtype=torch.int64)
-    per_image = max(1, int(np.prod(images.shape[1:])))
-    rows = max(1, chunk_bytes // per_image)
+    counts = np.zeros((channels, 256), dtype=np.int64)
+    rows = max(1, chunk_bytes // max(1, int(np.prod(images.shape[1:]))))
     for start in range(0, len(images), rows):
-        x = _tensor(np.ascontiguousarray(images[start:start + rows])).to(torch.int32)
-        total += x.sum(dim=(0, 2, 3), dtype=torch.int64)
-        squares += x.square_().sum(dim=(0, 2, 3), dtype=torch.int64)
-    n = len(images) * images.shape[2] * images.shape[3]
-    mean = total.double() / (255.0 * n)
-    std = (squares.double() / (255.0 ** 2 * n) - mean ** 2).clamp_min(0.0).sqrt()
-    std = torch.where(std > 0, std, torch.ones_like(std))  # a constant channel: nothing to scale
+        chunk = np.asarray(images[start:start + rows])
+        for c in range(channels):
+            counts[c] += np.bincount(chunk[:, c].reshape(-1), minlength=256)
+    values = np.arange(256, dtype=np.int64)
+    n = counts.sum(axis=1).astype(np.float64)
+    mean = (counts @ values) / (255.0 * n)
+    std = np.sqrt(np.clip((counts @ values ** 2) / (255.0 ** 2 * n) - mean ** 2, 0.0, None))
+    std = np.where(std > 0, std, 1.0)  # a constant channel: nothing to scale
     return tuple(round(float(m), 6) for m in mean), tuple(round(float(v), 6) for v in std)
 
 
