@@ -49,6 +49,17 @@ def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float],
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
+EVAL_INPUT_BYTES = 32 * 2**20  # float32 input of one evaluation batch at the most (its activations scale with it)
+
+
+def eval_batch(images: torch.Tensor, most: int) -> int:
+    """Images evaluated at once: ``most`` (the task's, 1,024 for a classifier), fewer for large images, so
+    that a batch's float32 input stays within ``EVAL_INPUT_BYTES`` (1,024 MNIST digits take 3 MiB; 1,024
+    images of 256x256 RGB would take 768 MiB, and a CNN's first activations several times that)."""
+    per_image = 4 * max(1, int(images[0].numel())) if len(images) else 4
+    return max(1, min(most, EVAL_INPUT_BYTES // per_image))
+
+
 BLOCK_BYTES = 8 * 2**20  # a streamed split is read in blocks of this size: large, sequential reads
 BLOCKS_MIXED = 16  # images of this many blocks are shuffled together (the memory a streamed epoch reads ahead)
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from models.task import CLASSIFICATION, Task
-from trainables.batches import normalize
+from trainables.batches import eval_batch, normalize
 
 PREDICT_BATCH = 1024  # images run at once (the evaluation loop's batch, so predictions match its test)
 
@@ -67,7 +67,7 @@ def score(classifier: Classifier, images: np.ndarray | torch.Tensor, device: tor
     classifier.eval()
     device = torch.device(device) if device is not None else next(classifier.parameters()).device
     images = torch.as_tensor(np.asarray(images)) if isinstance(images, np.ndarray) else images
-    size = min(batch_size, classifier.task.eval_batch_size)
+    size = eval_batch(images, min(batch_size, classifier.task.eval_batch_size))  # as the evaluation loop's
     logits, classes = [], []
     for start in range(0, len(images), size):
         batch_logits, batch_classes = classifier.scores(images[start:start + size].to(device))

@@ -22,7 +22,7 @@ from torch import nn
 import models
 from models.config import TrainConfig, split_config
 from models.task import CLASSIFICATION, Task
-from trainables.batches import iterate
+from trainables.batches import eval_batch, iterate
 from trainables.data import Split
 from trainables.runtime import Runtime
 
@@ -146,7 +146,7 @@ def evaluate(model: nn.Module, data: Split, runtime: Runtime, batch_size: int = 
     total_loss = torch.zeros((), device=runtime.device)
     counts = {name: torch.zeros((), device=runtime.device) for name in task.rates}
     predictions = []
-    for x, y in iterate(data, min(batch_size, task.eval_batch_size), runtime.mean, runtime.std,
+    for x, y in iterate(data, eval_batch(data.images, min(batch_size, task.eval_batch_size)), runtime.mean, runtime.std,
                         channels_last=runtime.channels_last):
         with runtime.autocast:
             out = task.predict(model, x)
