@@ -6,8 +6,10 @@ small networks it feeds.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 
+import numpy as np
 import torch
 
 from trainables.data import Split
@@ -52,11 +54,11 @@ def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float],
 EVAL_INPUT_BYTES = 32 * 2**20  # float32 input of one evaluation batch at the most (its activations scale with it)
 
 
-def eval_batch(images: torch.Tensor, most: int) -> int:
+def eval_batch(images: torch.Tensor | np.ndarray, most: int) -> int:
     """Images evaluated at once: ``most`` (the task's, 1,024 for a classifier), fewer for large images, so
     that a batch's float32 input stays within ``EVAL_INPUT_BYTES`` (1,024 MNIST digits take 3 MiB; 1,024
     images of 256x256 RGB would take 768 MiB, and a CNN's first activations several times that)."""
-    per_image = 4 * max(1, int(images[0].numel())) if len(images) else 4
+    per_image = 4 * max(1, math.prod(images.shape[1:]))
     return max(1, min(most, EVAL_INPUT_BYTES // per_image))
 
 

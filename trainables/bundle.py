@@ -34,6 +34,7 @@ import torch
 import models
 from trainables.card import (BUNDLE_FORMAT, BUNDLE_VERSION, CARD_FILE, DECODING, ONNX_FILE, WEIGHTS_FILE,  # noqa: F401
                              BundleError, read_card, write_card)
+from trainables.batches import eval_batch
 from trainables.inference import Classifier, Scored, score
 
 LOGIT_TOLERANCE = 1e-3  # ONNX Runtime against torch, fp32
@@ -82,9 +83,11 @@ def onnx_session(path: Path):
 
 
 def run_onnx(session, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-    """Logits of uint8 (N, C, S, S) ``images`` from an ONNX Runtime session, ``batch_size`` at a time."""
-    parts = [session.run(None, {"images": np.ascontiguousarray(images[i:i + batch_size])})[0]
-             for i in range(0, len(images), batch_size)]
+    """Logits of uint8 (N, C, S, S) ``images`` from an ONNX Runtime session, ``batch_size`` at a time (fewer
+    for large images, as the evaluation loop: ``eval_batch``)."""
+    size = eval_batch(images, batch_size)
+    parts = [session.run(None, {"images": np.ascontiguousarray(images[i:i + size])})[0]
+             for i in range(0, len(images), size)]
     return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
 
