@@ -7,8 +7,9 @@ The network is adapted generically: for gray data its first convolution (the fir
 holds) takes one channel instead of three, and its head (the last ``nn.Linear``) is replaced by a
 ``num_classes``-way one. The backbone (what ``strategy`` freezes or slows) is everything but the
 head, or the submodule a model file names (VGG and AlexNet: ``features``, so their hidden
-fully connected layers train with the head). ``classifier_dropout`` goes to the builder where it
-takes a ``dropout`` argument (VGG, AlexNet), else before the new head (ResNet).
+fully connected layers train with the head). ``classifier_dropout`` is the rate of the classifier's own
+dropout layers (VGG's and AlexNet's two, 0.5 in torchvision), or of one added before the new head where the
+network has none (ResNet).
 
 Input: batches arrive as (B, C, S, S) normalized with the data set's per-channel mean and std. The
 adapter resizes them on the device to the searched input size and re-normalizes them the way ImageNet

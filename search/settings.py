@@ -136,6 +136,9 @@ def pinned_settings(pairs: list[str], chosen: list[str],
         wanted = parse_sets(pairs)
     except ConfigError as e:
         raise UsageError(str(e)) from None
+    if "epochs" in wanted:
+        raise UsageError("--set epochs: a trial's epochs are its model's budget, which ASHA's rungs and every "
+                         "learning-rate schedule are planned for: use --max-epochs N (or MODEL=N,...) instead")
     if "pretrained" in wanted:
         raise UsageError("--set pretrained: use --no-pretrained (train from scratch) or --compare-scratch (search "
                          "both) instead; they also check the weights and adapt the search space")

@@ -125,6 +125,14 @@ def test_input_is_resized_and_renormalized_on_the_way_in(name):
 
 
 @pytest.mark.parametrize("name", FINE_TUNED)
+def test_the_searched_classifier_dropout_is_the_rate_of_every_dropout_before_the_head(name):
+    model = models.get(name).build({"pretrained": False, "classifier_dropout": 0.3})
+    rates = [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    # VGG16 and AlexNet: their classifier's own two dropouts; ResNet-18 has none: one before its new head
+    assert rates == ([0.3] if name == "resnet18" else [0.3, 0.3])
+
+
+@pytest.mark.parametrize("name", FINE_TUNED)
 def test_input_below_what_the_network_accepts_is_an_error(name):
     too_small = models.get(name).config_cls().MIN_INPUT - 1
     with pytest.raises(ConfigError, match=f"input_size={too_small} is below what this network accepts"):

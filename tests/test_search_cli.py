@@ -195,3 +195,8 @@ def test_storage_uri_gets_tune_state_checkpoints_and_the_exports(tmp_path, data_
 def test_unusable_storage_uri_is_refused_before_ray_starts(tmp_path, capsys):
     proc = search_command(capsys, "--model", "cnn", "--storage-path", "nosuchscheme://bucket/x")
     assert proc.returncode == 2 and "--storage-path nosuchscheme://bucket/x cannot be opened" in proc.stderr
+
+
+def test_set_epochs_is_refused_for_max_epochs(tmp_path, capsys):
+    proc = search_command(capsys, "--model", "cnn", "--set", "epochs=9", "--storage-path", str(tmp_path))
+    assert proc.returncode == 2 and "--set epochs" in proc.stderr and "--max-epochs" in proc.stderr

@@ -4,7 +4,6 @@ re-normalizes each batch the way ImageNet images were."""
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -94,19 +93,29 @@ class FineTuned(nn.Module):
         return [(backbone, self.backbone_lr_mult), (rest, 1.0)]
 
 
+def classifier_dropouts(net: nn.Module, head: str) -> list[nn.Dropout]:
+    """The dropout layers of the part of ``net`` that holds its head (VGG's and AlexNet's ``classifier``)."""
+    parent = net.get_submodule(head.rpartition(".")[0]) if "." in head else None
+    return [m for m in parent.modules() if isinstance(m, nn.Dropout)] if parent is not None else []
+
+
 def build_finetuned(cfg: FineTuneConfig, ctx: BuildContext, builder: str | Callable[..., nn.Module], weights: Any,
                     backbone: str | None = None) -> nn.Module:
     """Build ``builder`` (a torchvision constructor, or its name), load its ImageNet weights if
     ``cfg.pretrained``, then give it a ``ctx.num_classes``-way head and, for gray data, a one-channel
     first convolution."""
-    builder = tv_builder(builder)
-    takes_dropout = "dropout" in inspect.signature(builder).parameters
-    net = builder(weights=None, **({"dropout": cfg.classifier_dropout} if takes_dropout else {}))
+    net = tv_builder(builder)(weights=None)
     if cfg.pretrained and ctx.load_weights:
         load_pretrained(net, weights, ctx.weights_dir)
     head, first = head_name(net), first_conv_name(net)
     new_head = nn.Linear(net.get_submodule(head).in_features, ctx.num_classes)
-    net.set_submodule(head, new_head if takes_dropout else nn.Sequential(nn.Dropout(cfg.classifier_dropout), new_head))
+    # torchvision's builders take no dropout argument (VGG and AlexNet keep theirs in ``classifier``, ResNet has
+    # none): the classifier's own dropout layers get the searched rate; a network without any gets one before
+    # its new head.
+    dropouts = classifier_dropouts(net, head)
+    for layer in dropouts:
+        layer.p = cfg.classifier_dropout
+    net.set_submodule(head, new_head if dropouts else nn.Sequential(nn.Dropout(cfg.classifier_dropout), new_head))
     if ctx.shape.channels == 1:
         net.set_submodule(first, fold_rgb_conv(net.get_submodule(first)))
     return FineTuned(net, cfg, ctx, head, backbone)
