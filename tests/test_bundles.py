@@ -4,6 +4,7 @@ its ONNX graph against torch, its cost to run, and the choice and scoring that `
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -51,7 +52,8 @@ def bundle_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("bundles") / "models" / "cnn"
     images = torch.randint(0, 256, (300, 1, 28, 28), dtype=torch.uint8).numpy()
     written = write_bundle(folder, cnn_classifier(), card_for(), images)
-    return folder, written, images
+    yield folder, written, images
+    shutil.rmtree(folder.parent.parent, ignore_errors=True)
 
 
 def test_the_classifier_takes_decoded_images_and_normalizes_them_as_training_did():

@@ -4,6 +4,7 @@ strategies, and refusing to run without weights."""
 
 from __future__ import annotations
 
+import shutil
 import time
 
 import pytest
@@ -38,7 +39,8 @@ def weights_dir(tmp_path_factory):
         torch.manual_seed(123)
         state = imagenet_network(name).state_dict()
         torch.save(state, folder / weights_file_name(models.get(name).pretrained_weights))
-    return folder
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)  # 0.8 GB of weights
 
 
 @pytest.mark.parametrize("name", FINE_TUNED)

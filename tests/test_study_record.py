@@ -5,6 +5,7 @@ reads that way in optuna-dashboard."""
 from __future__ import annotations
 
 import json
+import shutil
 from wsgiref.util import setup_testing_defaults
 
 import pandas as pd
@@ -24,7 +25,8 @@ def pinned_search(tmp_path_factory, data_dir):
                    "--set", "optimizer=sgd", "--set", "momentum=0", "--no-dashboard", "--verbose", "0",
                    "--storage-path", str(folder), "--name", "pinned", "--data-dir", str(data_dir), timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return folder / "pinned"
+    yield folder / "pinned"
+    shutil.rmtree(folder, ignore_errors=True)  # a search's checkpoints: CI's disk is shared by the whole run
 
 
 def study_of(folder, name: str = "cnn"):

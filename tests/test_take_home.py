@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 
@@ -33,7 +34,8 @@ def smoke(out, name: str, data_dir, *flags: str):
 def searched(tmp_path_factory, data_dir):
     """A smoke search of every registered model on MNIST."""
     folder, proc = smoke(tmp_path_factory.mktemp("take-home"), "all", data_dir, "--model", "all")
-    return folder, proc
+    yield folder, proc
+    shutil.rmtree(folder.parent, ignore_errors=True)  # VGG16's checkpoints and bundle alone are 2 GB
 
 
 @pytest.fixture(scope="module")
