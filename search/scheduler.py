@@ -3,23 +3,99 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+import numpy as np
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.stopper import Stopper
 
-from models.config import MODEL_KEY
-from search.plans import METRIC, MODE, TIME_ATTR, ModelPlan
+from models.config import MODEL_KEY, params_to_config
+from search.plans import METRIC, MODE, TIME_ATTR, ModelPlan, default_params
 from search.searcher import adopt_trial, reconcile_search, restore_scheduler, scheduler_state
 
 EPOCH_BUDGET_FILE = "epoch_budget.json"  # --epoch-budget's count: each trial's highest epoch (EpochBudget)
 
 
+class Rungs(FIFOScheduler):
+    """Asynchronous successive halving (ASHA, Li et al. 2020, as Ray's ``ASHAScheduler`` with one
+    bracket) for one model's trials, deciding only where a rung can.
+
+    Rungs sit at ``grace_period * reduction_factor**k`` epochs below ``max_t``. A trial reaching a rung
+    is stopped if its validation accuracy is below the rung's ``1 - 1/reduction_factor`` quantile of
+    the results recorded there before it, but only once the rung holds ``min_results`` results, its
+    own included (default: ``reduction_factor``, as Syne Tune's ASHA): Ray's ASHA cuts on a single
+    earlier result, so which of two concurrent trials reports first, a difference of one validation
+    image, decided whether a trial lived. A trial ``exempt`` says is never stopped before ``max_t``
+    (the model's registered default: the baseline every search starts from). With ``min_results=1``
+    and no exemption the decisions are Ray's (``tests/test_routing.py`` checks them side by side).
+    """
+
+    def __init__(self, max_t: int, grace_period: int, reduction_factor: float, min_results: int | None = None,
+                 exempt: Callable[[Mapping[str, Any]], bool] | None = None) -> None:
+        super().__init__()
+        self.max_t, self.reduction_factor = max_t, reduction_factor
+        self.min_results = math.ceil(reduction_factor) if min_results is None else min_results
+        self.exempt = exempt
+        count = int(math.log(max_t / grace_period) / math.log(reduction_factor) + 1)  # Ray's rung count
+        self.rungs: dict[float, dict[str, float]] = {grace_period * reduction_factor ** k: {} for k in range(count)}
+        self.stopped = 0
+
+    def save(self, checkpoint_path: str) -> None:
+        Path(checkpoint_path).write_bytes(pickle.dumps(self.__dict__))
+
+    def restore(self, checkpoint_path: str) -> None:
+        self.__dict__.update(pickle.loads(Path(checkpoint_path).read_bytes()))
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        if TIME_ATTR not in result or METRIC not in result:
+            return TrialScheduler.CONTINUE
+        if result[TIME_ATTR] >= self.max_t:
+            return TrialScheduler.STOP  # its budget is spent (Ray's ``stop_last_trials``)
+        decision = self._judge(trial, result[TIME_ATTR], result[METRIC])
+        self.stopped += decision == TrialScheduler.STOP
+        return decision
+
+    def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
+        if TIME_ATTR in result and METRIC in result:
+            self._judge(trial, result[TIME_ATTR], result[METRIC])  # its last result counts at its rung
+
+    def _judge(self, trial, epoch: float, value: float) -> str:
+        """Record ``value`` at the highest rung ``epoch`` reached that the trial has not reported at, and
+        decide there; CONTINUE between rungs."""
+        rung = next((r for m, r in sorted(self.rungs.items(), reverse=True)
+                     if epoch >= m and trial.trial_id not in r), None)
+        if rung is None or value is None:
+            return TrialScheduler.CONTINUE
+        earlier = list(rung.values())
+        rung[trial.trial_id] = value if MODE == "max" else -value
+        if not earlier or len(rung) < self.min_results or (self.exempt is not None and self.exempt(trial.config)):
+            return TrialScheduler.CONTINUE
+        cutoff = np.nanpercentile(earlier, (1 - 1 / self.reduction_factor) * 100)
+        return TrialScheduler.STOP if rung[trial.trial_id] < cutoff else TrialScheduler.CONTINUE
+
+    def debug_string(self) -> str:
+        return "Rungs: " + " | ".join(f"epoch {m:g}: {len(r)} results" for m, r in sorted(self.rungs.items())) + \
+            f"; {self.stopped} stopped"
+
+
+class IsDefault:
+    """Whether a trial's config is a model's registered default: every searched setting equal to it
+    (a class, not a closure, so that it pickles with the scheduler into Tune's and the searcher's state)."""
+
+    def __init__(self, plan: ModelPlan) -> None:
+        self.default = params_to_config(default_params(plan))
+
+    def __call__(self, config: Mapping[str, Any]) -> bool:
+        return all(config.get(key) == value for key, value in self.default.items())
+
+
 class PerModelScheduler(FIFOScheduler):
-    """Routes every trial event to its model's own ``ASHAScheduler``: separate brackets per model.
+    """Routes every trial event to its model's own ``Rungs``: separate brackets per model.
 
     Trials start in submission order (FIFO); only the early-stopping decisions are per model.
     """
@@ -27,7 +103,7 @@ class PerModelScheduler(FIFOScheduler):
     def __init__(self, schedulers: Mapping[str, TrialScheduler]) -> None:
         super().__init__()
         self._schedulers = dict(schedulers)
-        self._metric = METRIC
+        super().set_search_properties(METRIC, MODE)  # Tune's ``metric``, set through its public interface
 
     def _of(self, trial) -> TrialScheduler:
         return self._schedulers[trial.config[MODEL_KEY]]
@@ -79,17 +155,13 @@ class PerModelScheduler(FIFOScheduler):
                 restore_scheduler(self._schedulers[name], saved)
 
 
-def build_scheduler(plans: list[ModelPlan], reduction_factor: float) -> PerModelScheduler:
-    """One ASHA per model over ``epoch``, with the model's own maximum and grace period."""
+def build_scheduler(plans: list[ModelPlan], reduction_factor: float, min_results: int | None = None,
+                    exempt_default: bool = True) -> PerModelScheduler:
+    """One ``Rungs`` per model over ``epoch``, with the model's own maximum and grace period; the
+    model's default configuration is never stopped early unless ``exempt_default`` is False."""
     return PerModelScheduler({
-        plan.name: ASHAScheduler(
-            time_attr=TIME_ATTR,
-            metric=METRIC,
-            mode=MODE,
-            max_t=plan.max_epochs,
-            grace_period=plan.grace_period,
-            reduction_factor=reduction_factor,
-        )
+        plan.name: Rungs(plan.max_epochs, plan.grace_period, reduction_factor, min_results,
+                         IsDefault(plan) if exempt_default else None)
         for plan in plans
     })
 

@@ -23,7 +23,7 @@ from ray.tune.search import Searcher
 
 from models.config import MODEL_KEY
 from search.plans import METRIC, MODE, TIME_ATTR, ModelPlan
-from search.studies import ModelStudy, ended_state, make_sampler
+from search.studies import ModelStudy, ended_state, full_trials, make_sampler
 
 BUDGET_FILE = "budget.json"  # trials per model: rewritten when --resume grows the search
 
@@ -247,16 +247,18 @@ def reconcile_search(tune_controller: Any) -> None:
 
 def build_searcher(plans: list[ModelPlan], seed: int, storage: optuna.storages.BaseStorage | None = None,
                    slots: Mapping[str, int] | None = None, sampler: str = "tpe",
-                   budget_file: Path | None = None) -> PerModelSearcher:
+                   budget_file: Path | None = None, epoch_budget: int | None = None) -> PerModelSearcher:
     """One seeded study per model (named after it, kept in ``storage`` if given, else in memory),
-    each trying the model's default configuration first; ``slots`` (trials of each model that can
-    run at once) sizes each TPE sampler's random start. ``budget_file`` (trials per model, JSON) is
+    each trying the model's default configuration first; the full-length trials each model can afford
+    (``full_trials``: its count, or fewer under ``epoch_budget``) and ``slots`` (trials of each model
+    that can run at once) size each TPE sampler's random start. ``budget_file`` (trials per model, JSON) is
     read again whenever the searcher is restored, so that --resume can grow the search."""
     studies = {
         plan.name: ModelStudy(
             plan,
             # Seeds differ so that the studies do not mirror each other.
-            make_sampler(sampler, plan.num_samples, seed + i, (slots or {}).get(plan.name, 1)),
+            make_sampler(sampler, full_trials(plan, epoch_budget, len(plans)), seed + i,
+                         (slots or {}).get(plan.name, 1)),
             storage,
             {"epochs": plan.max_epochs, "seed": seed, **plan.fixed},
         )

@@ -39,6 +39,17 @@ def startup_trials(num_samples: int, slots: int = 1) -> int:
     return max(2, min(max(by_budget, slots), num_samples // 2))
 
 
+def full_trials(plan: ModelPlan, epoch_budget: int | None = None, models: int = 1) -> int:
+    """The trials of ``plan``'s length that its model can afford in full: its trial count, or fewer where
+    an epoch budget (shared evenly by ``models`` models) runs out first. TPE's random start is sized from
+    this, not from the trial count: under ASHA a search may ask for many more trials than it can train in
+    full (``--num-samples 135 --epoch-budget 135`` with 9-epoch trials affords 15), and a start sized
+    from 135 spent 10 of those 15 equivalents guessing where TPE alone, sized from 15, spent 3."""
+    if not epoch_budget:
+        return plan.num_samples
+    return max(1, min(plan.num_samples, epoch_budget // (plan.max_epochs * max(1, models))))
+
+
 def tpe_sampler(num_samples: int, seed: int, slots: int = 1) -> optuna.samplers.TPESampler:
     """A seeded TPE sampler sized to the budget and to how many trials run at once, every choice
     set here rather than left to Optuna's defaults (which changed between Optuna 4 and 5).

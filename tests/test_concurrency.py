@@ -13,7 +13,7 @@ import models
 from helpers import run_cli
 from search.plans import ModelPlan
 from search.resources import concurrency
-from search.studies import startup_trials
+from search.studies import full_trials, startup_trials
 from trainables.tune_trial import DeviceData, TrialData, train_trial
 
 
@@ -40,6 +40,16 @@ def test_tpe_start_covers_the_first_wave_but_at_most_half_the_budget():
     assert startup_trials(40, slots=1) == 10
     assert startup_trials(16, slots=4) == 4
     assert startup_trials(16, slots=16) == 8
+
+
+def test_tpe_start_is_sized_by_the_full_length_trials_an_epoch_budget_affords():
+    # The benchmark's arms: 135 epochs of 9-epoch trials; TPE + ASHA asks for 135 trials, TPE alone for 15.
+    with_asha, alone = ModelPlan("cnn", 135, 9, 1, 1.0, 0.0), ModelPlan("cnn", 15, 9, 9, 1.0, 0.0)
+    assert full_trials(with_asha, epoch_budget=135) == full_trials(alone, epoch_budget=135) == 15
+    assert startup_trials(full_trials(with_asha, 135)) == startup_trials(full_trials(alone, 135)) == 3
+    assert full_trials(with_asha) == 135  # no epoch budget: the trial count is the budget
+    assert full_trials(with_asha, epoch_budget=135, models=3) == 5  # a budget shared by three models
+    assert full_trials(with_asha, epoch_budget=4) == 1
 
 
 def trial_data(data, seed: int = 0, train_size: int | None = None) -> TrialData:

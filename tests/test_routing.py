@@ -11,7 +11,7 @@ from ray.tune.search import Searcher
 
 from search.plans import ModelPlan
 from search.resources import resources_for
-from search.scheduler import PerModelScheduler, build_scheduler
+from search.scheduler import IsDefault, PerModelScheduler, Rungs, build_scheduler
 from search.searcher import build_searcher
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -83,7 +83,7 @@ def test_a_slow_model_is_not_cut_by_a_fast_models_scores(two_models):
 
 def test_each_model_gets_its_own_budget_and_resources(two_models):
     scheduler = build_scheduler(two_models, reduction_factor=2)
-    assert scheduler._schedulers["cnn"]._max_t == 2 and scheduler._schedulers["cnn_twin"]._max_t == 4
+    assert scheduler._schedulers["cnn"].max_t == 2 and scheduler._schedulers["cnn_twin"].max_t == 4
     on_gpu = resources_for(two_models, use_gpu=True)
     on_cpu = resources_for(two_models, use_gpu=False)
     assert on_gpu({"model": "cnn"}).required_resources == {"CPU": 1.0, "GPU": 0.25}
@@ -103,3 +103,76 @@ def test_searcher_keeps_each_model_within_its_slots_and_all_within_tunes_limit(t
     assert searcher.suggest("t5") is None  # t2 and t4 out: Tune's limit of 2, though cnn has a slot
     searcher.on_trial_complete("t4", {"val_acc": 0.5, "training_iteration": 1, "epoch": 1})
     assert searcher.suggest("t6")["model"] == "cnn"
+
+
+def scripted(scheduler, events) -> list[str]:
+    """Each (trial id, epoch, val_acc) in turn, as Tune reports them; the decisions."""
+    trials: dict[str, SimpleNamespace] = {}
+    decisions = []
+    for trial_id, epoch, value in events:
+        trial = trials.setdefault(trial_id, SimpleNamespace(trial_id=trial_id, config={"model": "cnn"}))
+        if epoch == 1:
+            scheduler.on_trial_add(None, trial)
+        decisions.append(scheduler.on_trial_result(None, trial, {"epoch": epoch, "val_acc": value}))
+    return decisions
+
+
+def random_events(seed: int, trials: int = 24, max_t: int = 9) -> list[tuple[str, int, float]]:
+    """Trials reporting epochs 1.. in an interleaved order, each ending at a random epoch."""
+    import random
+
+    rng = random.Random(seed)
+    lengths = {f"t{i}": rng.randint(1, max_t) for i in range(trials)}
+    pending = {t: 1 for t in lengths}
+    events = []
+    while pending:
+        t = rng.choice(sorted(pending))
+        events.append((t, pending[t], round(rng.uniform(0.5, 0.99), 3)))
+        pending[t] += 1
+        if pending[t] > lengths[t]:
+            del pending[t]
+    return events
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_rungs_with_one_result_needed_and_no_exemption_decide_as_rays_asha(seed):
+    from ray.tune.schedulers import ASHAScheduler
+
+    events = random_events(seed)
+    ray_asha = ASHAScheduler(time_attr="epoch", metric="val_acc", mode="max", max_t=9, grace_period=1,
+                             reduction_factor=3)
+    ours = Rungs(max_t=9, grace_period=1, reduction_factor=3, min_results=1)
+    assert scripted(ours, events) == scripted(ray_asha, events)
+    assert TrialScheduler.STOP in scripted(Rungs(9, 1, 3, min_results=1), events)  # the comparison decides something
+
+
+def test_a_rung_decides_only_once_it_holds_eta_results():
+    rungs = Rungs(max_t=9, grace_period=1, reduction_factor=3)  # rungs at epochs 1 and 3, 3 results each
+    # Seed 3 of the benchmark: the default 0.7570 at epoch 1 against one earlier 0.7572, one image apart.
+    assert scripted(rungs, [("a", 1, 0.7572), ("b", 1, 0.7570)]) == [TrialScheduler.CONTINUE] * 2
+    assert scripted(rungs, [("c", 1, 0.60)]) == [TrialScheduler.STOP]  # third result, below the cut-off
+    assert scripted(rungs, [("d", 1, 0.80)]) == [TrialScheduler.CONTINUE]
+    # Rung 3 holds nothing yet: the first two trials there go on whatever they score.
+    going_on = scripted(rungs, [("a", 2, 0.8), ("a", 3, 0.9), ("b", 2, 0.7), ("b", 3, 0.5)])
+    assert going_on == [TrialScheduler.CONTINUE] * 4
+    assert scripted(rungs, [("d", 2, 0.8), ("d", 3, 0.4)]) == [TrialScheduler.CONTINUE, TrialScheduler.STOP]
+    assert scripted(rungs, [("a", 9, 0.95)]) == [TrialScheduler.STOP]  # max_t: its budget is spent
+
+
+def test_the_registered_default_is_never_stopped_early(two_models):
+    import models
+
+    plan = two_models[0]
+    default = {"model": "cnn", **models.get("cnn").defaults_for(plan.shape), "epochs": 2, "seed": 0}
+    assert IsDefault(plan)(default) and not IsDefault(plan)({**default, "lr": default["lr"] * 2})
+    scheduler = build_scheduler(two_models, reduction_factor=2)
+    weak = [SimpleNamespace(trial_id=f"w{i}", config={**default, "lr": 0.5}) for i in range(3)]
+    baseline = SimpleNamespace(trial_id="default", config=default)
+    for trial, value in [*zip(weak, (0.9, 0.95, 0.97)), (baseline, 0.10)]:
+        scheduler.on_trial_add(None, trial)
+        decision = scheduler.on_trial_result(None, trial, {"epoch": 1, "val_acc": value})
+    assert decision == TrialScheduler.CONTINUE  # far below the rung's cut-off, and still trained on
+    assert scheduler.on_trial_result(None, baseline, {"epoch": 2, "val_acc": 0.2}) == TrialScheduler.STOP  # at max_t
+    late = SimpleNamespace(trial_id="late", config={**default, "lr": 0.3})
+    scheduler.on_trial_add(None, late)
+    assert scheduler.on_trial_result(None, late, {"epoch": 1, "val_acc": 0.10}) == TrialScheduler.STOP  # a searched one
