@@ -15,7 +15,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 
 from imagesets.decode import GRAY_MODES, conform_array, decode_into, read_headers
 from imagesets.folder import Listing, file_stats, scan
+from imagesets.housekeeping import Staging, sweep, touch
 from imagesets.registry import DataError, Raw, get, is_registered
 
 CACHE_VERSION = 1  # bump when the cache's layout or the conversion changes
@@ -164,10 +164,9 @@ def commit(staging: Path, final: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _staging(cache_dir: Path, key: str) -> Path:
+def _staging(cache_dir: Path, key: str) -> Staging:
     try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{key}-", dir=cache_dir))
+        return Staging(cache_dir, f".{key}-")
     except OSError as e:
         raise DataError(f"cache folder {cache_dir} is not writable ({e.strerror}); choose another with --cache-dir "
                         "(or SEARCH_CACHE_DIR)") from None
@@ -199,14 +198,13 @@ def prepare(dataset: str, data_dir: str | os.PathLike | None = None, cache_dir: 
         get(dataset)  # raises: neither registered nor a folder
         raise AssertionError
     final = cache_dir / f"{name}-{key}"
+    sweep(cache_dir)  # what killed preparations left: never read, and possibly gigabytes
     hit = (final / "meta.json").is_file()
     if not hit:
-        staging = _staging(cache_dir, key)
-        try:
+        with _staging(cache_dir, key) as staging:
             fill(staging)
             commit(staging, final)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+    touch(final)
     meta, splits = _read_cache(final)
     return Decoded(name, source, tuple(meta["class_names"]), meta["channels"], meta["image_size"], splits, mirror,
                    meta["skipped"], final, hit, time.perf_counter() - started)

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from imagesets.cache import Decoded, check_disk, commit
+from imagesets.housekeeping import Staging, sweep
 
 SPLITS_VERSION = 1
 COPY_CHUNK_BYTES = 16 * 2**20  # images copied at once: the carving's own memory, whatever the data's size
@@ -52,11 +51,11 @@ def write_splits(decoded: Decoded, index: dict[str, tuple[str, np.ndarray]]) -> 
     ``check_disk``) where the disk cannot hold them; raises ``OSError`` where the cache folder is read-only."""
     folder = Path(decoded.cache) / f"splits-{splits_key(index)}"
     if not (folder / DONE_FILE).is_file():
+        sweep(Path(decoded.cache))  # a killed carving's files first: they count against the disk check
         row_bytes = decoded.channels * decoded.image_size ** 2
         check_disk(sum(len(rows) for _, rows in index.values()) * row_bytes, Path(decoded.cache),
                    f"{decoded.name}'s splits")
-        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=decoded.cache))
-        try:
+        with Staging(Path(decoded.cache), f".{folder.name}-") as staging:
             for split, (source, rows) in index.items():
                 images, labels = decoded.splits[source]
                 out = np.lib.format.open_memmap(staging / f"{split}_images.npy", mode="w+", dtype=np.uint8,
@@ -68,7 +67,5 @@ def write_splits(decoded: Decoded, index: dict[str, tuple[str, np.ndarray]]) -> 
             (staging / DONE_FILE).write_text(json.dumps({"version": SPLITS_VERSION,
                                                          "sizes": {k: len(r) for k, (_, r) in index.items()}}))
             commit(staging, folder)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
     return {split: (np.load(folder / f"{split}_images.npy", mmap_mode="r"), np.load(folder / f"{split}_labels.npy"),
                     folder / f"{split}_images.npy") for split in index}

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import imagesets
 import models
+from imagesets.housekeeping import describe_usage
 from search import storage
 from search.plans import SAMPLERS
 from search.settings import COMMAND_FILE, DEFAULT_SAMPLES, SMOKE, UsageError, fit_to_data, settings_from_args
@@ -209,7 +210,7 @@ def absolute_dataset(argv: list[str]) -> list[str]:
 
 
 def describe_data(data) -> str:
-    """One line on what the search will train on, and where its decoded images came from."""
+    """Two lines: what the search will train on and where its decoded images came from; what the cache holds."""
     info = data.info
     sizes = " / ".join(f"{len(split):,} {name}" for name, split in (("train", data.train), ("val", data.val),
                                                                     ("test", data.test)))
@@ -218,7 +219,7 @@ def describe_data(data) -> str:
             f"{sizes} images{' (test carved from the training images)' if info.test_carved else ''}; "
             f"{'read from the cache' if info.from_cache else 'decoded'} in {info.prepare_s:.1f} s ({info.cache})"
             f"{skipped}" + ("; larger than the memory available: trials read it from disk in blocks"
-                            if data.train.streamed else ""))
+                            if data.train.streamed else "") + f"\n      {describe_usage(Path(info.cache).parent)}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
