@@ -23,6 +23,7 @@ import models
 from imagesets.housekeeping import describe_usage
 from search import storage
 from search.plans import SAMPLERS
+from search.ports import choose_dashboard_port
 from search.settings import COMMAND_FILE, DEFAULT_SAMPLES, SMOKE, UsageError, fit_to_data, settings_from_args
 
 EXIT_BAD_INPUT = 2
@@ -135,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dashboard-host", default="127.0.0.1",
                    help="interface the dashboard listens on; 0.0.0.0 exposes it to the network (token "
                         "authentication stays on)")
-    p.add_argument("--dashboard-port", type=int, default=8265, help="the dashboard's port")
+    p.add_argument("--dashboard-port", type=int, default=None,
+                   help="the dashboard's port (default: 8265, or the next free one when another search holds it)")
     p.add_argument("--no-amp", action="store_true", help="no bf16 autocast (by default on where the GPU or CPU has fast bf16)")
     p.add_argument("--no-channels-last", action="store_true", help="keep convolutions in NCHW layout")
     p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Tune's output: 0 quiet, 1 table, 2 all")
@@ -230,6 +232,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.resume:
             args, argv = resumed_args(args)
         settings = settings_from_args(args)
+        port, note = choose_dashboard_port(settings)
+        settings = dataclasses.replace(settings, dashboard_port=port)
+        if note:
+            print(note)
         named = argv if "--name" in argv else [*argv, "--name", settings.name]  # a generated name is kept
         named = absolute_dataset(named)  # --resume finds a folder from any working directory
         settings = dataclasses.replace(settings, argv=tuple(named), started_at=started_at)

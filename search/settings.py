@@ -57,7 +57,7 @@ class Settings:
     retries: int = 0
     address: str | None = None  # a running Ray cluster ("auto" or HOST:PORT); None starts Ray here
     dashboard_host: str = "127.0.0.1"
-    dashboard_port: int = 8265
+    dashboard_port: int | None = None  # search.ports chooses it before Ray starts
     # --storage-path as a URI (s3://, gs://, file://): Tune's state and checkpoints go there, and this
     # project's files are written under ``storage`` (./results) and uploaded at the end.
     remote: str | None = None

@@ -200,3 +200,39 @@ def test_unusable_storage_uri_is_refused_before_ray_starts(tmp_path, capsys):
 def test_set_epochs_is_refused_for_max_epochs(tmp_path, capsys):
     proc = search_command(capsys, "--model", "cnn", "--set", "epochs=9", "--storage-path", str(tmp_path))
     assert proc.returncode == 2 and "--set epochs" in proc.stderr and "--max-epochs" in proc.stderr
+
+
+def test_a_second_search_takes_the_next_free_dashboard_port_and_a_taken_chosen_one_is_refused(tmp_path, capsys):
+    import socket
+
+    from search.ports import RAY_DASHBOARD_PORT, choose_dashboard_port, port_free
+    from search.run import build_parser
+    from search.settings import UsageError, settings_from_args
+
+    def settings(*flags):
+        return settings_from_args(build_parser().parse_args(["--model", "cnn", "--storage-path", str(tmp_path),
+                                                              "--cpus", "2", *flags]))
+
+    holders = []
+    try:  # a first search's dashboard: Ray's port held (and the next, if this machine already holds Ray's)
+        for port in range(RAY_DASHBOARD_PORT, RAY_DASHBOARD_PORT + 3):
+            if port_free("127.0.0.1", port):
+                holder = socket.socket()
+                holder.bind(("127.0.0.1", port))
+                holder.listen()
+                holders.append(holder)
+                if port > RAY_DASHBOARD_PORT:
+                    break
+        port, note = choose_dashboard_port(settings())
+        assert port > RAY_DASHBOARD_PORT and port_free("127.0.0.1", port)
+        assert f"dashboard is on port {port}" in note and "--cpus and --gpus" in note and "2 CPUs" in note
+        taken = holders[0].getsockname()[1]
+        with pytest.raises(UsageError, match=f"--dashboard-port {taken} is taken"):
+            choose_dashboard_port(settings("--dashboard-port", str(taken)))
+        proc = search_command(capsys, "--model", "cnn", "--dashboard-port", str(taken), "--storage-path",
+                              str(tmp_path))
+        assert proc.returncode == 2 and "--no-dashboard" in proc.stderr
+        assert choose_dashboard_port(settings("--no-dashboard")) == (None, None)
+    finally:
+        for holder in holders:
+            holder.close()
