@@ -23,7 +23,7 @@ import numpy as np
 
 from imagesets.decode import GRAY_MODES, conform_array, decode_into, read_headers
 from imagesets.folder import Listing, file_stats, scan
-from imagesets.housekeeping import Staging, sweep, touch
+from imagesets.housekeeping import Staging, default_cache_dir, sweep, touch
 from imagesets.registry import DataError, Raw, get, is_registered
 
 CACHE_VERSION = 1  # bump when the cache's layout or the conversion changes
@@ -53,13 +53,6 @@ class Decoded:
     cache: Path
     from_cache: bool
     seconds: float  # to prepare: decoding, or reading the cache
-
-
-def default_cache_dir() -> Path:
-    """``$SEARCH_CACHE_DIR``, else ``$XDG_CACHE_HOME/hpsearch``, else ``~/.cache/hpsearch``."""
-    if os.environ.get("SEARCH_CACHE_DIR"):
-        return Path(os.environ["SEARCH_CACHE_DIR"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hpsearch"
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:

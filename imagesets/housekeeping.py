@@ -36,6 +36,13 @@ LOCK_GRACE_S = 5.0  # a lock file younger than this may be between its creation 
 USED_FILE = "meta.json"  # a cache's marker, touched at each use: its modification time is the last use
 
 
+def default_cache_dir() -> Path:
+    """``$SEARCH_CACHE_DIR``, else ``$XDG_CACHE_HOME/hpsearch``, else ``~/.cache/hpsearch``."""
+    if os.environ.get("SEARCH_CACHE_DIR"):
+        return Path(os.environ["SEARCH_CACHE_DIR"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hpsearch"
+
+
 class Staging:
     """A new hidden folder under ``parent`` to write into (``with Staging(...) as folder``), removed on the
     way out; while it exists this process holds the lock on ``<folder>.lock`` beside it. Creating it raises
@@ -143,8 +150,6 @@ def prune(cache_dir: Path, older_than_days: float, dry_run: bool = False) -> lis
 
 
 def main(argv: list[str] | None = None) -> int:
-    from imagesets.cache import default_cache_dir
-
     parser = argparse.ArgumentParser(prog="python -m imagesets.housekeeping",
                                      description="List the decoded-data caches; remove old ones and killed writes.")
     parser.add_argument("--cache-dir", default=None, help="the cache folder (default: $SEARCH_CACHE_DIR or "

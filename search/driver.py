@@ -15,6 +15,7 @@ from ray.tune.trainable import wrap_function
 
 from analysis.leaderboard import leaderboard
 from search import storage
+from search.cluster import join_refused
 from search.plans import METRIC, MODE, ModelPlan
 from search.resources import concurrency, resources_for
 from search.scheduler import EPOCH_BUDGET_FILE, EpochBudget, build_scheduler
@@ -34,6 +35,10 @@ from trainables.runtime import Runtime, pick_device
 from trainables.tune_trial import TrialData, train_trial
 
 
+class ClusterJoinError(Exception):
+    """``--address`` names a cluster that could not be joined (the message says what to do)."""
+
+
 def start_ray(settings: Settings) -> None:
     """Ray embedded in this process with exactly the CPUs and GPUs the search may use, or, with
     ``--address``, a connection to a running cluster (whose nodes bring their own resources)."""
@@ -42,7 +47,10 @@ def start_ray(settings: Settings) -> None:
     # warning about it would only be noise in the progress output.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if settings.address:
-        context = ray.init(address=settings.address, log_to_driver=settings.verbose > 1)
+        try:
+            context = ray.init(address=settings.address, log_to_driver=settings.verbose > 1)
+        except (ConnectionError, ray.exceptions.AuthenticationError) as e:  # unreachable, or no token / not its token
+            raise ClusterJoinError(join_refused(settings.address, e)) from None
         print(describe_cluster(settings))
     else:
         if os.environ.get("RAY_ADDRESS"):

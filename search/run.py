@@ -22,6 +22,7 @@ import imagesets
 import models
 from imagesets.housekeeping import describe_usage
 from search import storage
+from search.cluster import prepare_join
 from search.plans import SAMPLERS
 from search.ports import choose_dashboard_port
 from search.settings import COMMAND_FILE, DEFAULT_SAMPLES, SMOKE, UsageError, fit_to_data, settings_from_args
@@ -234,8 +235,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = settings_from_args(args)
         port, note = choose_dashboard_port(settings)
         settings = dataclasses.replace(settings, dashboard_port=port)
-        if note:
-            print(note)
+        for line in (note, prepare_join(settings.address)):  # before Ray loads: it reads its auth mode once
+            if line:
+                print(line)
         named = argv if "--name" in argv else [*argv, "--name", settings.name]  # a generated name is kept
         named = absolute_dataset(named)  # --resume finds a folder from any working directory
         settings = dataclasses.replace(settings, argv=tuple(named), started_at=started_at)
@@ -255,9 +257,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, imagesets.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    from search.driver import run_search
+    from search.driver import ClusterJoinError, run_search
 
-    return run_search(settings, data)
+    try:
+        return run_search(settings, data)
+    except ClusterJoinError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":

@@ -4,7 +4,14 @@ with --address, trials landing on both nodes."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
 import time
+import uuid
 
 import pandas as pd
 import pytest
@@ -145,21 +152,69 @@ def two_node_cluster():
     cluster.shutdown()
 
 
+@pytest.fixture
+def token_cluster():
+    """A head and a worker node on loopback, started as a user starts them (``ray start``), with Ray's token
+    authentication on: (address, token). Its processes are ended by what names them (its temporary folder or
+    its port), not by ``ray stop``, which would end every Ray on the machine."""
+    import psutil
+
+    temp = tempfile.mkdtemp(prefix="ray-token-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    token = uuid.uuid4().hex
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "RAY_USAGE_STATS_ENABLED": "0"}
+    start = [sys.executable, "-m", "ray.scripts.scripts", "start", "--node-ip-address=127.0.0.1", "--num-cpus=1",
+             "--num-gpus=0"]
+    try:
+        for node in ([f"--port={port}", "--head", "--include-dashboard=false", f"--temp-dir={temp}"],
+                     [f"--address=127.0.0.1:{port}"]):
+            subprocess.run([*start, *node], env=env, check=True, capture_output=True, timeout=180)
+        yield f"127.0.0.1:{port}", token
+    finally:
+        for proc in psutil.process_iter(["cmdline"]):
+            line = " ".join(proc.info["cmdline"] or [])
+            if temp in line or f"127.0.0.1:{port}" in line:
+                proc.kill()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
 @pytest.mark.integration
-def test_search_through_address_runs_trials_on_both_nodes(two_node_cluster, tmp_path, data_dir):
-    proc = run_cli("search.run", "--address", two_node_cluster.address, "--model", "cnn", "--smoke",
+def test_search_through_address_runs_trials_on_both_nodes(token_cluster, tmp_path, data_dir, monkeypatch):
+    address, token = token_cluster
+    # As a user's shell: no RAY_AUTH_MODE (an embedded Ray earlier in this process set it), the token at hand.
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    proc = run_cli("search.run", "--address", address, "--model", "cnn", "--smoke",
                    "--num-samples", "2", "--max-epochs", "1", "--grace-period", "1", "--gpus", "0",
                    "--storage-path", str(tmp_path), "--name", "two-nodes", "--data-dir", str(data_dir),
                    # A process per trial: with reuse, the first trial's process may finish and take the
                    # second trial before the other node's process has even started (what reuse is for).
-                   "--set", "batch_size=512", "--fresh-processes", timeout=600)
+                   "--set", "batch_size=512", "--fresh-processes", env={"RAY_AUTH_TOKEN": token}, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "2 node(s)" in proc.stdout
+    assert "2 node(s)" in proc.stdout and "token authentication (token from RAY_AUTH_TOKEN)" in proc.stdout
     trials = pd.read_parquet(tmp_path / "two-nodes" / "trials.parquet")
     assert len(trials) == 2 and trials["node"].notna().all()
     assert trials["node"].nunique() == 2, trials[["trial_id", "node"]]
     epochs = pd.read_parquet(tmp_path / "two-nodes" / "epochs.parquet")
     assert epochs["node"].nunique() == 2
+
+
+@pytest.mark.integration
+def test_joining_a_token_guarded_cluster_without_its_token_says_what_to_set(token_cluster, tmp_path, data_dir,
+                                                                           monkeypatch):
+    from imagesets.cache import default_cache_dir
+
+    address, _ = token_cluster
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    home = tmp_path / "home"  # no ~/.ray/auth_token, no RAY_AUTH_TOKEN: no token at hand
+    home.mkdir()
+    proc = run_cli("search.run", "--address", address, "--model", "cnn", "--smoke", "--gpus", "0", "--storage-path",
+                   str(tmp_path), "--data-dir", str(data_dir), "--cache-dir", str(default_cache_dir()),
+                   env={"HOME": str(home)}, timeout=300)
+    assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "ray get-auth-token" in proc.stderr and str(home / ".ray" / "auth_token") in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def reported_nodes(folder, last_epoch: int) -> dict[str, set[str]]:
