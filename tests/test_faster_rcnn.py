@@ -204,3 +204,22 @@ def test_pretrained_winner_is_tested_offline_with_the_searchs_weights_folder(tmp
     trials = pd.read_parquet(tmp_path / "out" / "coco" / "trials.parquet")
     finalists = pd.read_parquet(tmp_path / "out" / "coco" / "finalists.parquet")
     assert trials["pretrained"].all() and finalists["model"].tolist() == ["faster_rcnn"]
+
+
+def test_the_hub_folder_moves_for_the_block_and_comes_back_pinned_or_not(tmp_path, monkeypatch):
+    """torchvision reads a --weights-dir file through torch.hub's folder, moved for the block without
+    writing torch's private state: $TORCH_HOME where nothing pinned it, set_dir and back where it was."""
+    import torch
+
+    from models.nets.faster_rcnn import hub_folder
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "user-home"))
+    with hub_folder(tmp_path / "inside"):
+        assert torch.hub.get_dir() == str(tmp_path / "inside" / "hub")
+    assert torch.hub.get_dir() == str(tmp_path / "user-home" / "hub")  # $TORCH_HOME still decides
+    pinned = str(tmp_path / "pinned")
+    monkeypatch.setattr(torch.hub, "_hub_dir", torch.hub._hub_dir)  # set_dir has no undo: the test's own, after it
+    torch.hub.set_dir(pinned)
+    with hub_folder(tmp_path / "inside"):
+        assert torch.hub.get_dir() == str(tmp_path / "inside" / "hub")
+    assert torch.hub.get_dir() == pinned

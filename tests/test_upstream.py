@@ -98,3 +98,11 @@ def test_optuna_ask_pops_an_enqueued_trial_with_its_user_attributes():
     study.enqueue_trial({"x": 0.25}, user_attrs={"continues": 0})
     trial = study.ask()
     assert trial.suggest_float("x", 0, 1) == 0.25 and trial.user_attrs["continues"] == 0
+
+
+def test_torch_answers_whether_onednn_has_bf16_kernels():
+    """CPU autocast is used only where oneDNN has bf16 kernels (``trainables.runtime.cpu_supports_bf16``):
+    torch answers through a private operator, with no public equivalent in torch 2.11 to 2.14."""
+    import torch
+
+    assert isinstance(torch.ops.mkldnn._is_mkldnn_bf16_supported(), bool)

@@ -6,6 +6,7 @@ early layers it gives a pretrained backbone) from the file ``models.finetune.ens
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -122,16 +123,35 @@ def torchvision_reads(path: Path) -> Iterator[None]:
     if path.parent.resolve() == torchvision_cache().resolve():
         yield
         return
-    # torch.hub has set_dir but no "unset": restoring its variable keeps $TORCH_HOME meaningful after.
-    previous = torch.hub._hub_dir
-    with tempfile.TemporaryDirectory() as hub:
-        (Path(hub) / "checkpoints").mkdir()
-        (Path(hub) / "checkpoints" / path.name).symlink_to(path.resolve())
-        torch.hub.set_dir(hub)
-        try:
+    with tempfile.TemporaryDirectory() as home:
+        (Path(home) / "hub" / "checkpoints").mkdir(parents=True)
+        (Path(home) / "hub" / "checkpoints" / path.name).symlink_to(path.resolve())
+        with hub_folder(Path(home)):
             yield
-        finally:
-            torch.hub._hub_dir = previous
+
+
+@contextlib.contextmanager
+def hub_folder(home: Path) -> Iterator[None]:
+    """torch.hub's folder is ``home/hub`` inside the block, through its public interface only: torch reads
+    ``$TORCH_HOME`` at each call unless ``torch.hub.set_dir`` pinned a folder, and ``set_dir`` has no undo, so
+    the variable is used where it works (the usual case) and ``set_dir`` and back only where a folder was pinned."""
+    saved = os.environ.get("TORCH_HOME")
+    os.environ["TORCH_HOME"] = str(home)
+    try:
+        if Path(torch.hub.get_dir()) == home / "hub":
+            yield
+        else:  # someone pinned torch.hub's folder: pin ours, then theirs again
+            previous = torch.hub.get_dir()
+            torch.hub.set_dir(str(home / "hub"))
+            try:
+                yield
+            finally:
+                torch.hub.set_dir(previous)
+    finally:
+        if saved is None:
+            os.environ.pop("TORCH_HOME", None)
+        else:
+            os.environ["TORCH_HOME"] = saved
 
 
 # torchvision sets the frozen norms' eps to 0 after loading these weights (``overwrite_eps``); elsewhere 1e-5.
