@@ -176,3 +176,32 @@ def test_the_registered_default_is_never_stopped_early(two_models):
     late = SimpleNamespace(trial_id="late", config={**default, "lr": 0.3})
     scheduler.on_trial_add(None, late)
     assert scheduler.on_trial_result(None, late, {"epoch": 1, "val_acc": 0.10}) == TrialScheduler.STOP  # a searched one
+
+
+def test_max_epochs_is_one_budget_asha_max_t_the_trials_epochs_and_its_schedules_length(tmp_path):
+    """--max-epochs is the plan's budget: ASHA's max_t, the epochs each trial is configured (and so told to
+    train), and the length every learning-rate schedule is planned over, all from the same value."""
+    import torch
+
+    import models
+    from models.config import TrainConfig, split_config
+    from search.run import build_parser
+    from search.settings import settings_from_args
+    from trainables.loop import make_scheduler
+
+    args = build_parser().parse_args(["--model", "cnn", "--max-epochs", "7", "--storage-path", str(tmp_path)])
+    (plan,) = settings_from_args(args).plans
+    rungs = build_scheduler([plan], reduction_factor=2)._schedulers["cnn"]
+    config = build_searcher([plan], seed=0).suggest("t0")
+    assert plan.max_epochs == rungs.max_t == config["epochs"] == 7
+
+    train_cfg = split_config({**config, "schedule": "cosine", "warmup_epochs": 0}, models.get("cnn").config_cls, "cnn")
+    assert isinstance(train_cfg, TrainConfig) and train_cfg.epochs == 7
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    schedule = make_scheduler(optimizer, train_cfg, steps_per_epoch=10)
+    rates = []
+    for _ in range(70):  # 7 epochs of 10 steps: the cosine reaches its end exactly at ASHA's max_t
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert rates[0] == 1.0 and rates[-1] < 0.01 and rates[34] > 0.4

@@ -35,27 +35,93 @@ def test_ray_search_generator_state_holds_its_counter_total_and_finished_flag():
     assert not generator.is_finished()  # a grown search creates more
 
 
-def test_ray_tune_controller_offers_the_search_algorithm_and_the_trial_list_to_schedulers():
-    """A scheduler's hooks get Tune's controller wrapped, with an allow-list of what it may use."""
-    import inspect
+class _Log:
+    """Events appended to a file: Tune pickles the searcher and scheduler and restores copies of them."""
 
-    from ray.tune.execution.tune_controller import TuneController
+    def __init__(self, path) -> None:
+        self.path = str(path)
 
-    assert isinstance(TuneController.search_alg, property) and callable(TuneController.get_trials)
-    allowed = inspect.getsource(TuneController._wrapped)
-    assert '"search_alg"' in allowed and '"get_trials"' in allowed
+    def add(self, event: str) -> None:
+        with open(self.path, "a") as f:
+            f.write(event + "\n")
+
+    def events(self) -> list[str]:
+        with open(self.path) as f:
+            return f.read().split()
 
 
-def test_ray_tune_restores_the_searcher_before_it_re_adds_the_trials_of_a_resumed_experiment():
-    """``PerModelScheduler.on_trial_add`` adopts each restored trial into the restored searcher: that
-    needs Tune to restore the search algorithm before it re-adds the trials (the integration tests in
-    test_resume.py check the result end to end)."""
-    import inspect
+class _TwoTrials(Searcher):
+    """Two trials, x=0 and x=1; saved and restored through Tune, each restore logged."""
 
-    from ray.tune.execution.tune_controller import TuneController
+    def __init__(self, log: _Log, marker: str) -> None:
+        super().__init__(metric="score", mode="max")
+        self.log, self.marker, self.given = log, marker, 0
 
-    source = inspect.getsource(TuneController.resume)
-    assert source.index("restore_from_dir") < source.index("_requeue_restored_trials")
+    def suggest(self, trial_id):
+        if self.given == 2:
+            return Searcher.FINISHED
+        self.given += 1
+        return {"x": self.given - 1, "marker": self.marker}
+
+    def on_trial_complete(self, trial_id, result=None, error=False):
+        pass
+
+    def save(self, checkpoint_path):
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.given, f)
+
+    def restore(self, checkpoint_path):
+        with open(checkpoint_path, "rb") as f:
+            self.given = pickle.load(f)
+        self.log.add("searcher-restored")
+
+
+def _scheduler(log: _Log):
+    from ray.tune.schedulers import FIFOScheduler
+
+    class Recording(FIFOScheduler):
+        def on_trial_add(self, tune_controller, trial):
+            log.add(f"added:{type(tune_controller.search_alg).__name__}:{len(tune_controller.get_trials())}")
+
+    return Recording()
+
+
+def _score(config):
+    import os
+
+    from ray import tune
+
+    if config["x"] == 1 and not os.path.exists(config["marker"]):
+        raise RuntimeError("the second trial fails until the marker file exists")
+    tune.report({"score": config["x"]})
+
+
+def test_ray_tune_gives_schedulers_the_search_algorithm_and_the_trial_list_and_restores_the_searcher_first(
+        tmp_path):
+    """``adopt_trial`` and ``reconcile_search`` use the controller's ``search_alg`` and ``get_trials()`` in a
+    scheduler's hooks, and ``PerModelScheduler.on_trial_add`` adopts each restored trial into the restored
+    searcher, which needs Tune to restore the searcher before it re-adds a resumed experiment's trials
+    (test_resume.py checks the whole resume end to end)."""
+    import ray
+    from ray import tune
+
+    log = _Log(tmp_path / "events")
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        marker = tmp_path / "second-run"
+        config = tune.TuneConfig(search_alg=_TwoTrials(log, str(marker)), scheduler=_scheduler(log),
+                                 max_concurrent_trials=1)
+        run = tune.RunConfig(storage_path=str(tmp_path), name="upstream", verbose=0)
+        tune.Tuner(_score, tune_config=config, run_config=run).fit()
+        first = log.events()
+        assert first[:2] == ["added:SearchGenerator:1", "added:SearchGenerator:2"]
+        marker.touch()
+        tune.Tuner.restore(str(tmp_path / "upstream"), _score, restart_errored=True).fit()
+        resumed = log.events()[len(first):]
+        assert "searcher-restored" in resumed
+        assert resumed.index("searcher-restored") < min(i for i, e in enumerate(resumed) if e.startswith("added"))
+    finally:
+        ray.shutdown()
 
 
 def test_ray_scheduler_reports_the_metric_the_search_sets():
