@@ -1,0 +1,43 @@
+"""The front page and the docs stay in step with the code: every registered model and data set is named in the
+README, in --help and in its docs page, and every flag --help lists has a row in the README's flag table."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import imagesets
+import models
+from search.run import build_parser
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def readme_section(title: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index(f"## {title}")
+    end = text.find("\n## ", start + 1)
+    return text[start:end if end > 0 else None]
+
+
+def test_every_registered_model_and_data_set_is_named_in_the_readme_help_and_docs():
+    help_text = re.sub(r"\s+", " ", build_parser().format_help())
+    flags = readme_section("Flags")
+    models_page, datasets_page = (ROOT / "docs" / "models.md").read_text(), (ROOT / "docs" / "datasets.md").read_text()
+    for name in models.names():
+        assert f"`{name}`" in flags and name in help_text and f"`{name}`" in models_page, name
+    for name in imagesets.names():
+        assert f"`{name}`" in flags and name in help_text and f"`{name}`" in datasets_page, name
+
+
+def test_every_flag_of_help_has_a_row_in_the_readmes_flag_table():
+    flags = readme_section("Flags")
+    listed = set(re.findall(r"(--[a-z][a-z0-9-]*)", build_parser().format_help())) - {"--help"}
+    assert listed and not [flag for flag in sorted(listed) if f"`{flag}" not in flags]
+
+
+def test_the_readme_is_a_page():
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 180, f"README.md has {len(lines)} lines: move details to docs/"
+    for link in re.findall(r"\]\((docs/[^)#]+)", "\n".join(lines)):
+        assert (ROOT / link).is_file(), link
