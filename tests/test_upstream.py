@@ -86,16 +86,6 @@ def _scheduler(log: _Log):
     return Recording()
 
 
-def _score(config):
-    import os
-
-    from ray import tune
-
-    if config["x"] == 1 and not os.path.exists(config["marker"]):
-        raise RuntimeError("the second trial fails until the marker file exists")
-    tune.report({"score": config["x"]})
-
-
 def test_ray_tune_gives_schedulers_the_search_algorithm_and_the_trial_list_and_restores_the_searcher_first(
         tmp_path):
     """``adopt_trial`` and ``reconcile_search`` use the controller's ``search_alg`` and ``get_trials()`` in a
@@ -105,20 +95,27 @@ def test_ray_tune_gives_schedulers_the_search_algorithm_and_the_trial_list_and_r
     import ray
     from ray import tune
 
+    def _score(config):  # defined here: Ray's workers unpickle it by value, this test module is not importable there
+        import os
+
+        if config["x"] == 1 and not os.path.exists(config["marker"]):
+            raise RuntimeError("the second trial fails until the marker file exists")
+        tune.report({"score": config["x"]})
+
     log = _Log(tmp_path / "events")
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
         marker = tmp_path / "second-run"
         config = tune.TuneConfig(search_alg=_TwoTrials(log, str(marker)), scheduler=_scheduler(log),
-                                 max_concurrent_trials=1)
+                                 max_concurrent_trials=1, num_samples=2)
         run = tune.RunConfig(storage_path=str(tmp_path), name="upstream", verbose=0)
         tune.Tuner(_score, tune_config=config, run_config=run).fit()
         first = log.events()
-        assert first[:2] == ["added:SearchGenerator:1", "added:SearchGenerator:2"]
+        assert first[:2] == ["added:SearchGenerator:1", "added:SearchGenerator:2"], first
         marker.touch()
         tune.Tuner.restore(str(tmp_path / "upstream"), _score, restart_errored=True).fit()
         resumed = log.events()[len(first):]
-        assert "searcher-restored" in resumed
+        assert "searcher-restored" in resumed, resumed
         assert resumed.index("searcher-restored") < min(i for i, e in enumerate(resumed) if e.startswith("added"))
     finally:
         ray.shutdown()
