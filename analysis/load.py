@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.schema import (CLASS_COLUMNS, DATASET_FILE, PREDICTION_COLUMNS, REFIT_STAGE, REPEAT_COLUMNS,
-                             SCHEMA_VERSION, SEARCH_STAGE)
+from analysis.schema import (BASELINE_COLUMNS, CLASS_COLUMNS, DATASET_FILE, PREDICTION_COLUMNS, REFIT_STAGE,
+                             REPEAT_COLUMNS, SCHEMA_VERSION, SEARCH_STAGE)
 
 TABLES = ("trials", "epochs", "finalists")
 
@@ -38,6 +38,10 @@ class Results:
     datasets: dict[str, dict] = dataclasses.field(default_factory=dict)
     # With --refit, each winner's refit's test predictions (``predictions`` holds the search winners' own).
     refit_predictions: pd.DataFrame = dataclasses.field(default_factory=lambda: pd.DataFrame(columns=PREDICTION_COLUMNS))
+    # The classical baselines (search.baseline) and their test predictions (empty before schema version 7).
+    baselines: pd.DataFrame = dataclasses.field(default_factory=lambda: pd.DataFrame(columns=BASELINE_COLUMNS))
+    baseline_predictions: pd.DataFrame = dataclasses.field(
+        default_factory=lambda: pd.DataFrame(columns=PREDICTION_COLUMNS))
 
     def bundled_predictions(self) -> pd.DataFrame:
         """The test predictions of the models that were bundled: a winner's refit where it was refit
@@ -90,8 +94,8 @@ def _optional(folder: Path, name: str, columns: list[str]) -> pd.DataFrame:
 
 
 def load_folder(folder: Path) -> tuple[pd.DataFrame, ...]:
-    """The tables of one experiment folder: trials, epochs, finalists, predictions, repeats and classes
-    (the last three empty where it has none); all but ``trials`` gain ``experiment``."""
+    """The tables of one experiment folder: trials, epochs, finalists, predictions, repeats, classes, refit
+    predictions, baselines and their predictions (empty where it has none); all but ``trials`` gain ``experiment``."""
     if not folder.is_dir():
         raise AnalysisError(f"{folder} is not a folder" + _hint(folder.parent if folder.parent.is_dir() else folder))
     missing = [name for name in TABLES if not (folder / f"{name}.parquet").is_file()]
@@ -108,8 +112,10 @@ def load_folder(folder: Path) -> tuple[pd.DataFrame, ...]:
     refit = predictions["stage"].eq(REFIT_STAGE) if "stage" in predictions else pd.Series(False, predictions.index)
     repeats = _optional(folder, "repeats", REPEAT_COLUMNS).assign(experiment=experiment)
     classes = _optional(folder, "classes", CLASS_COLUMNS).assign(experiment=experiment)
+    baselines = _optional(folder, "baselines", BASELINE_COLUMNS).assign(experiment=experiment)
+    baseline_predictions = _optional(folder, "baseline_predictions", PREDICTION_COLUMNS).assign(experiment=experiment)
     return (trials, epochs, finalists, predictions[~refit].assign(stage=SEARCH_STAGE), repeats, classes,
-            predictions[refit])
+            predictions[refit], baselines, baseline_predictions)
 
 
 def dataset_record(folder: Path) -> dict:
@@ -130,8 +136,8 @@ def load(folders: Sequence[str | Path], models: Sequence[str] | None = None) -> 
     names = [str(part[0]["experiment"].iloc[0]) for part in parts]
     if len(set(names)) != len(names):
         raise AnalysisError(f"the same experiment was given twice ({', '.join(names)})")
-    trials, epochs, finalists, predictions, repeats, classes, refit = (
-        pd.concat([p[i] for p in parts], ignore_index=True) for i in range(7))
+    trials, epochs, finalists, predictions, repeats, classes, refit, baselines, baseline_predictions = (
+        pd.concat([p[i] for p in parts], ignore_index=True) for i in range(9))
     datasets = {name: dataset_record(path) for name, path in zip(names, paths)}
     if models:
         absent = sorted(set(models) - set(trials["model"]))
@@ -142,4 +148,4 @@ def load(folders: Sequence[str | Path], models: Sequence[str] | None = None) -> 
                                                                   (trials, epochs, finalists, predictions, repeats, refit))
     return Results(trials.reset_index(drop=True), epochs.reset_index(drop=True), finalists.reset_index(drop=True),
                    paths, predictions.reset_index(drop=True), repeats.reset_index(drop=True), classes, datasets,
-                   refit.reset_index(drop=True))
+                   refit.reset_index(drop=True), baselines, baseline_predictions)

@@ -13,9 +13,9 @@ from analysis import plots
 from analysis.deployment import bundle_notes, cost_table, recommend
 from analysis.efficiency import efficiency
 from analysis.load import Results
-from analysis.tables import (SIGNIFICANCE, at_common_budget, best_so_far, class_balance, comparison, confusion,
-                             importance, paired_tests, pareto_fronts, per_class, rank, seed_tests, succeeded,
-                             winning_ranges)
+from analysis.tables import (SIGNIFICANCE, at_common_budget, baseline_tests, best_so_far, class_balance, comparison,
+                             confusion, importance, paired_tests, pareto_fronts, per_class, rank, seed_tests,
+                             succeeded, winning_ranges)
 
 
 def _cell(value) -> str:
@@ -163,6 +163,36 @@ COST_NOTE = ("`latency_ms`: median of 50 calls at batch 1 after 10 warm-up calls
              "bundled model's (its refit's where `bundled` is refit).")
 
 
+BASELINE_NOTE = ("scikit-learn on the raw pixels (scaled to [0, 1], each image averaged down to at most 32x32), each "
+                 "model's small grid chosen on the search's validation split, tested once on the winners' test images; "
+                 "`capped`: fitted on the first `train_images` training images only (an SVC's fit grows with the "
+                 "square of its images). Below, each winner against the baseline best on validation (McNemar's exact "
+                 "test on the same test images); `beats`: a higher accuracy and a significant gap.")
+
+
+def _baseline(results: Results, folder: Path) -> list[str]:
+    """The classical baselines beside the winners, and whether any searched model beats them."""
+    if results.baselines.empty:
+        return []
+    shown = results.baselines.drop(columns=["seconds"], errors="ignore")
+    tests = baseline_tests(results)
+    tests.to_csv(folder / "baseline.csv", index=False)
+    lines = ["## A classical baseline", "", markdown_table(shown), "", markdown_table(tests), "", BASELINE_NOTE, ""]
+    for experiment, group in tests.groupby("experiment", sort=True):
+        base = group.iloc[0]
+        if not group["beats"].any():
+            lines.append(f"**No searched model beats the classical baseline** in {experiment}: {base['baseline']} "
+                         f"reached {base['baseline_acc']:.2%} test accuracy; the best winner "
+                         f"{group['acc'].max():.2%}. A longer search, more data or another architecture is needed "
+                         "before a searched network is worth its cost here.")
+        else:
+            beaten = ", ".join(f"{r.model} ({r.acc:.2%})" for r in group.itertuples() if r.beats)
+            lines.append(f"In {experiment}, beating the classical baseline ({base['baseline']}, "
+                         f"{base['baseline_acc']:.2%}) significantly: {beaten}.")
+        lines.append("")
+    return lines
+
+
 def _deployment(results: Results, folder: Path) -> list[str]:
     """The bundles (where, which model, ONNX or why not), their cost to run, a plot and the recommendation."""
     notes = bundle_notes(results)
@@ -232,6 +262,7 @@ def _write(results: Results, folder: Path, metric: str, top_k: int, pool: bool =
     compare.to_csv(folder / "comparison.csv", index=False)
     compare.to_parquet(folder / "comparison.parquet", index=False)
     lines += _significance(results, folder)
+    lines += _baseline(results, folder)
     lines += _deployment(results, folder)
     lines += _per_class(results, folder)
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import pandas as pd
 
+# 7: baselines.parquet and baseline_predictions.parquet (a classical baseline, tested once, in every search);
 # 6: the model bundles: in finalists, each winner's checkpoint epoch, bundle, ONNX export, cost to run and (with
 # --refit) the refit's test; predictions' ``stage`` (the search's winner, or its refit);
 # 5: classes.parquet (class names and per-split counts) and dataset.json (what the data was and how it
 # was split and normalized); 4: predictions.parquet (the tested winners' test predictions),
 # repeats.parquet and the repeat statistics in finalists (with --repeats); 3: the efficiency columns in trials
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 # no_box_rate: share of validation images a detector found no box in (empty for classifiers)
 EPOCH_COLUMNS = ["trial_id", "model", "epoch", "train_loss", "val_loss", "val_acc", "val_f1",
                  "epoch_time_s", "elapsed_s", "reported_at", "no_box_rate", "node"]
@@ -43,6 +44,10 @@ REPEAT_STAT_COLUMNS = ["repeats"] + [f"{metric}_{stat}" for metric in ("test_acc
 # One row per tested winner and test image: what it predicted (paired comparisons of the winners).
 PREDICTION_COLUMNS = ["model", "trial_id", "index", "label", "predicted", "stage"]
 SEARCH_STAGE, REFIT_STAGE = "search", "refit"  # a prediction's model: the search's winner, or its refit (--refit)
+BASELINE_STAGE = "baseline"  # ... or a classical baseline (search.baseline), model named after it
+# One row per classical baseline (scikit-learn on the raw pixels): its grid's choice on the validation split
+# (params, JSON), the training images it fit (capped: fewer than the training split) and features, its metrics.
+BASELINE_COLUMNS = ["model", "params", "train_images", "features", "capped", "val_acc", "test_acc", "test_f1", "seconds"]
 # One row per class: its index (the label in predictions), its name, and its images in each split.
 CLASS_COLUMNS = ["class", "name", "train", "val", "test"]
 DATASET_FILE = "dataset.json"

@@ -227,6 +227,29 @@ def paired_tests(predictions: pd.DataFrame) -> pd.DataFrame:
                                        "only_a_right", "only_b_right", "p_value", "significant"])
 
 
+def baseline_tests(results: Results) -> pd.DataFrame:
+    """Each winner against its experiment's classical baseline (the one best on validation), on the test images
+    both saw: accuracies, discordant counts, McNemar's exact p-value, and whether the winner ``beats`` it (a higher
+    accuracy and a significant gap)."""
+    rows = []
+    for experiment, group in results.baselines.groupby("experiment", sort=True):
+        best = group.loc[group["val_acc"].astype(float).idxmax()]
+        of = results.baseline_predictions
+        base = of[(of["experiment"] == experiment) & (of["model"] == best["model"])].set_index("index").sort_index()
+        winners = results.predictions[results.predictions["experiment"] == experiment]
+        for model, own in winners.groupby("model", sort=True):
+            own = own.set_index("index").sort_index()
+            both = own.index.intersection(base.index)
+            cw = own.loc[both].eval("label == predicted").to_numpy(bool)
+            cb = base.loc[both].eval("label == predicted").to_numpy(bool)
+            w_only, b_only, p = mcnemar_exact(cw, cb)
+            rows.append(dict(experiment=experiment, model=model, baseline=best["model"], images=len(both),
+                             acc=cw.mean(), baseline_acc=cb.mean(), gap=cw.mean() - cb.mean(), only_model_right=w_only,
+                             only_baseline_right=b_only, p_value=p, beats=bool(cw.mean() > cb.mean() and p < SIGNIFICANCE)))
+    return pd.DataFrame(rows, columns=["experiment", "model", "baseline", "images", "acc", "baseline_acc", "gap",
+                                       "only_model_right", "only_baseline_right", "p_value", "beats"])
+
+
 def seed_tests(repeats: pd.DataFrame) -> pd.DataFrame:
     """Every pair of models with repeat runs in the same experiment: their per-seed test accuracies
     compared with Welch's t-test (scipy), which allows the two architectures different spreads over

@@ -24,6 +24,7 @@ from search.studies import OPTUNA_FILE, optuna_storage, settle_stopped
 from search.export import (TrialRecord, classes_table, epochs_table, record_from_result, trial_dirname, trials_table,
                            write_atomic, write_dataset_record)
 from analysis.schema import succeeded
+from search.baseline import run_baselines
 from search.bundles import MODELS_FOLDER, Bundler
 from search.finalists import evaluate_finalists, test_runs
 from search.progress import Progress
@@ -222,6 +223,10 @@ def export(settings: Settings, data: Dataset, results: tune.ResultGrid, slots: i
                                     after=Bundler(settings, data, runtime, progress.say))
         tables.update(finalists=tested.finalists, predictions=tested.predictions)
         write_atomic({"finalists": tested.finalists, "predictions": tested.predictions}, settings.folder)
+    with progress.step("Fitting the classical baselines (scikit-learn on the raw pixels), tested once"):
+        baselines, baseline_predictions = run_baselines(data, settings.seed)
+        tables.update(baselines=baselines, baseline_predictions=baseline_predictions)
+        write_atomic({"baselines": baselines, "baseline_predictions": baseline_predictions}, settings.folder)
     return tables, tested.problems, configs
 
 

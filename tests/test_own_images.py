@@ -61,3 +61,9 @@ def test_every_model_searches_scikit_learns_digits(tmp_path):
     record = json.loads((folder / "dataset.json").read_text())
     assert record["image_size"] == 8 and record["class_names"] == [str(d) for d in range(10)]
     assert record["sizes"]["test"] == 359
+    # A classical baseline in every search: on digits an RBF SVC on the raw pixels is hard to beat, and the
+    # report says so plainly when no (smoke-trained) searched model beats it.
+    baselines = pd.read_parquet(folder / "baselines.parquet").set_index("model")
+    assert baselines.loc["svc_rbf", "test_acc"] > 0.95 and not baselines["capped"].any()
+    report = (folder / "report" / "report.md").read_text()
+    assert "## A classical baseline" in report and "No searched model beats the classical baseline" in report
