@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -15,89 +14,23 @@ from ray.tune.trainable import wrap_function
 
 from analysis.leaderboard import leaderboard
 from search import storage
-from search.cluster import join_refused
 from search.plans import METRIC, MODE, ModelPlan
 from search.resources import concurrency, resources_for
 from search.scheduler import EPOCH_BUDGET_FILE, EpochBudget, build_scheduler
 from search.searcher import BUDGET_FILE, build_searcher
 from search.studies import OPTUNA_FILE, optuna_storage, settle_stopped
-from search.export import (TrialRecord, classes_table, epochs_table, record_from_result, trial_dirname, trials_table,
-                           write_atomic, write_dataset_record)
+from search.export import record_from_result, trial_dirname, trials_table, write_atomic, write_dataset_record
 from analysis.schema import succeeded
-from search.baseline import run_baselines
-from search.bundles import MODELS_FOLDER, Bundler
-from search.finalists import evaluate_finalists, test_runs
+from search.bundles import MODELS_FOLDER
+from search.finalists import test_runs
 from search.progress import Progress
+from search.wrapup import best_checkpoints, export, test_runtime
+from search.ray_session import start_ray
 from search.repeats import (FixedConfigs, RepeatsScheduler, repeat_configs, repeats_name, repeats_table,
                             with_repeat_statistics)
 from search.settings import COMMAND_FILE, Settings
 from trainables.data import Dataset
-from trainables.runtime import Runtime, pick_device
 from trainables.tune_trial import TrialData, train_trial
-
-
-class ClusterJoinError(Exception):
-    """``--address`` names a cluster that could not be joined (the message says what to do)."""
-
-
-def start_ray(settings: Settings) -> None:
-    """Ray embedded in this process with exactly the CPUs and GPUs the search may use, or, with
-    ``--address``, a connection to a running cluster (whose nodes bring their own resources)."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    # Keeping only the best checkpoint forces a state snapshot at each one: cheap here, so Tune's
-    # warning about it would only be noise in the progress output.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    if settings.address:
-        try:
-            context = ray.init(address=settings.address, log_to_driver=settings.verbose > 1)
-        except (ConnectionError, ray.exceptions.AuthenticationError) as e:  # unreachable, or no token / not its token
-            raise ClusterJoinError(join_refused(settings.address, e)) from None
-        print(describe_cluster(settings))
-    else:
-        if os.environ.get("RAY_ADDRESS"):
-            print(f"note: RAY_ADDRESS is set ({os.environ['RAY_ADDRESS']}) but --address is not: starting a "
-                  "separate Ray here; pass --address auto to run on that cluster")
-        context = ray.init(
-            address="local",  # a new Ray here, even if this machine also runs a cluster (`ray start`)
-            num_cpus=settings.cpus,
-            num_gpus=settings.gpus,
-            include_dashboard=settings.dashboard,
-            dashboard_host=settings.dashboard_host,
-            dashboard_port=settings.dashboard_port,
-            log_to_driver=settings.verbose > 1,
-        )
-    print(monitoring_help(settings, context.dashboard_url if settings.dashboard or settings.address else None))
-
-
-def describe_cluster(settings: Settings) -> str:
-    """The cluster the search joined; a cluster still short of GPUs is waiting for its autoscaler."""
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
-    total = ray.cluster_resources()
-    text = (f"Ray cluster at {settings.address}: {len(nodes)} node(s), {total.get('CPU', 0):g} CPUs, "
-            f"{total.get('GPU', 0):g} GPUs. Results go to {settings.tune_storage}: every node must reach it "
-            "(a shared filesystem path or a storage URI).")
-    if settings.gpus and total.get("GPU", 0) < settings.gpus:
-        text += (f"\nnote: --gpus {settings.gpus} but the cluster has {total.get('GPU', 0):g} GPU(s) now; trials "
-                 "wait until its autoscaler adds GPU nodes (cluster.yaml: max_workers)")
-    return text
-
-
-def monitoring_help(settings: Settings, dashboard_url: str | None) -> str:
-    """Where to watch the search: the Ray dashboard and optuna-dashboard over the studies."""
-    lines = []
-    if dashboard_url:
-        port = dashboard_url.rsplit(":", 1)[-1]
-        lines.append(f"Ray dashboard: http://{dashboard_url}  (Actors: trial processes, each shown as the trial "
-                     "it runs, e.g. cnn_3f2a1_00004)")
-        if os.environ.get("RAY_AUTH_MODE") == "token":
-            # Ray's token authentication (on by default since Ray 2.5x) guards the dashboard and its API.
-            lines.append("  it asks for Ray's token: print it with `ray get-auth-token` (or read ~/.ray/auth_token, "
-                         "or $RAY_AUTH_TOKEN if you set one) and paste it into the prompt")
-        if dashboard_url.startswith(("127.0.0.1", "localhost")) and not settings.address:
-            lines.append(f"  from another machine: ssh -L {port}:127.0.0.1:{port} THIS_HOST, then open "
-                         f"http://127.0.0.1:{port}")
-    lines.append(f"Optuna studies: pip install optuna-dashboard && optuna-dashboard {settings.folder / OPTUNA_FILE}")
-    return "\n".join(lines)
 
 
 def make_trainable(settings: Settings, data: Dataset):
@@ -184,50 +117,6 @@ def run_config(settings: Settings, name: str, storage_path: str, stop: Any = Non
         verbose=settings.verbose,
         failure_config=tune.FailureConfig(max_failures=settings.retries),
     )
-
-
-def best_checkpoints(records: list[TrialRecord], results: tune.ResultGrid) -> dict[str, Any]:
-    """Each trial's best checkpoint (by val_acc; its last one if it kept none by score)."""
-    checkpoints = {}
-    for record, result in zip(records, results):
-        best = result.get_best_checkpoint(METRIC, MODE) if result.best_checkpoints else None
-        checkpoints[record.trial_id] = best or result.checkpoint
-    return checkpoints
-
-
-def test_runtime(settings: Settings, data: Dataset) -> Runtime:
-    """Where the driver tests runs: on a cluster it may be a head node without a GPU."""
-    device = pick_device(None if settings.gpus else "cpu")
-    return Runtime(device, data.info.mean, data.info.std, amp=settings.amp, channels_last=settings.channels_last,
-                   mirror=data.info.mirror)
-
-
-def export(settings: Settings, data: Dataset, results: tune.ResultGrid, slots: int,
-           progress: Progress) -> tuple[dict[str, pd.DataFrame], dict[str, str], dict[str, dict]]:
-    """Write trials and epochs, then test each model's winner once and write finalists and their
-    test predictions (each file atomically). Returns the tables, per model whose winner could not
-    be tested why, and every trial's configuration."""
-    with progress.step(f"Writing trials.parquet, epochs.parquet and classes.parquet to {settings.folder}"):
-        records = [record_from_result(r) for r in results]
-        trials = trials_table(records, settings.name, data.info.name, settings.seed,
-                              search=dict(slots=slots, search_started_at=settings.started_at))
-        tables = {"trials": trials, "epochs": epochs_table(records), "classes": classes_table(data)}
-        write_dataset_record(data, settings.folder)
-        write_atomic(tables, settings.folder)  # the search's record is safe before any finalist is built
-    configs = {rec.trial_id: rec.config for rec in records}
-    runtime = test_runtime(settings, data)
-    with progress.step("Testing each model's winner once on the test split, then bundling it "
-                       f"({settings.folder / MODELS_FOLDER})"):
-        tested = evaluate_finalists(trials, best_checkpoints(records, results), configs, data.test, runtime,
-                                    data.info.shape, settings.weights_dir, progress.say,
-                                    after=Bundler(settings, data, runtime, progress.say))
-        tables.update(finalists=tested.finalists, predictions=tested.predictions)
-        write_atomic({"finalists": tested.finalists, "predictions": tested.predictions}, settings.folder)
-    with progress.step("Fitting the classical baselines (scikit-learn on the raw pixels), tested once"):
-        baselines, baseline_predictions = run_baselines(data, settings.seed)
-        tables.update(baselines=baselines, baseline_predictions=baseline_predictions)
-        write_atomic({"baselines": baselines, "baseline_predictions": baseline_predictions}, settings.folder)
-    return tables, tested.problems, configs
 
 
 def repeats_tuner(settings: Settings, data: Dataset, points: list[dict[str, Any]], slots: int) -> tune.Tuner:

@@ -25,7 +25,8 @@ from search import storage
 from search.cluster import prepare_join
 from search.plans import SAMPLERS
 from search.ports import choose_dashboard_port
-from search.settings import COMMAND_FILE, DEFAULT_SAMPLES, SMOKE, UsageError, fit_to_data, settings_from_args
+from search.settings import (COMMAND_FILE, DEFAULT_SAMPLES, SMALL_TRAIN, SMOKE, UsageError, fit_to_data,
+                             settings_from_args)
 
 EXIT_BAD_INPUT = 2
 
@@ -113,11 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="after the search, train each model's winning configuration K more times at other seeds "
                         "(full budget, same machinery) and test each run: repeats.parquet, and the mean, spread "
                         "and 95%% interval of the winner's test accuracy and F1 in finalists.parquet")
-    p.add_argument("--refit", action="store_true",
+    p.add_argument("--refit", action=argparse.BooleanOptionalAction, default=None,
                    help="after the search, train each winner's configuration again from scratch on the training and "
                         "validation images, for the epochs at which its trial peaked, test it once and bundle it "
-                        "(models/<model>/); finalists.parquet keeps both test figures (default: bundle the trial's "
-                        "best checkpoint)")
+                        "(models/<model>/); finalists.parquet keeps both test figures (default: on for a data set "
+                        "of fewer than 10,000 training images, whose validation images are too many to leave out; "
+                        "else off, bundling the trial's best checkpoint)")
     p.add_argument("--retries", type=int, default=0, help="times a failed trial is restarted (from its checkpoint)")
     p.add_argument("--resume", action="store_true",
                    help="continue the experiment --name in --storage-path after a crash or kill, with its "
@@ -247,6 +249,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                             image_size=settings.image_size, channels=settings.channels, cache_dir=settings.cache_dir)
         print(describe_data(data))
         settings = fit_to_data(settings, data.shape)
+        if settings.refit is None:  # small data: the validation images are worth training on once chosen
+            settings = dataclasses.replace(settings, refit=data.full_sizes["train"] < SMALL_TRAIN)
+            if settings.refit:
+                print(f"Small data set ({data.full_sizes['train']:,} training images, under {SMALL_TRAIN:,}): each "
+                      "winner is refit on training + validation images before it is tested and bundled (--no-refit: "
+                      "keep the trial's checkpoint)")
         if settings.resume:
             from search.resume import check_resume
 
@@ -257,7 +265,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, imagesets.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    from search.driver import ClusterJoinError, run_search
+    from search.driver import run_search
+    from search.ray_session import ClusterJoinError
 
     try:
         return run_search(settings, data)

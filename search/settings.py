@@ -23,6 +23,7 @@ from search.plans import ModelPlan
 # The whole path, not accuracy: the models whose epochs cost minutes on a CPU also pin max_train_images
 # (models.registry.SMOKE_TRAIN_IMAGES), so that a smoke search of every model takes minutes on 2 cores.
 DEFAULT_SAMPLES = 8  # trials per model without --num-samples
+SMALL_TRAIN = 10_000  # below this many training images a data set is small: its winners are refit by default
 SMOKE = dict(limit=(1_024, 256, 512), num_samples=2, max_epochs=2, grace_period=1)
 COMMAND_FILE = "command.json"  # the command line that defined an experiment, saved for --resume
 
@@ -71,7 +72,8 @@ class Settings:
     epoch_budget: int | None = None  # --epoch-budget: training epochs the whole search may spend
     channels: int | None = None  # --channels: 1 (gray) or 3 (RGB); None: the data's own
     cache_dir: str | None = None  # where decoded images are cached (None: imagesets.default_cache_dir())
-    refit: bool = False  # --refit: each winner trained again on train + validation images before it is bundled
+    refit: bool | None = False  # --refit: each winner trained again on train + validation images before it is bundled;
+    # None (the flag not given) until the data is known: on for small data (SMALL_TRAIN)
 
     @property
     def folder(self) -> Path:

@@ -1,0 +1,76 @@
+"""Ray for the search: started embedded here with exactly the resources the search may use, or a running
+cluster joined (``--address``); and where to watch the search once it runs."""
+
+from __future__ import annotations
+
+import os
+
+import ray
+
+from search.cluster import join_refused
+from search.settings import Settings
+from search.studies import OPTUNA_FILE
+
+
+class ClusterJoinError(Exception):
+    """``--address`` names a cluster that could not be joined (the message says what to do)."""
+
+
+def start_ray(settings: Settings) -> None:
+    """Ray embedded in this process with exactly the CPUs and GPUs the search may use, or, with
+    ``--address``, a connection to a running cluster (whose nodes bring their own resources)."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Keeping only the best checkpoint forces a state snapshot at each one: cheap here, so Tune's
+    # warning about it would only be noise in the progress output.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if settings.address:
+        try:
+            context = ray.init(address=settings.address, log_to_driver=settings.verbose > 1)
+        except (ConnectionError, ray.exceptions.AuthenticationError) as e:  # unreachable, or no token / not its token
+            raise ClusterJoinError(join_refused(settings.address, e)) from None
+        print(describe_cluster(settings))
+    else:
+        if os.environ.get("RAY_ADDRESS"):
+            print(f"note: RAY_ADDRESS is set ({os.environ['RAY_ADDRESS']}) but --address is not: starting a "
+                  "separate Ray here; pass --address auto to run on that cluster")
+        context = ray.init(
+            address="local",  # a new Ray here, even if this machine also runs a cluster (`ray start`)
+            num_cpus=settings.cpus,
+            num_gpus=settings.gpus,
+            include_dashboard=settings.dashboard,
+            dashboard_host=settings.dashboard_host,
+            dashboard_port=settings.dashboard_port,
+            log_to_driver=settings.verbose > 1,
+        )
+    print(monitoring_help(settings, context.dashboard_url if settings.dashboard or settings.address else None))
+
+
+def describe_cluster(settings: Settings) -> str:
+    """The cluster the search joined; a cluster still short of GPUs is waiting for its autoscaler."""
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    total = ray.cluster_resources()
+    text = (f"Ray cluster at {settings.address}: {len(nodes)} node(s), {total.get('CPU', 0):g} CPUs, "
+            f"{total.get('GPU', 0):g} GPUs. Results go to {settings.tune_storage}: every node must reach it "
+            "(a shared filesystem path or a storage URI).")
+    if settings.gpus and total.get("GPU", 0) < settings.gpus:
+        text += (f"\nnote: --gpus {settings.gpus} but the cluster has {total.get('GPU', 0):g} GPU(s) now; trials "
+                 "wait until its autoscaler adds GPU nodes (cluster.yaml: max_workers)")
+    return text
+
+
+def monitoring_help(settings: Settings, dashboard_url: str | None) -> str:
+    """Where to watch the search: the Ray dashboard and optuna-dashboard over the studies."""
+    lines = []
+    if dashboard_url:
+        port = dashboard_url.rsplit(":", 1)[-1]
+        lines.append(f"Ray dashboard: http://{dashboard_url}  (Actors: trial processes, each shown as the trial "
+                     "it runs, e.g. cnn_3f2a1_00004)")
+        if os.environ.get("RAY_AUTH_MODE") == "token":
+            # Ray's token authentication (on by default since Ray 2.5x) guards the dashboard and its API.
+            lines.append("  it asks for Ray's token: print it with `ray get-auth-token` (or read ~/.ray/auth_token, "
+                         "or $RAY_AUTH_TOKEN if you set one) and paste it into the prompt")
+        if dashboard_url.startswith(("127.0.0.1", "localhost")) and not settings.address:
+            lines.append(f"  from another machine: ssh -L {port}:127.0.0.1:{port} THIS_HOST, then open "
+                         f"http://127.0.0.1:{port}")
+    lines.append(f"Optuna studies: pip install optuna-dashboard && optuna-dashboard {settings.folder / OPTUNA_FILE}")
+    return "\n".join(lines)
