@@ -24,7 +24,7 @@ from trainables.data import Dataset, Split
 
 MAX_TRAIN = 5_000
 MAX_SIDE = 32
-CHUNK = 1_024  # images turned into features at once: the baseline's own memory, whatever the images' size
+CHUNK_BYTES = 32 * 2**20  # float input turned into features at once: the baseline's own memory, whatever the images' size
 GRIDS: dict[str, list[dict[str, Any]]] = {
     "logistic_regression": [{"C": c} for c in (0.1, 1.0, 10.0)],
     "svc_rbf": [{"C": c, "gamma": "scale"} for c in (1.0, 10.0, 100.0)],
@@ -36,9 +36,10 @@ def features(split: Split, limit: int | None = None) -> tuple[np.ndarray, np.nda
     import torch
 
     count = len(split) if limit is None else min(limit, len(split))
+    step = max(1, CHUNK_BYTES // (4 * int(np.prod(split.images.shape[1:]))))  # 10 images of 512x512 RGB, 3,000 of MNIST
     parts = []
-    for start in range(0, count, CHUNK):
-        chunk = torch.as_tensor(np.asarray(split.images[start:min(start + CHUNK, count)])).float() / 255.0
+    for start in range(0, count, step):
+        chunk = torch.as_tensor(np.asarray(split.images[start:min(start + step, count)])).float() / 255.0
         if chunk.shape[-1] > MAX_SIDE:
             chunk = torch.nn.functional.adaptive_avg_pool2d(chunk, MAX_SIDE)
         parts.append(chunk.flatten(1).numpy())
