@@ -7,7 +7,7 @@ import os
 
 import ray
 
-from search.cluster import join_refused
+from search.cluster import AUTH_MODE, join_refused
 from search.settings import Settings
 from search.studies import OPTUNA_FILE
 
@@ -65,7 +65,7 @@ def monitoring_help(settings: Settings, dashboard_url: str | None) -> str:
         port = dashboard_url.rsplit(":", 1)[-1]
         lines.append(f"Ray dashboard: http://{dashboard_url}  (Actors: trial processes, each shown as the trial "
                      "it runs, e.g. cnn_3f2a1_00004)")
-        if os.environ.get("RAY_AUTH_MODE") == "token":
+        if os.environ.get(AUTH_MODE) == "token":
             # Ray's token authentication (on by default since Ray 2.5x) guards the dashboard and its API.
             lines.append("  it asks for Ray's token: print it with `ray get-auth-token` (or read ~/.ray/auth_token, "
                          "or $RAY_AUTH_TOKEN if you set one) and paste it into the prompt")

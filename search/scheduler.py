@@ -72,7 +72,7 @@ class Rungs(FIFOScheduler):
         if rung is None or value is None:
             return TrialScheduler.CONTINUE
         earlier = list(rung.values())
-        rung[trial.trial_id] = value if MODE == "max" else -value
+        rung[trial.trial_id] = value  # val_acc: higher is better (MODE)
         if not earlier or len(rung) < self.min_results or (self.exempt is not None and self.exempt(trial.config)):
             return TrialScheduler.CONTINUE
         cutoff = np.nanpercentile(earlier, (1 - 1 / self.reduction_factor) * 100)
