@@ -19,6 +19,13 @@ what the data path alone reaches, the speed an epoch tends to where the model co
 
 Needs Fashion-MNIST under $SEARCH_DATA_DIR and about 2.1x the decoded size free on disk (the decoded cache and
 its carved splits); the work folder is removed at the end.
+
+    python benchmarks/beyond_memory.py --loader-only [--times-memory 2] [--out benchmarks/results/twice_memory.json]
+
+The data path alone on a map larger still: a split file of ``--times-memory`` x the machine's memory (512 px RGB
+images of random bytes, written here: a search of it would take hours of CNN time on 2 cores), its disk read and
+one pass of the batch iterator over it as above, beside the same pass over a 4 GB file that is in the page cache.
+Needs that size free on disk (about 51 GB for 2x 23.5 GiB).
 """
 
 from __future__ import annotations
@@ -114,40 +121,92 @@ def search(folder: Path, size: int, cache: Path, out: Path) -> dict:
     return record
 
 
+def write_split(path: Path, nbytes: int, size: int = 512) -> Path:
+    """A split file of about ``nbytes``: 3 x ``size`` x ``size`` uint8 images, random bytes (so nothing on the
+    way compresses or skips them), written sequentially; its labels beside it."""
+    import numpy as np
+
+    count = max(1, nbytes // (3 * size * size))
+    images = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(count, 3, size, size))
+    block = np.random.default_rng(0).integers(0, 256, size=(256, 3, size, size), dtype=np.uint8)  # 201 MB
+    for start in range(0, count, len(block)):
+        images[start:start + len(block)] = block[:count - start]
+    images.flush()
+    del images
+    os.sync()  # written back before anything is timed: the disk then only reads
+    np.save(path.with_name("train_labels.npy"), np.arange(count, dtype=np.int64) % 10)
+    return path
+
+
+def loader_only(work: Path, times_memory: float, record: dict) -> None:
+    """The disk's read speed and the batch iterator's over a file of ``times_memory`` x memory, and the iterator's
+    over a file in the page cache (read once before): does the disk or the CPU set the epoch's pace?"""
+    (work / "cached").mkdir()
+    cached = write_split(work / "cached" / "train_images.npy", 4 * 10**9)
+    run_json(DISK_READ.replace("os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)", ""), str(cached), str(PIECE))  # cached
+    record["cached_bytes"] = cached.stat().st_size
+    record["loader_pass_cached"] = run_json(LOADER_PASS.replace("os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)", ""),
+                                            str(cached), str(cached.with_name("train_labels.npy")))
+    print("loader pass, in the page cache", json.dumps(record["loader_pass_cached"]), flush=True)
+    shutil.rmtree(cached.parent)
+    (work / "big").mkdir()
+    big = write_split(work / "big" / "train_images.npy", int(times_memory * record["memory_bytes"]))
+    record["map_bytes"] = big.stat().st_size
+    record["disk_read"] = run_json(DISK_READ, str(big), str(PIECE))
+    print("disk read", json.dumps(record["disk_read"]), flush=True)
+    record["loader_pass"] = run_json(LOADER_PASS, str(big), str(big.with_name("train_labels.npy")))
+    print("loader pass, from disk", json.dumps(record["loader_pass"]), flush=True)
+
+
 def splits_file(cache: Path) -> tuple[Path, Path]:
     images = next(cache.rglob("train_images.npy"))
     return images, images.with_name("train_labels.npy")
+
+
+def searches(work: Path, args: argparse.Namespace, record: dict) -> None:
+    """The search on the whole folder and on its first tenth, then the data path on the whole one's split."""
+    big, small = work / "big", work / "small"
+    write_folder(big, args.images)
+    for path in big.rglob("*.png"):  # the first tenth of each class
+        if int(path.stem) % 10 == 0:
+            (small / path.parent.name).mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, small / path.parent.name / path.name)
+    for name, folder in (("in_memory", small), ("beyond_memory", big)):
+        cache = work / f"cache-{name}"
+        record[name] = search(folder, args.size, cache, work / f"out-{name}")
+        print(name, json.dumps({k: v for k, v in record[name].items() if k != "log_tail"}), flush=True)
+        if name == "beyond_memory" and record[name]["exit"] == 0:
+            images, labels = splits_file(cache)
+            record["disk_read"] = run_json(DISK_READ, str(images), str(PIECE))
+            print("disk read", json.dumps(record["disk_read"]), flush=True)
+            record["loader_pass"] = run_json(LOADER_PASS, str(images), str(labels))
+            print("loader pass", json.dumps(record["loader_pass"]), flush=True)
+        shutil.rmtree(cache, ignore_errors=True)
+
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=34_000)
     parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--loader-only", action="store_true",
+                        help="only the data path, on a split file of --times-memory x memory")
+    parser.add_argument("--times-memory", type=float, default=2.0)
     parser.add_argument("--work", default=None, help="work folder (default: a new one under /tmp, removed after)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "beyond_memory.json"))
     args = parser.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="beyond-memory-"))
-    record: dict = {"machine": describe(), "command": f"python benchmarks/beyond_memory.py --images {args.images} "
-                    f"--size {args.size}", "memory_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
-                    "decoded_bytes": args.images * 3 * args.size ** 2}
+    record: dict = {"machine": describe(), "memory_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")}
+    if args.loader_only:
+        record["command"] = f"python benchmarks/beyond_memory.py --loader-only --times-memory {args.times_memory}"
+    else:
+        record.update(command=f"python benchmarks/beyond_memory.py --images {args.images} --size {args.size}",
+                      decoded_bytes=args.images * 3 * args.size ** 2)
     try:
-        big, small = work / "big", work / "small"
-        write_folder(big, args.images)
-        for path in big.rglob("*.png"):  # the first tenth of each class
-            if int(path.stem) % 10 == 0:
-                (small / path.parent.name).mkdir(parents=True, exist_ok=True)
-                shutil.copy(path, small / path.parent.name / path.name)
-        for name, folder in (("in_memory", small), ("beyond_memory", big)):
-            cache = work / f"cache-{name}"
-            record[name] = search(folder, args.size, cache, work / f"out-{name}")
-            print(name, json.dumps({k: v for k, v in record[name].items() if k != "log_tail"}), flush=True)
-            if name == "beyond_memory" and record[name]["exit"] == 0:
-                images, labels = splits_file(cache)
-                record["disk_read"] = run_json(DISK_READ, str(images), str(PIECE))
-                print("disk read", json.dumps(record["disk_read"]), flush=True)
-                record["loader_pass"] = run_json(LOADER_PASS, str(images), str(labels))
-                print("loader pass", json.dumps(record["loader_pass"]), flush=True)
-            shutil.rmtree(cache, ignore_errors=True)
+        if args.loader_only:
+            loader_only(work, args.times_memory, record)
+        else:
+            searches(work, args, record)
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)

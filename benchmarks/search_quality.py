@@ -1,12 +1,12 @@
 """Whether guided search finds better configurations sooner than random search (a benchmark, not a test).
 
-    python benchmarks/search_quality.py [--seeds 0 1 2 3 4 5 6 7] [--budget 135] [--max-epochs 9]
+    python benchmarks/search_quality.py [--seeds 0 1 ... 11] [--budget 135] [--max-epochs 9]
         [--grace-period 1] [--reduction-factor 3] [--dataset fashion_mnist] [--train-size 5000]
         [--cpus 2] [--gpus 0] [--arms ...] [--out FILE] [--keep DIR]
     python benchmarks/search_quality.py --report FILE      # the analysis again, from a saved run
 
-Four arms search the CNN's space through ``python -m search.run``, each at every seed (paired: the
-same seed gives every arm the same data subset and the same trial seeds):
+Three arms (four with ``--arms ... random+asha``) search the CNN's space through ``python -m search.run``, each
+at every seed (paired: the same seed gives every arm the same data subset and the same trial seeds):
 
   random       Optuna's random sampler, every trial trained its whole --max-epochs
   random+asha  random sampler, ASHA with rungs at --grace-period x --reduction-factor^k epochs
@@ -20,11 +20,14 @@ study tries the model's default configuration first, as the search does.
 Epochs are counted in the order they ended (``reported_at`` in epochs.parquet), across the concurrent
 trials; a search's best-so-far after N epochs is the best validation accuracy among its first N.
 Regret is the best validation accuracy pooled over every run of every arm minus that best-so-far.
-Reported per arm: median regret (and interquartile range over the seeds) against epochs and against
-training seconds, the regret area (mean regret over the budget's epochs), a paired one-sided Wilcoxon
-signed-rank test of each arm's area against random search's, the test accuracy of each search's
-winner (tested once by the search itself), and, from random search's whole trials, the Spearman rank
-correlation between each rung's validation accuracy and the final one (can ASHA judge early?).
+Reported per arm: the interquartile mean (IQM) of regret over the seeds with a bootstrap 95% interval (seeds
+resampled), against epochs and against training seconds; the regret area (mean regret over the budget's
+epochs); paired two-sided Wilcoxon signed-rank tests of the areas (each arm against random search, TPE + ASHA
+against TPE), Holm-corrected over that family; the gain over the default configuration (every arm trains it
+first and in full: its result at a seed is the median over the arms) and the seeds at which an arm ended below
+it; the test accuracy of each search's winner (tested once by the search itself); where each arm's epochs went
+(to trials that reached each rung, or the end); and, from random search's whole trials, the Spearman rank
+correlation between each rung's validation accuracy and the final one, per schedule (can ASHA judge early?).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ import pandas as pd
 from machine import describe  # benchmarks/machine.py: a script's folder is on its path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the model registry (no torch) names the default configuration
 ARMS = {
     # name: (sampler, ASHA stops trials early)
     "random": ("random", False),
@@ -51,7 +55,10 @@ ARMS = {
     "tpe": ("tpe", False),
     "tpe+asha": ("tpe", True),
 }
+DEFAULT_ARMS = ["random", "tpe", "tpe+asha"]
 REFERENCE = "random"
+COMPARISONS = [(arm, REFERENCE) for arm in ARMS if arm != REFERENCE] + [("tpe+asha", "tpe")]  # Holm's family
+BOOTSTRAP = 2000
 
 
 def rungs(max_epochs: int, grace: int, factor: float) -> list[int]:
@@ -111,13 +118,33 @@ def read_run(folder: Path, arm: str, seed: int, max_epochs: int) -> dict:
     finalists = pd.read_parquet(folder / "finalists.parquet")
     best, seconds = curves(epochs)
     full = epochs.pivot_table(index="trial_id", columns="epoch", values="val_acc")
-    return dict(arm=arm, seed=seed,
+    default = default_trial(folder)
+    reached = full.loc[default].dropna() if default in full.index else pd.Series(dtype=float)
+    return dict(arm=arm, seed=seed, default_final=float(reached[max_epochs]) if max_epochs in reached.index else None,
                 trials=len(trials), epochs_trained=len(best), stopped_early=int((trials["epochs"] < max_epochs).sum()),
                 test_acc=float(finalists["test_acc"].iloc[0]), winner_val_acc=float(finalists["best_val_acc"].iloc[0]),
                 curve=best, seconds=seconds,
                 # every trial's validation accuracy at each epoch it reached: the rank correlations' data
                 per_trial={str(t): {str(int(e)): float(v) for e, v in row.dropna().items()} for t, row in full.iterrows()},
                 schedules=dict(zip(trials["trial_id"].astype(str), trials["config.schedule"].astype(str))))
+
+
+def default_trial(folder: Path, ignore: tuple[str, ...] = ()) -> str | None:
+    """The trial of the search in ``folder`` that trained the CNN's registered default configuration (every
+    study's first), made for the search's data as the search makes it, found by its settings (Tune's trial ids
+    say nothing of the order); ``ignore``: settings the search pinned otherwise."""
+    import models
+
+    data = json.loads((folder / "dataset.json").read_text())
+    shape = models.DataShape(data["channels"], data["image_size"], data["num_classes"], data["sizes"]["train"])
+    trials = pd.read_parquet(folder / "trials.parquet")
+    match = pd.Series(True, index=trials.index)
+    for key, value in models.get("cnn").defaults_for(shape).items():
+        column = trials.get(f"config.{key}")
+        if column is not None and key not in ignore:
+            match &= np.isclose(column, value) if isinstance(value, float) else column == value
+    found = trials.loc[match, "trial_id"]
+    return str(found.iloc[0]) if len(found) else None
 
 
 def regret_by_epoch(run: dict, pooled_best: float, budget: int) -> np.ndarray:
@@ -135,8 +162,37 @@ def regret_by_seconds(run: dict, pooled_best: float, grid: np.ndarray) -> np.nda
     return np.where(done > 0, pooled_best - best[np.maximum(done - 1, 0)], pooled_best)
 
 
-def quartiles(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return tuple(np.percentile(rows, q, axis=0) for q in (25, 50, 75))
+def iqm(rows: np.ndarray) -> np.ndarray:
+    """Interquartile mean over the first axis (the seeds): the mean of the middle half, robust to one odd seed."""
+    from scipy.stats import trim_mean
+
+    return trim_mean(rows, 0.25, axis=0)
+
+
+def iqm_interval(rows: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The IQM over seeds and its bootstrap 95% interval (seeds drawn with replacement, ``BOOTSTRAP`` times)."""
+    draws = rng.integers(0, len(rows), size=(BOOTSTRAP, len(rows)))
+    boot = np.stack([iqm(rows[d]) for d in draws])
+    return iqm(rows), np.percentile(boot, 2.5, axis=0), np.percentile(boot, 97.5, axis=0)
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm's step-down adjustment: the k-th smallest p times (m - k + 1), kept monotone, at most 1."""
+    order = np.argsort(pvalues)
+    adjusted, running = [0.0] * len(pvalues), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(pvalues) - rank) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def epochs_by_reach(run: dict) -> dict[str, int]:
+    """Epochs the search spent on trials by the last epoch they reached (ASHA's cuts show as low rungs)."""
+    out: dict[str, int] = {}
+    for history in run["per_trial"].values():
+        reached = max(int(e) for e in history)
+        out[str(reached)] = out.get(str(reached), 0) + reached
+    return dict(sorted(out.items(), key=lambda kv: int(kv[0])))
 
 
 def rank_correlations(runs: list[dict], points: list[int]) -> list[dict]:
@@ -163,14 +219,40 @@ def rank_correlations(runs: list[dict], points: list[int]) -> list[dict]:
     return rows
 
 
-def summarize(runs: list[dict], budget: int) -> dict:
-    """Regret curves, areas, paired tests and test accuracies per arm."""
+def default_results(runs: list[dict]) -> dict[int, float]:
+    """The default configuration's full-budget validation accuracy at each seed: the median over the arms
+    (each trains it first and in full; concurrency makes the same configuration differ slightly between runs)."""
+    values: dict[int, list[float]] = {}
+    for r in runs:
+        if r.get("default_final") is not None:
+            values.setdefault(r["seed"], []).append(r["default_final"])
+    return {seed: float(np.median(v)) for seed, v in values.items()}
+
+
+def paired_tests(areas: dict[str, np.ndarray]) -> list[dict]:
+    """Two-sided Wilcoxon signed-rank tests of the paired regret areas, Holm-corrected over the comparisons made."""
     from scipy.stats import wilcoxon
 
+    rows = []
+    for arm, other in COMPARISONS:
+        if arm in areas and other in areas and len(areas[arm]) > 1:
+            diff = areas[arm] - areas[other]
+            p = float(wilcoxon(diff, alternative="two-sided").pvalue) if np.any(diff) else 1.0
+            rows.append(dict(arm=arm, against=other, lower=int((diff < 0).sum()), higher=int((diff > 0).sum()),
+                             median_difference=float(np.median(diff)), p=p))
+    for row, adjusted in zip(rows, holm([r["p"] for r in rows])):
+        row["p_holm"] = adjusted
+    return rows
+
+
+def summarize(runs: list[dict], budget: int) -> dict:
+    """Regret curves (IQM and bootstrap interval), areas, paired tests, gains over the default, test accuracies."""
+    rng = np.random.default_rng(0)
     pooled_best = max(max(r["curve"]) for r in runs)
     arms = [a for a in ARMS if any(r["arm"] == a for r in runs)]
     seeds = sorted({r["seed"] for r in runs})
     by = {(r["arm"], r["seed"]): r for r in runs}
+    defaults = default_results(runs)
     reference_seconds = np.median([by[REFERENCE, s]["seconds"][min(budget, len(by[REFERENCE, s]["seconds"])) - 1]
                                    for s in seeds])
     grid = np.linspace(0, reference_seconds, 200)
@@ -180,66 +262,98 @@ def summarize(runs: list[dict], budget: int) -> dict:
     for arm in arms:
         epochs = np.stack([regret_by_epoch(by[arm, s], pooled_best, budget) for s in seeds])
         secs = np.stack([regret_by_seconds(by[arm, s], pooled_best, grid) for s in seeds])
-        q_e, q_s = quartiles(epochs), quartiles(secs)
-        curves_out[arm] = dict(epochs=[q.tolist() for q in q_e], seconds=[q.tolist() for q in q_s])
-        row = dict(arm=arm, seeds=len(seeds),
-                   regret_half_median=float(np.median(epochs[:, half - 1])),
-                   regret_final_median=float(np.median(epochs[:, -1])),
-                   regret_final_iqr=[float(np.percentile(epochs[:, -1], 25)), float(np.percentile(epochs[:, -1], 75))],
-                   area_median=float(np.median(areas[arm])),
-                   area_seconds_median=float(np.median(secs.mean(axis=1))),
-                   test_acc_median=float(np.median([by[arm, s]["test_acc"] for s in seeds])),
-                   test_acc=[by[arm, s]["test_acc"] for s in seeds],
-                   trials=int(np.median([by[arm, s]["trials"] for s in seeds])),
-                   stopped_early=int(np.median([by[arm, s]["stopped_early"] for s in seeds])))
-        if arm != REFERENCE and len(seeds) > 1:
-            diff = areas[arm] - areas[REFERENCE]
-            row["area_vs_random_p"] = float(wilcoxon(diff, alternative="less").pvalue) if np.any(diff) else 1.0
-            row["area_lower_than_random"] = int((diff < 0).sum())
-        table.append(row)
+        curves_out[arm] = dict(epochs=[q.tolist() for q in iqm_interval(epochs, rng)],
+                               seconds=[q.tolist() for q in iqm_interval(secs, rng)])
+        area_iqm, area_lo, area_hi = iqm_interval(areas[arm], rng)
+        best = np.array([max(by[arm, s]["curve"][:budget]) for s in seeds])
+        gain = np.array([b - defaults.get(s, np.nan) for b, s in zip(best, seeds)])
+        reach: dict[str, int] = {}
+        for s in seeds:
+            for k, v in epochs_by_reach(by[arm, s]).items():
+                reach[k] = reach.get(k, 0) + v
+        table.append(dict(
+            arm=arm, seeds=len(seeds),
+            regret_half_median=float(np.median(epochs[:, half - 1])),
+            regret_final_median=float(np.median(epochs[:, -1])),
+            regret_final_iqm=float(iqm(epochs[:, -1])),
+            regret_final_iqr=[float(np.percentile(epochs[:, -1], 25)), float(np.percentile(epochs[:, -1], 75))],
+            area_median=float(np.median(areas[arm])), area_iqm=float(area_iqm), area_ci=[float(area_lo), float(area_hi)],
+            area_seconds_median=float(np.median(secs.mean(axis=1))), area_seconds_iqm=float(iqm(secs.mean(axis=1))),
+            gain_over_default_median=float(np.nanmedian(gain)), gain_over_default=[float(g) for g in gain],
+            above_default=int((gain > 0).sum()), below_default=int((gain < 0).sum()),
+            test_acc_median=float(np.median([by[arm, s]["test_acc"] for s in seeds])),
+            test_acc=[by[arm, s]["test_acc"] for s in seeds],
+            trials=int(np.median([by[arm, s]["trials"] for s in seeds])),
+            stopped_early=int(np.median([by[arm, s]["stopped_early"] for s in seeds])),
+            epochs_by_reach={k: round(v / sum(reach.values()), 3) for k, v in reach.items()}))
     return dict(pooled_best=pooled_best, budget=budget, half=half, seconds_horizon=float(reference_seconds),
-                table=table, curves=curves_out, seconds_grid=grid.tolist())
+                defaults={str(k): v for k, v in defaults.items()}, table=table, tests=paired_tests(areas),
+                curves=curves_out, seconds_grid=grid.tolist())
 
 
-def verdict(summary: dict) -> str:
-    """The issue's goal, checked: TPE+ASHA at half the budget vs random at the whole, and the area test."""
+def verdict(summary: dict) -> list[str]:
+    """The issue's goals, each checked on the results: met or NOT met."""
     rows = {r["arm"]: r for r in summary["table"]}
+    tests = {(t["arm"], t["against"]): t for t in summary["tests"]}
     if "tpe+asha" not in rows or REFERENCE not in rows:
-        return "goal not checked (needs the tpe+asha and random arms)"
+        return ["goals not checked (they need the tpe+asha and random arms)"]
     mine, ref = rows["tpe+asha"], rows[REFERENCE]
-    half_ok = mine["regret_half_median"] <= ref["regret_final_median"]
-    area_ok = mine.get("area_vs_random_p", 1.0) < 0.05
-    return (f"tpe+asha median regret at {summary['half']} epochs {100 * mine['regret_half_median']:.2f} pt vs random's at "
-            f"{summary['budget']} {100 * ref['regret_final_median']:.2f} pt: {'met' if half_ok else 'NOT met'}; "
-            f"regret area lower than random's at {mine.get('area_lower_than_random', 0)} of {mine['seeds']} seeds, "
-            f"Wilcoxon p = {mine.get('area_vs_random_p', float('nan')):.3g}: {'met' if area_ok else 'NOT met'} (goal p < 0.05)")
+
+    def said(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    lines = []
+    if (t := tests.get(("tpe+asha", REFERENCE))) is not None:
+        ok = t["lower"] > t["higher"] and t["p_holm"] < 0.05
+        lines.append(f"tpe+asha's regret area below random's at {t['lower']} of {mine['seeds']} seeds, two-sided Wilcoxon "
+                     f"p = {t['p']:.3g} (Holm {t['p_holm']:.3g}): {said(ok)} (goal: p < 0.05)")
+    ok = mine["above_default"] >= round(0.75 * mine["seeds"]) and mine["below_default"] == 0
+    lines.append(f"tpe+asha above the default's result at {mine['above_default']} of {mine['seeds']} seeds, below it at "
+                 f"{mine['below_default']}: {said(ok)} (goal: 3 in 4 seeds or more, never below)")
+    if "tpe" in rows:
+        ok = mine["test_acc_median"] >= rows["tpe"]["test_acc_median"]
+        lines.append(f"tpe+asha's winners' median test accuracy {100 * mine['test_acc_median']:.2f}% vs tpe's "
+                     f"{100 * rows['tpe']['test_acc_median']:.2f}%: {said(ok)}")
+        if (t := tests.get(("tpe+asha", "tpe"))) is not None:
+            ok = t["lower"] >= round(2 / 3 * mine["seeds"])
+            lines.append(f"stretch: tpe+asha's regret area below tpe's at {t['lower']} of {mine['seeds']} seeds: {said(ok)} "
+                         "(goal: 2 in 3 seeds or more)")
+    ok = mine["regret_half_median"] <= ref["regret_final_median"]
+    lines.append(f"tpe+asha's median regret at {summary['half']} epochs {100 * mine['regret_half_median']:.2f} pt vs "
+                 f"random's at {summary['budget']} {100 * ref['regret_final_median']:.2f} pt: {said(ok)}")
+    return lines
 
 
 def markdown(result: dict) -> str:
     s = result["summary"]
-    lines = [f"| arm | trials (stopped early) | median regret at {s['half']} epochs | median regret at {s['budget']} "
-             "epochs (IQR) | regret area, epochs (median) | regret area, seconds (median) | p, area < random's | "
-             "winner's test acc (median) |", "|---|---|---|---|---|---|---|---|"]
+    lines = [f"| arm | trials (stopped early) | regret IQM at {s['budget']} epochs | regret area, IQM (95% CI) | "
+             f"median regret at {s['half']} / {s['budget']} epochs | regret area, seconds (IQM) | gain over the default, "
+             "median (seeds above / below) | winner's test acc (median) | epochs to trials that reached epoch ... |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in s["table"]:
-        p = "" if "area_vs_random_p" not in r else f"{r['area_vs_random_p']:.3g} ({r['area_lower_than_random']}/{r['seeds']})"
-        lo, hi = r["regret_final_iqr"]
-        lines.append(f"| {r['arm']} | {r['trials']} ({r['stopped_early']}) | {100 * r['regret_half_median']:.2f} | "
-                     f"{100 * r['regret_final_median']:.2f} ({100 * lo:.2f}-{100 * hi:.2f}) | "
-                     f"{100 * r['area_median']:.2f} | {100 * r['area_seconds_median']:.2f} | {p} | "
-                     f"{100 * r['test_acc_median']:.2f} |")
-    lines.append("")
-    lines.append("| rung (epoch) | trials' schedule | Spearman rho with the epoch-{} accuracy | trials |".format(
-        result["max_epochs"]))
-    lines.append("|---|---|---|---|")
+        lo, hi = r["area_ci"]
+        reach = ", ".join(f"{k}: {100 * v:.0f}%" for k, v in r["epochs_by_reach"].items())
+        lines.append(f"| {r['arm']} | {r['trials']} ({r['stopped_early']}) | {100 * r['regret_final_iqm']:.2f} | "
+                     f"{100 * r['area_iqm']:.2f} ({100 * lo:.2f}-{100 * hi:.2f}) | "
+                     f"{100 * r['regret_half_median']:.2f} / {100 * r['regret_final_median']:.2f} | "
+                     f"{100 * r['area_seconds_iqm']:.2f} | {100 * r['gain_over_default_median']:+.2f} "
+                     f"({r['above_default']} / {r['below_default']}) | {100 * r['test_acc_median']:.2f} | {reach} |")
+    lines += ["", "| regret area of | against | lower at (seeds) | higher at | median difference (pt) | p, two-sided | "
+              "p, Holm |", "|---|---|---|---|---|---|---|"]
+    for t in s["tests"]:
+        lines.append(f"| {t['arm']} | {t['against']} | {t['lower']} | {t['higher']} | {100 * t['median_difference']:+.2f} | "
+                     f"{t['p']:.3g} | {t['p_holm']:.3g} |")
+    lines += ["", "| rung (epoch) | trials' schedule | Spearman rho with the epoch-{} accuracy | trials |".format(
+        result["max_epochs"]), "|---|---|---|---|"]
     for c in result["rank_correlations"]:
         lines.append(f"| {c['rung']} | {c.get('schedule', 'all')} | {c['spearman']:.2f} | {c['trials']} |")
     lines.append("")
-    lines.append(verdict(s))
+    lines += [f"- {line}" for line in verdict(s)]
     return "\n".join(lines)
 
 
 def plot(result: dict, path: Path) -> None:
-    """Median regret with its interquartile band, against epochs and against training seconds."""
+    """Regret's IQM over the seeds with its bootstrap 95% band, against epochs and against training seconds."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -249,7 +363,7 @@ def plot(result: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     x_epochs = np.arange(1, s["budget"] + 1)
     for arm, c in s["curves"].items():
-        for ax, x, (lo, mid, hi) in ((axes[0], x_epochs, c["epochs"]), (axes[1], s["seconds_grid"], c["seconds"])):
+        for ax, x, (mid, lo, hi) in ((axes[0], x_epochs, c["epochs"]), (axes[1], s["seconds_grid"], c["seconds"])):
             line, = ax.plot(x, 100 * np.asarray(mid), label=arm)
             ax.fill_between(x, 100 * np.asarray(lo), 100 * np.asarray(hi), alpha=0.15, color=line.get_color())
     axes[0].set_xlabel("training epochs spent")
@@ -260,7 +374,7 @@ def plot(result: dict, path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].legend()
     fig.suptitle(f"CNN on {result['dataset']} ({result['train_size']} training images), {len(result['seeds'])} seeds: "
-                 "median and interquartile range")
+                 "interquartile mean and bootstrap 95% interval")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -291,12 +405,12 @@ def main() -> None:
     p.add_argument("--max-epochs", type=int, default=9, help="a trial's full budget")
     p.add_argument("--grace-period", type=int, default=1, help="ASHA's first rung")
     p.add_argument("--reduction-factor", type=float, default=3.0)
-    p.add_argument("--seeds", type=int, nargs="+", default=list(range(8)))
+    p.add_argument("--seeds", type=int, nargs="+", default=list(range(12)))
     p.add_argument("--dataset", default="fashion_mnist")
     p.add_argument("--train-size", type=int, default=5000, help="training images every trial trains on")
     p.add_argument("--cpus", type=int, default=2)
     p.add_argument("--gpus", type=int, default=0)
-    p.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
+    p.add_argument("--arms", nargs="+", choices=list(ARMS), default=DEFAULT_ARMS)
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "search_quality.json")
     p.add_argument("--keep", type=Path, default=None, help="keep the searches' folders here")
     p.add_argument("--report", type=Path, default=None, help="only analyse this saved result file again")

@@ -108,10 +108,18 @@ class TrainConfig:
     label_smoothing: float = 0.0
     augment: bool = False
     epochs: int = 3
+    # Epochs at which the schedule ends a cycle and starts another ("1,3"): a search with ASHA gives its rungs
+    # below ``epochs``, so that every trial a rung judges has just finished a decay (trainables.loop.lr_factor).
+    restarts: str = ""
     seed: int = 0  # initialization and batch order; the search sets its --seed (a winner's repeats, others)
     # Train each epoch on the first N images of the training split only (0: all of them). --smoke pins it
     # for the models whose epochs cost minutes on a CPU; it is recorded with every trial like any setting.
     max_train_images: int = 0
+
+    @property
+    def restart_epochs(self) -> tuple[int, ...]:
+        """``restarts`` as epochs, those within the budget only (a refit for fewer epochs drops the later ones)."""
+        return tuple(e for e in (int(part) for part in self.restarts.split(",") if part.strip()) if 0 < e < self.epochs)
 
     def __post_init__(self) -> None:
         choice("optimizer", self.optimizer, ("adam", "adamw", "sgd"))
@@ -124,6 +132,8 @@ class TrainConfig:
         check(self.warmup_epochs >= 0, f"warmup_epochs={self.warmup_epochs} must not be negative")
         check(0 <= self.label_smoothing < 1, f"label_smoothing={self.label_smoothing} must be in [0, 1)")
         check(self.epochs >= 1, f"epochs={self.epochs} must be at least 1")
+        check(all(part.strip().isdigit() for part in self.restarts.split(",")) if self.restarts else True,
+              f"restarts={self.restarts!r} must be epochs separated by commas, such as '1,3', or empty")
         check(self.max_train_images >= 0, f"max_train_images={self.max_train_images} must be 0 (all) or a number of images")
 
 

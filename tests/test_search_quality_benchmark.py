@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from helpers import ROOT
@@ -19,26 +20,53 @@ bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench)
 
 
-def run(arm: str, seed: int, accs: list[float]) -> dict:
-    """A search whose epochs ended with these validation accuracies, one second each."""
+def run(arm: str, seed: int, accs: list[float], default: float = 0.75) -> dict:
+    """A search whose epochs ended with these validation accuracies, one second each; its first trial (the
+    default configuration) reached ``default`` at its last epoch, 3, a second trial was cut at epoch 1."""
     best = [max(accs[: i + 1]) for i in range(len(accs))]
     return dict(arm=arm, seed=seed, curve=best, seconds=[float(i + 1) for i in range(len(accs))], trials=4,
-                stopped_early=0, test_acc=0.9, per_trial={"a": {"1": accs[0], "3": accs[-1]}})
+                stopped_early=0, test_acc=0.9, default_final=default,
+                per_trial={"a_00000": {"1": 0.5, "3": default}, "a_00001": {"1": accs[0]}})
 
 
-def test_regret_areas_and_the_paired_test_follow_the_curves():
+def test_regret_areas_paired_tests_and_the_default_follow_the_curves():
     runs = []
     for seed in range(8):
         runs.append(run("random", seed, [0.5, 0.6, 0.7, 0.8]))
+        runs.append(run("tpe", seed, [0.5, 0.6, 0.7, 0.7 + seed / 1000], default=0.71))
         runs.append(run("tpe+asha", seed, [0.7, 0.9, 0.9, 0.9 + seed / 1000]))  # ahead at every seed
     summary = bench.summarize(runs, budget=4)
     rows = {r["arm"]: r for r in summary["table"]}
+    tests = {(t["arm"], t["against"]): t for t in summary["tests"]}
     assert summary["pooled_best"] == pytest.approx(0.907)
     assert rows["random"]["regret_final_median"] == pytest.approx(0.907 - 0.8)
     assert rows["tpe+asha"]["regret_half_median"] == pytest.approx(0.907 - 0.9)
-    assert rows["tpe+asha"]["area_lower_than_random"] == 8
-    assert rows["tpe+asha"]["area_vs_random_p"] == pytest.approx(1 / 256)  # one-sided, 8 of 8 pairs the same way
-    assert bench.verdict(summary).count("met") == 2 and "NOT" not in bench.verdict(summary)
+    # Areas are identical at every seed for random: its IQM and its whole bootstrap interval are that value.
+    assert rows["random"]["area_iqm"] == pytest.approx(0.907 - 0.65)
+    assert rows["random"]["area_ci"] == pytest.approx([0.907 - 0.65] * 2)
+    # 8 of 8 pairs the same way: two-sided p = 2/256; Holm multiplies the smallest of the 3 comparisons by 3.
+    assert tests["tpe+asha", "random"]["lower"] == 8 and tests["tpe+asha", "random"]["p"] == pytest.approx(2 / 256)
+    assert tests["tpe+asha", "tpe"]["lower"] == 8 and tests["tpe", "random"]["higher"] == 8
+    assert sorted(t["p_holm"] for t in summary["tests"]) == pytest.approx([3 * 2 / 256, 3 * 2 / 256, 3 * 2 / 256])
+    # The default's result at a seed is the median over the arms (0.75, 0.71, 0.75): tpe's best 0.70x is below it.
+    assert summary["defaults"]["0"] == pytest.approx(0.75)
+    assert rows["tpe"]["below_default"] == 8 and rows["tpe+asha"]["above_default"] == 8
+    assert rows["tpe+asha"]["gain_over_default_median"] == pytest.approx(0.9035 - 0.75)
+    # Epochs to trials by the epoch they reached: the default's 3 and a cut trial's 1 at every seed.
+    assert rows["random"]["epochs_by_reach"] == {"1": 0.25, "3": 0.75}
+    said = bench.verdict(summary)
+    assert all("NOT" not in line for line in said) and len(said) == 5
+
+
+def test_holm_adjusts_step_down_and_stays_monotone():
+    assert bench.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert bench.holm([0.5, 0.001]) == pytest.approx([0.5, 0.002])
+
+
+def test_interquartile_mean_leaves_out_an_odd_seed():
+    rows = np.array([[0.1], [0.1], [0.1], [0.1], [0.1], [0.1], [0.1], [5.0]])
+    mid, lo, hi = bench.iqm_interval(rows, np.random.default_rng(0))
+    assert mid[0] == pytest.approx(0.1) and lo[0] == pytest.approx(0.1) and hi[0] >= mid[0]
 
 
 def test_asha_rungs():
@@ -60,4 +88,4 @@ def test_the_benchmark_runs_end_to_end_on_a_tiny_budget(tmp_path, data_dir):
     assert [r["arm"] for r in result["summary"]["table"]] == ["random", "tpe+asha"]
     assert len(result["runs"]) == 4 and out.with_suffix(".png").stat().st_size > 0
     assert result["rank_correlations"][0]["rung"] == 1 and result["rank_correlations"][0]["schedule"] == "all"
-    assert "Wilcoxon" in proc.stdout
+    assert "Wilcoxon" in proc.stdout and "default's result" in proc.stdout

@@ -74,8 +74,13 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
-def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
-    """Multiplier of the base learning rate at ``step`` (per-batch schedules)."""
+def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str, restarts: tuple[int, ...] = ()) -> float:
+    """Multiplier of the base learning rate at ``step`` (per-batch schedules). With ``restarts`` (steps), the
+    schedule runs as one cycle up to the first, another from there to the next, ..., the last to ``total_steps``:
+    each cycle decays in full by its end (the warm-up, if any, is the first cycle's)."""
+    start = max((r for r in restarts if r <= step), default=0)
+    end = min((r for r in restarts if r > step), default=total_steps)
+    step, total_steps, warmup_steps = step - start, end - start, warmup_steps if start == 0 else 0
     if schedule == "onecycle":
         # Linear up for the first 25% (or the warm-up if longer), then linear down to 0.
         peak = max(warmup_steps, total_steps // 4, 1)
@@ -89,10 +94,12 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> 
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """A per-step schedule planned over ``cfg.epochs`` (ASHA may stop a trial before its end)."""
+    """A per-step schedule planned over ``cfg.epochs``, in cycles ending at ``cfg.restarts`` (ASHA's rungs, so
+    that a rung judges trials at the end of a cycle, not in the middle of one) if the search gives them."""
     total = cfg.epochs * steps_per_epoch
     warmup = min(int(cfg.warmup_epochs * steps_per_epoch), total // 2)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total, warmup, cfg.schedule))
+    restarts = tuple(e * steps_per_epoch for e in cfg.restart_epochs)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total, warmup, cfg.schedule, restarts))
 
 
 def train_one_epoch(
