@@ -120,7 +120,7 @@ def read_run(folder: Path, arm: str, seed: int, max_epochs: int) -> dict:
     full = epochs.pivot_table(index="trial_id", columns="epoch", values="val_acc")
     default = default_trial(folder)
     reached = full.loc[default].dropna() if default in full.index else pd.Series(dtype=float)
-    return dict(arm=arm, seed=seed, default_final=float(reached[max_epochs]) if max_epochs in reached.index else None,
+    return dict(arm=arm, seed=seed, default_trial=default, default_final=float(reached[max_epochs]) if max_epochs in reached.index else None,
                 trials=len(trials), epochs_trained=len(best), stopped_early=int((trials["epochs"] < max_epochs).sum()),
                 test_acc=float(finalists["test_acc"].iloc[0]), winner_val_acc=float(finalists["best_val_acc"].iloc[0]),
                 curve=best, seconds=seconds,
@@ -229,6 +229,20 @@ def default_results(runs: list[dict]) -> dict[int, float]:
     return {seed: float(np.median(v)) for seed, v in values.items()}
 
 
+def default_position(runs: list[dict], max_epochs: int) -> dict:
+    """Where the default sits among random search's draws (its whole trials, the default left out): the share
+    within 1 point of the default's result at the same seed, the share above it, the median gap. A space whose
+    draws almost never come near its default leaves a search little to find."""
+    defaults = default_results(runs)
+    gaps = [history[str(max_epochs)] - defaults[r["seed"]] for r in runs if r["arm"] == REFERENCE and r["seed"] in defaults
+            for trial, history in r["per_trial"].items() if trial != r.get("default_trial") and str(max_epochs) in history]
+    gaps = np.asarray(gaps, dtype=float)
+    if not len(gaps):
+        return {"draws": 0}
+    return {"draws": int(len(gaps)), "within_1pt": float((gaps >= -0.01).mean()), "above": float((gaps > 0).mean()),
+            "median_gap": float(np.median(gaps)), "quartiles": [float(q) for q in np.percentile(gaps, [25, 75])]}
+
+
 def paired_tests(areas: dict[str, np.ndarray]) -> list[dict]:
     """Two-sided Wilcoxon signed-rank tests of the paired regret areas, Holm-corrected over the comparisons made."""
     from scipy.stats import wilcoxon
@@ -245,7 +259,7 @@ def paired_tests(areas: dict[str, np.ndarray]) -> list[dict]:
     return rows
 
 
-def summarize(runs: list[dict], budget: int) -> dict:
+def summarize(runs: list[dict], budget: int, max_epochs: int | None = None) -> dict:
     """Regret curves (IQM and bootstrap interval), areas, paired tests, gains over the default, test accuracies."""
     rng = np.random.default_rng(0)
     pooled_best = max(max(r["curve"]) for r in runs)
@@ -287,7 +301,8 @@ def summarize(runs: list[dict], budget: int) -> dict:
             stopped_early=int(np.median([by[arm, s]["stopped_early"] for s in seeds])),
             epochs_by_reach={k: round(v / sum(reach.values()), 3) for k, v in reach.items()}))
     return dict(pooled_best=pooled_best, budget=budget, half=half, seconds_horizon=float(reference_seconds),
-                defaults={str(k): v for k, v in defaults.items()}, table=table, tests=paired_tests(areas),
+                defaults={str(k): v for k, v in defaults.items()}, table=table,
+                default_position=default_position(runs, max_epochs) if max_epochs else {}, tests=paired_tests(areas),
                 curves=curves_out, seconds_grid=grid.tolist())
 
 
@@ -348,6 +363,10 @@ def markdown(result: dict) -> str:
     for c in result["rank_correlations"]:
         lines.append(f"| {c['rung']} | {c.get('schedule', 'all')} | {c['spearman']:.2f} | {c['trials']} |")
     lines.append("")
+    if s.get("default_position", {}).get("draws"):
+        d = s["default_position"]
+        lines.append(f"- the default among random search's {d['draws']} other draws: {100 * d['within_1pt']:.0f}% within 1 point "
+                     f"of its result, {100 * d['above']:.0f}% above it, median gap {100 * d['median_gap']:+.1f} pt")
     lines += [f"- {line}" for line in verdict(s)]
     return "\n".join(lines)
 
@@ -436,7 +455,7 @@ def main() -> None:
                       f"epochs ({run['trials']} trials, {run['epochs_trained']} epochs, {run['wall_s']} s)", flush=True)
                 runs.append(run)
         result = dict(settings(args), total_s=round(time.time() - started), runs=runs)
-    result["summary"] = summarize(result["runs"], result["budget"])
+    result["summary"] = summarize(result["runs"], result["budget"], result["max_epochs"])
     result["rank_correlations"] = rank_correlations(result["runs"], result["rungs"])
     out = args.report or args.out
     out.parent.mkdir(parents=True, exist_ok=True)

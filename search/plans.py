@@ -7,6 +7,7 @@ Optuna: every parameter a study holds is one it chose, and the value that traine
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,21 @@ class ModelPlan:
     pretrained: tuple[bool, ...] = ()
     fixed: dict[str, Any] = field(default_factory=dict)  # settings every trial gets (--smoke pins some)
     shape: models.DataShape = models.DataShape()  # the data's: the space and the default adapt to it
+
+
+def rung_epochs(max_t: int, grace_period: int, reduction_factor: float) -> list[float]:
+    """ASHA's rungs: ``grace_period * reduction_factor**k`` epochs, as many as Ray's ASHA counts up to ``max_t``."""
+    count = int(math.log(max_t / grace_period) / math.log(reduction_factor) + 1)
+    return [grace_period * reduction_factor ** k for k in range(count)]
+
+
+def schedule_restarts(plan: ModelPlan, reduction_factor: float) -> str:
+    """The epochs at which ASHA's rungs judge the plan's trials before their last (``"1,3"``), where each trial's
+    learning-rate schedule ends a cycle (``TrainConfig.restarts``): a rung then compares trials that have just
+    finished a decay, not trials in the middle of one (benchmarks/schedule_ranks.py measured both). Empty when
+    no rung comes before the last epoch."""
+    judged = sorted({math.ceil(m) for m in rung_epochs(plan.max_epochs, plan.grace_period, reduction_factor)})
+    return ",".join(str(e) for e in judged if e < plan.max_epochs)
 
 
 class PinnedTrial:

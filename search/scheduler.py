@@ -15,7 +15,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.stopper import Stopper
 
 from models.config import MODEL_KEY, params_to_config
-from search.plans import METRIC, MODE, TIME_ATTR, ModelPlan, default_params
+from search.plans import METRIC, MODE, TIME_ATTR, ModelPlan, default_params, rung_epochs
 from search.searcher import adopt_trial, reconcile_search, restore_scheduler, scheduler_state
 
 EPOCH_BUDGET_FILE = "epoch_budget.json"  # --epoch-budget's count: each trial's highest epoch (EpochBudget)
@@ -41,8 +41,7 @@ class Rungs(FIFOScheduler):
         self.max_t, self.reduction_factor = max_t, reduction_factor
         self.min_results = math.ceil(reduction_factor) if min_results is None else min_results
         self.exempt = exempt
-        count = int(math.log(max_t / grace_period) / math.log(reduction_factor) + 1)  # Ray's rung count
-        self.rungs: dict[float, dict[str, float]] = {grace_period * reduction_factor ** k: {} for k in range(count)}
+        self.rungs: dict[float, dict[str, float]] = {m: {} for m in rung_epochs(max_t, grace_period, reduction_factor)}
         self.stopped = 0
 
     def save(self, checkpoint_path: str) -> None:

@@ -22,7 +22,7 @@ from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
 
 from models.config import MODEL_KEY
-from search.plans import METRIC, MODE, TIME_ATTR, ModelPlan
+from search.plans import METRIC, MODE, TIME_ATTR, ModelPlan, schedule_restarts
 from search.studies import ModelStudy, ended_state, full_trials, make_sampler
 
 BUDGET_FILE = "budget.json"  # trials per model: rewritten when --resume grows the search
@@ -247,12 +247,14 @@ def reconcile_search(tune_controller: Any) -> None:
 
 def build_searcher(plans: list[ModelPlan], seed: int, storage: optuna.storages.BaseStorage | None = None,
                    slots: Mapping[str, int] | None = None, sampler: str = "tpe",
-                   budget_file: Path | None = None, epoch_budget: int | None = None) -> PerModelSearcher:
+                   budget_file: Path | None = None, epoch_budget: int | None = None,
+                   reduction_factor: float | None = None) -> PerModelSearcher:
     """One seeded study per model (named after it, kept in ``storage`` if given, else in memory),
     each trying the model's default configuration first; the full-length trials each model can afford
     (``full_trials``: its count, or fewer under ``epoch_budget``) and ``slots`` (trials of each model
     that can run at once) size each TPE sampler's random start. ``budget_file`` (trials per model, JSON) is
-    read again whenever the searcher is restored, so that --resume can grow the search."""
+    read again whenever the searcher is restored, so that --resume can grow the search. With ASHA's
+    ``reduction_factor``, every trial's schedule restarts at the rungs (``schedule_restarts``)."""
     studies = {
         plan.name: ModelStudy(
             plan,
@@ -260,7 +262,8 @@ def build_searcher(plans: list[ModelPlan], seed: int, storage: optuna.storages.B
             make_sampler(sampler, full_trials(plan, epoch_budget, len(plans)), seed + i,
                          (slots or {}).get(plan.name, 1)),
             storage,
-            {"epochs": plan.max_epochs, "seed": seed, **plan.fixed},
+            {"epochs": plan.max_epochs, "seed": seed,
+             **({"restarts": schedule_restarts(plan, reduction_factor)} if reduction_factor else {}), **plan.fixed},
         )
         for i, plan in enumerate(plans)
     }

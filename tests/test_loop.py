@@ -83,6 +83,14 @@ def test_schedules_start_low_or_flat_and_end_where_expected(schedule):
     assert all(math.isfinite(f) and f >= 0 for f in factors)
 
 
+def test_a_schedule_with_restarts_runs_one_cycle_to_each_and_warms_up_only_once():
+    factors = [lr_factor(s, 900, 50, "cosine", restarts=(100, 300)) for s in range(900)]
+    assert factors[0] == pytest.approx(0.02) and factors[49] == pytest.approx(1.0)  # the warm-up, first cycle only
+    assert factors[99] < 0.01 and factors[299] < 0.01 and factors[899] < 0.01  # decayed at each cycle's end
+    assert factors[100] == pytest.approx(1.0) and factors[300] == pytest.approx(1.0)  # and at the peak after it
+    assert [lr_factor(s, 90, 5, "cosine") for s in range(90)] == [lr_factor(s, 90, 5, "cosine", ()) for s in range(90)]
+
+
 def test_train_command_prints_each_epoch(data_dir, capsys):
     code = train_main(["--model", "cnn", "--epochs", "1", "--limit", "1024", "--data-dir", str(data_dir),
                        "--set", "lr=0.003", "--set", "batch_size=128", "--threads", "2", "--test"])

@@ -84,6 +84,15 @@ def test_search_space_draws_only_what_builds_for_the_data(name, shape):
         spec.check_fits(config, shape)  # and it builds for this size
 
 
+def test_the_cnns_space_keeps_batch_norm_and_strides_only_large_images():
+    """Reshaped from measurement (docs/models.md): random draws without batch norm, or strided at 28 pixels,
+    trained far below the default; Adam's learning rates start at 3e-4."""
+    small = sampled_configs("cnn", MNIST, n=40)
+    assert all(c["batch_norm"] for c in small) and all(c["stride"] == 1 for c in small)
+    assert all(c["lr"] >= 3e-4 for c in small)
+    assert {c["stride"] for c in sampled_configs("cnn", models.DataShape(3, 64, 10), n=30)} == {1, 2}
+
+
 def test_the_spaces_adapt_to_the_size():
     vit, cnn = models.get("vit"), models.get("cnn")
     patch = lambda size: {c["patch_size"] for c in sampled_configs("vit", models.DataShape(1, size, 10), n=20)}

@@ -205,3 +205,40 @@ def test_max_epochs_is_one_budget_asha_max_t_the_trials_epochs_and_its_schedules
         optimizer.step()
         schedule.step()
     assert rates[0] == 1.0 and rates[-1] < 0.01 and rates[34] > 0.4
+
+
+def test_under_asha_every_trials_schedule_ends_a_cycle_at_each_rung_and_starts_again_after_it(tmp_path):
+    """A rung judges trials that have just finished a decay (not ones still warming up, or half-way down a cosine
+    planned for the last epoch); a trial that goes on starts a new cycle that ends at the next rung, and the last
+    at max_t. Without rungs before the last epoch (grace period = max epochs), one cycle over the whole budget."""
+    import torch
+
+    import models
+    from models.config import split_config
+    from search.run import build_parser
+    from search.settings import settings_from_args
+    from trainables.loop import make_scheduler
+
+    args = build_parser().parse_args(["--model", "cnn", "--max-epochs", "9", "--grace-period", "1",
+                                      "--reduction-factor", "3", "--storage-path", str(tmp_path)])
+    settings = settings_from_args(args)
+    config = build_searcher(settings.plans, seed=0, reduction_factor=settings.reduction_factor).suggest("t0")
+    assert config["restarts"] == "1,3" and config["epochs"] == 9
+    for schedule in ("cosine", "onecycle"):
+        train_cfg = split_config({**config, "schedule": schedule, "warmup_epochs": 0}, models.get("cnn").config_cls, "cnn")
+        optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        steps = make_scheduler(optimizer, train_cfg, steps_per_epoch=20)
+        rates = []
+        for _ in range(9 * 20):
+            rates.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            steps.step()
+        for end in (1, 3, 9):  # the last step before each rung: decayed
+            assert rates[end * 20 - 1] < 0.1, (schedule, end)
+        assert max(rates[20:60]) == pytest.approx(1.0, abs=0.05) and max(rates[60:]) == pytest.approx(1.0, abs=0.05)
+        if schedule == "cosine":
+            assert rates[20] == pytest.approx(1.0)  # promoted at epoch 1: back to the peak at once
+    whole = build_parser().parse_args(["--model", "cnn", "--max-epochs", "9", "--grace-period", "9",
+                                       "--storage-path", str(tmp_path)])
+    settings = settings_from_args(whole)
+    assert build_searcher(settings.plans, seed=0, reduction_factor=settings.reduction_factor).suggest("t0")["restarts"] == ""

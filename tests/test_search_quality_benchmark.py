@@ -25,7 +25,7 @@ def run(arm: str, seed: int, accs: list[float], default: float = 0.75) -> dict:
     default configuration) reached ``default`` at its last epoch, 3, a second trial was cut at epoch 1."""
     best = [max(accs[: i + 1]) for i in range(len(accs))]
     return dict(arm=arm, seed=seed, curve=best, seconds=[float(i + 1) for i in range(len(accs))], trials=4,
-                stopped_early=0, test_acc=0.9, default_final=default,
+                stopped_early=0, test_acc=0.9, default_final=default, default_trial="a_00000",
                 per_trial={"a_00000": {"1": 0.5, "3": default}, "a_00001": {"1": accs[0]}})
 
 
@@ -35,7 +35,7 @@ def test_regret_areas_paired_tests_and_the_default_follow_the_curves():
         runs.append(run("random", seed, [0.5, 0.6, 0.7, 0.8]))
         runs.append(run("tpe", seed, [0.5, 0.6, 0.7, 0.7 + seed / 1000], default=0.71))
         runs.append(run("tpe+asha", seed, [0.7, 0.9, 0.9, 0.9 + seed / 1000]))  # ahead at every seed
-    summary = bench.summarize(runs, budget=4)
+    summary = bench.summarize(runs, budget=4, max_epochs=3)
     rows = {r["arm"]: r for r in summary["table"]}
     tests = {(t["arm"], t["against"]): t for t in summary["tests"]}
     assert summary["pooled_best"] == pytest.approx(0.907)
@@ -54,8 +54,20 @@ def test_regret_areas_paired_tests_and_the_default_follow_the_curves():
     assert rows["tpe+asha"]["gain_over_default_median"] == pytest.approx(0.9035 - 0.75)
     # Epochs to trials by the epoch they reached: the default's 3 and a cut trial's 1 at every seed.
     assert rows["random"]["epochs_by_reach"] == {"1": 0.25, "3": 0.75}
+    # Random search's other draws never reached the last epoch here: none to place the default among.
+    assert summary["default_position"] == {"draws": 0}
     said = bench.verdict(summary)
     assert all("NOT" not in line for line in said) and len(said) == 5
+
+
+def test_the_defaults_place_among_random_draws():
+    runs = [dict(run("random", seed, [0.5]), default_trial="d", per_trial={"d": {"3": 0.80}, "x": {"3": 0.795},
+                                                                          "y": {"3": 0.70}, "z": {"3": 0.81}, "cut": {"1": 0.2}})
+            for seed in range(2)]
+    for r in runs:
+        r["default_final"] = 0.80
+    position = bench.default_position(runs, max_epochs=3)
+    assert position["draws"] == 6 and position["within_1pt"] == pytest.approx(4 / 6) and position["above"] == pytest.approx(2 / 6)
 
 
 def test_holm_adjusts_step_down_and_stays_monotone():
