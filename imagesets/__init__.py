@@ -14,7 +14,7 @@ import pkgutil
 from imagesets.cache import Decoded, default_cache_dir, prepare, prepare_options, resolve_data_dir
 from imagesets.registry import DataError, ImageSetSpec, Raw, get, is_registered, names, register, unregister
 
-_INFRASTRUCTURE = {"registry", "cache", "decode", "folder"}
+_INFRASTRUCTURE = {"registry", "cache", "decode", "folder", "options"}
 
 for _module in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
     if _module.name not in _INFRASTRUCTURE and not _module.name.startswith("_"):

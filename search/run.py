@@ -21,6 +21,7 @@ from pathlib import Path
 import imagesets
 import models
 from imagesets.housekeeping import describe_usage
+from imagesets.options import add_data_arguments
 from search import storage
 from search.cluster import prepare_join
 from search.plans import SAMPLERS
@@ -75,28 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", default="tpe", choices=SAMPLERS,
                    help="how each study picks the next configuration: Optuna's TPE, or random search (a baseline; "
                         "with --grace-period equal to --max-epochs nothing is stopped early either)")
-    p.add_argument("--dataset", default="mnist", metavar="NAME|PATH",
-                   help=f"a registered data set ({', '.join(imagesets.names())}) or a folder of images: "
-                        "PATH/<class>/<image> (validation and test carved from it, stratified, with a fixed seed), or "
-                        "PATH/train/<class>/... with PATH/test/<class>/... and optionally PATH/val/<class>/...; "
-                        "PNG, JPEG, BMP..., gray or colour, any sizes (see --image-size)")
-    p.add_argument("--data-dir", default=None,
-                   help="folder of the registered data sets, in torchvision's layout (default: $SEARCH_DATA_DIR, else "
-                        "./data, where they are downloaded when online)")
-    p.add_argument("--image-size", type=int, default=None, metavar="N",
-                   help="resize every image to NxN once, when it is decoded (default: the data's own size; needed "
-                        "when a folder's images differ in size). Smaller trains faster, larger keeps more detail")
-    p.add_argument("--channels", type=int, default=None, choices=(1, 3),
-                   help="1 (gray) or 3 (RGB) channels (default: gray if every image is gray, else RGB)")
-    p.add_argument("--cache-dir", default=None,
-                   help="where decoded images are cached for later searches (default: $SEARCH_CACHE_DIR, else "
-                        "~/.cache/hpsearch); the data folder itself may be read-only")
-    p.add_argument("--val-size", type=int, default=None,
-                   help="validation images carved from the training set (default: 5000, or a tenth of a smaller "
-                        "training set)")
-    p.add_argument("--train-size", type=int, default=None, metavar="N",
-                   help="train every trial on N of the remaining training images (a fixed subset, the same for "
-                        "every trial): a quicker, rougher search; validation and test stay whole (default: all)")
+    add_data_arguments(p)
     p.add_argument("--storage-path", default="results",
                    help="where <name>/ with the results is written: a folder (on a cluster, one every node "
                         "reaches) or a URI Ray Tune accepts (s3://, gs://, file://; exports are also kept in ./results)")
@@ -243,10 +223,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         named = argv if "--name" in argv else [*argv, "--name", settings.name]  # a generated name is kept
         named = absolute_dataset(named)  # --resume finds a folder from any working directory
         settings = dataclasses.replace(settings, argv=tuple(named), started_at=started_at)
-        from trainables.data import load_dataset  # torch: only once the flags are known to be good
+        from trainables.data import (
+            load_data,  # torch: only once the flags are known to be good
+        )
 
-        data = load_dataset(settings.dataset, settings.data_dir, settings.val_size, limit=settings.limit,
-                            image_size=settings.image_size, channels=settings.channels, cache_dir=settings.cache_dir)
+        data = load_data(settings.data)
         print(describe_data(data))
         settings = fit_to_data(settings, data.shape)
         if settings.refit is None:  # small data: the validation images are worth training on once chosen

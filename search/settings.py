@@ -17,6 +17,7 @@ from typing import Any
 
 import imagesets
 import models
+from imagesets.options import DataOptions
 from search import storage
 from search.plans import ModelPlan
 
@@ -40,15 +41,12 @@ class Settings:
     plans: list[ModelPlan]
     gpus: int
     cpus: int
-    dataset: str  # a registered data set's name, or a folder of images
-    data_dir: str | None
+    data: DataOptions  # which images, decoded how, split how, capped where (--dataset ... --train-size, --smoke)
     storage: Path
     name: str
     seed: int
     time_budget: float | None
     weights_dir: str | None
-    limit: tuple[int | None, int | None, int | None]
-    val_size: int | None  # None: the data set's default (5,000, or a tenth of a small training split)
     reduction_factor: float
     dashboard: bool
     amp: bool
@@ -68,10 +66,7 @@ class Settings:
     started_at: float = 0.0  # unix time the command started: the efficiency figures count from it
     sampler: str = "tpe"  # each study's sampler: "tpe", or "random" for a baseline
     repeats: int = 0  # --repeats: each winner trained this many more times at other seeds, each run tested
-    image_size: int | None = None  # --image-size: every image resized to this once (None: the data's own)
     epoch_budget: int | None = None  # --epoch-budget: training epochs the whole search may spend
-    channels: int | None = None  # --channels: 1 (gray) or 3 (RGB); None: the data's own
-    cache_dir: str | None = None  # where decoded images are cached (None: imagesets.default_cache_dir())
     refit: bool | None = False  # --refit: each winner trained again on train + validation images before it is bundled;
     # None (the flag not given) until the data is known: on for small data (SMALL_TRAIN)
 
@@ -165,20 +160,6 @@ def pinned_settings(pairs: list[str], chosen: list[str],
     return out
 
 
-def dataset_label(dataset: str) -> str:
-    """A data set's short name: the registered name, or the folder's own name."""
-    return dataset if imagesets.is_registered(dataset) else Path(dataset).expanduser().resolve().name
-
-
-def check_dataset(dataset: str) -> None:
-    """A registered name or an existing folder (what is inside is checked when it is read)."""
-    if not imagesets.is_registered(dataset) and not Path(dataset).expanduser().is_dir():
-        try:
-            imagesets.get(dataset)
-        except imagesets.DataError as e:
-            raise UsageError(f"--dataset: {e}") from None
-
-
 def fit_to_data(settings: Settings, shape: models.DataShape) -> Settings:
     """Every plan made for data of ``shape``. A chosen model that cannot take such data at all, or a
     ``--set`` value that cannot build for it, is a ``UsageError`` naming the model and the fix."""
@@ -192,7 +173,7 @@ def fit_to_data(settings: Settings, shape: models.DataShape) -> Settings:
         except ConfigError as e:
             others = [p.name for p in settings.plans if p.name != plan.name]
             leave_out = f", or leave {plan.name} out (--model {','.join(others)})" if others else ""
-            raise UsageError(f"{plan.name} cannot search {settings.dataset} ({shape}): {e}{leave_out}") from None
+            raise UsageError(f"{plan.name} cannot search {settings.data.dataset} ({shape}): {e}{leave_out}") from None
         plans.append(dataclasses.replace(plan, shape=shape))
     return dataclasses.replace(settings, plans=plans)
 
@@ -211,12 +192,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         raise UsageError(f"--model: {e}") from None
     for value, flag in ((args.num_samples, "--num-samples"), (args.time_budget, "--time-budget"),
                         (args.epoch_budget, "--epoch-budget"),
-                        (args.cpus, "--cpus"), (args.val_size, "--val-size"),
-                        (args.max_concurrent, "--max-concurrent"), (args.train_size, "--train-size")):
+                        (args.cpus, "--cpus"), (args.max_concurrent, "--max-concurrent")):
         _positive(value, flag)
-    check_dataset(args.dataset)
     try:
-        imagesets.prepare_options(args.image_size, args.channels)
+        data = DataOptions.from_args(args, SMOKE["limit"] if args.smoke else (None, None, None))
     except imagesets.DataError as e:
         raise UsageError(str(e)) from None
     max_epochs = per_model(args.max_epochs, "--max-epochs", chosen)
@@ -239,10 +218,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         raise UsageError(f"--gpus {args.gpus} asked for, but {found} GPU(s) found on this machine "
                          f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); "
                          f"use --gpus {found}" + (" to run on CPUs" if found == 0 else ""))
-    if args.retries < 0:
-        raise UsageError(f"--retries must be 0 or more, got {args.retries}")
-    if args.repeats < 0:
-        raise UsageError(f"--repeats must be 0 (no repeats) or more, got {args.repeats}")
+    for value, flag in ((args.retries, "--retries"), (args.repeats, "--repeats")):
+        if value < 0:
+            raise UsageError(f"{flag} must be 0 (none) or more, got {value}")
     pinned = pinned_settings(args.set, chosen, pretrained)
     cpus = args.cpus or os.cpu_count() or 1
     num_samples = args.num_samples or (SMOKE["num_samples"] if args.smoke else DEFAULT_SAMPLES)
@@ -265,15 +243,13 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
                                {**(spec.smoke_config if args.smoke else {}), **pinned[name]}))
     remote = args.storage_path if storage.is_uri(args.storage_path) else None
     local = Path("results" if remote else args.storage_path).expanduser().resolve()
-    name = args.name or f"{'-'.join(chosen)}-{dataset_label(args.dataset)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = args.name or f"{'-'.join(chosen)}-{data.label}-{time.strftime('%Y%m%d-%H%M%S')}"
     if not name or "/" in name or name.startswith("."):
         raise UsageError(f"--name {name!r} must be a plain folder name")
     settings = Settings(
-        models=chosen, plans=plans, gpus=args.gpus, cpus=cpus, dataset=args.dataset, data_dir=args.data_dir,
+        models=chosen, plans=plans, gpus=args.gpus, cpus=cpus, data=data,
         storage=local, name=name, seed=args.seed, weights_dir=args.weights_dir, time_budget=args.time_budget,
-        epoch_budget=args.epoch_budget,
-        limit=training_limit(args), val_size=args.val_size, sampler=args.sampler, repeats=args.repeats,
-        image_size=args.image_size, channels=args.channels, cache_dir=args.cache_dir,
+        epoch_budget=args.epoch_budget, sampler=args.sampler, repeats=args.repeats,
         reduction_factor=args.reduction_factor, dashboard=not args.no_dashboard,
         amp=not args.no_amp, channels_last=not args.no_channels_last, verbose=args.verbose, resume=args.resume,
         retries=args.retries, address=args.address, dashboard_host=args.dashboard_host,
@@ -283,12 +259,6 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     check_storage(settings)
     check_weights(settings)
     return settings
-
-
-def training_limit(args: argparse.Namespace) -> tuple[int | None, int | None, int | None]:
-    """At most how many (train, validation, test) images are used: --smoke's caps, and --train-size."""
-    limit = SMOKE["limit"] if args.smoke else (None, None, None)
-    return (args.train_size or limit[0], *limit[1:])
 
 
 def check_storage(settings: Settings) -> None:

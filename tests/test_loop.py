@@ -92,7 +92,7 @@ def test_a_schedule_with_restarts_runs_one_cycle_to_each_and_warms_up_only_once(
 
 
 def test_train_command_prints_each_epoch(data_dir, capsys):
-    code = train_main(["--model", "cnn", "--epochs", "1", "--limit", "1024", "--data-dir", str(data_dir),
+    code = train_main(["--model", "cnn", "--epochs", "1", "--train-size", "1024", "--data-dir", str(data_dir),
                        "--set", "lr=0.003", "--set", "batch_size=128", "--threads", "2", "--test"])
     out = capsys.readouterr().out
     assert code == 0

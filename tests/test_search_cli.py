@@ -62,10 +62,27 @@ def test_training_subset_and_sampler_reach_the_settings(tmp_path):
     def settings(*flags):
         return settings_from_args(build_parser().parse_args(["--storage-path", str(tmp_path), *flags]))
 
-    assert settings().limit == (None, None, None) and settings().sampler == "tpe"
-    assert settings("--train-size", "10000", "--sampler", "random").limit == (10_000, None, None)
-    assert settings("--train-size", "300", "--smoke").limit == (300, 256, 512)  # --smoke's other caps stay
+    assert settings().data.limit == (None, None, None) and settings().sampler == "tpe"
+    assert settings("--train-size", "10000", "--sampler", "random").data.limit == (10_000, None, None)
+    assert settings("--train-size", "300", "--smoke").data.limit == (300, 256, 512)  # --smoke's other caps stay
     assert settings("--sampler", "random").sampler == "random"
+
+
+def test_the_search_and_the_train_command_take_the_same_data_flags(tmp_path, capsys):
+    """One set of data options (imagesets.options): the same flags, read the same way, refused the same way."""
+    from imagesets.options import DataOptions
+    from search.run import build_parser as search_parser
+    from trainables.train import build_parser as train_parser
+    from trainables.train import main as train_main
+
+    argv = ["--dataset", "fashion_mnist", "--data-dir", "/d", "--image-size", "32", "--channels", "3",
+            "--cache-dir", "/c", "--val-size", "500", "--train-size", "1000"]
+    expected = DataOptions("fashion_mnist", "/d", 32, 3, "/c", 500, (1000, None, None))
+    assert DataOptions.from_args(search_parser().parse_args(argv)) == expected
+    assert DataOptions.from_args(train_parser().parse_args(argv)) == expected
+    assert train_main(["--dataset", "no_such_set", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "--dataset" in err and "no_such_set" in err and "fashion_mnist" in err  # the registered ones, named
 
 
 @pytest.mark.integration

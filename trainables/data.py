@@ -20,6 +20,7 @@ import torch
 
 from imagesets import DataError, Decoded, prepare, resolve_data_dir  # noqa: F401  (re-exported: one error type)
 from imagesets.cache import fits_in_memory
+from imagesets.options import DataOptions
 from imagesets.splits import write_splits
 from models.registry import DataShape
 
@@ -108,6 +109,14 @@ class DatasetInfo:
     cache: str = ""  # the decoded cache it was read from
     from_cache: bool = False  # read from a cache an earlier run wrote (else decoded now)
     prepare_s: float = 0.0  # seconds to decode it, or to read the cache
+
+    @classmethod
+    def of(cls, decoded: Decoded, mean: tuple[float, ...], std: tuple[float, ...], split_seed: int,
+           test_carved: bool) -> DatasetInfo:
+        """What ``decoded`` says of itself, with how it was split and normalized."""
+        return cls(decoded.name, decoded.source, decoded.class_names, decoded.channels, decoded.image_size, mean, std,
+                   decoded.mirror, split_seed, test_carved, decoded.skipped, str(decoded.cache), decoded.from_cache,
+                   round(decoded.seconds, 3))
 
     @property
     def num_classes(self) -> int:
@@ -279,11 +288,15 @@ def load_dataset(
     index, carved_test = carve(decoded, val_size, split_seed)
     splits = carved(decoded, index)
     mean, std = channel_stats(splits["train"].images.numpy())
-    info = DatasetInfo(decoded.name, decoded.source, decoded.class_names, decoded.channels, decoded.image_size,
-                       mean, std, decoded.mirror, split_seed, carved_test, decoded.skipped, str(decoded.cache),
-                       decoded.from_cache, round(decoded.seconds, 3))
+    info = DatasetInfo.of(decoded, mean, std, split_seed, carved_test)
     return Dataset(info, splits["train"].subset(limit[0]), splits["val"].subset(limit[1]),
                    splits["test"].subset(limit[2]), {k: len(s) for k, s in splits.items()})
 
 
 __all__ = ["DataError", "Dataset", "DatasetInfo", "Split", "load_dataset", "resolve_data_dir", "stratified_split"]
+
+
+def load_data(options: DataOptions, download: bool = True) -> Dataset:
+    """``load_dataset`` for the data options a command was given (``imagesets.options``)."""
+    return load_dataset(options.dataset, options.data_dir, options.val_size, limit=options.limit, download=download,
+                        image_size=options.image_size, channels=options.channels, cache_dir=options.cache_dir)

@@ -16,9 +16,10 @@ from collections.abc import Sequence
 import torch
 
 import models
+from imagesets.options import DataOptions, add_data_arguments
 from models.config import ConfigError, TrainConfig, from_flat, parse_sets
 from models.finetune import WeightsError
-from trainables.data import DataError, load_dataset
+from trainables.data import DataError, load_data
 from trainables.loop import DivergedError, evaluate, fit, prepare
 from trainables.runtime import Runtime, pick_device, set_threads
 
@@ -29,15 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None,
                    help="default: the model's budget on this device (its CPU or its GPU budget)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one setting")
-    p.add_argument("--dataset", default="mnist",
-                   help="a registered data set (mnist, fashion_mnist, kmnist, cifar10, cifar100, digits) or a folder "
-                        "of images (PATH/<class>/<image>)")
-    p.add_argument("--image-size", type=int, default=None, help="resize every image to NxN (default: the data's own)")
-    p.add_argument("--cache-dir", default=None, help="where decoded images are cached (default: $SEARCH_CACHE_DIR, "
-                                                      "else ~/.cache/hpsearch)")
-    p.add_argument("--data-dir", default=None, help="default: $SEARCH_DATA_DIR, else ./data")
+    add_data_arguments(p)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--limit", type=int, default=None, help="train on the first N training images only")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     p.add_argument("--no-amp", action="store_true", help="no bf16 autocast (on by default where the device has fast bf16)")
@@ -52,8 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         spec = models.get(args.model)
-        data = load_dataset(args.dataset, args.data_dir, limit=(args.limit, None, None), image_size=args.image_size,
-                            cache_dir=args.cache_dir)
+        data = load_data(DataOptions.from_args(args))
         config = spec.defaults_for(data.shape)
         if args.no_pretrained and spec.pretrained_weights is not None:
             config.update(spec.scratch_config)
