@@ -44,7 +44,7 @@ def epoch_seconds(split: Split, shape: models.DataShape, runtime: Runtime) -> fl
     config = spec.defaults_for(shape)
     cfg = split_config({**config, "epochs": 1}, spec.config_cls, "cnn")
     torch.manual_seed(0)
-    model = runtime.place(spec.build(config, models.BuildContext(shape, runtime.mean, runtime.std)))
+    model = runtime.place(spec.build(config, models.BuildContext(shape, split.normalization.mean, split.normalization.std)))
     stats = train_one_epoch(model, split, make_optimizer(model, cfg), None, cfg, runtime.for_model(spec),
                             torch.Generator().manual_seed(0))
     return stats.seconds
@@ -60,9 +60,9 @@ def main() -> None:
         data = load_dataset("fashion_mnist", image_size=32, channels=3, cache_dir=cache, download=False)
         mapped = data.train
         int(mapped.images.sum())  # every page read once: the page cache holds the file
-        ways = {"in memory": Split(torch.from_numpy(np.array(mapped.images.numpy())), mapped.labels.clone()),
+        ways = {"in memory": Split(torch.from_numpy(np.array(mapped.images.numpy())), mapped.labels.clone(), norm=mapped.norm),
                 "mapped": mapped, "mapped, streamed": dataclasses.replace(mapped, streamed=True)}
-        runtime = Runtime(torch.device("cpu"), data.info.mean, data.info.std)
+        runtime = Runtime(torch.device("cpu"))
         seconds: dict[str, list[float]] = {name: [] for name in ways}
         for _ in range(args.repeats):
             for name, split in ways.items():

@@ -66,7 +66,7 @@ class TutorialNet(nn.Module):
 def run_ours(data_dir: Path, max_epochs: int, amp: bool) -> dict:
     start = time.perf_counter()
     data = load_dataset("mnist", data_dir, download=False)
-    runtime = Runtime(torch.device("cpu"), data.info.mean, data.info.std, amp=amp).for_model(models.get("cnn"))
+    runtime = Runtime(torch.device("cpu"), amp=amp).for_model(models.get("cnn"))
     label = f"ours-{runtime.precision}"
     torch.manual_seed(0)
     config = {**models.get("cnn").default_config, "epochs": 2}

@@ -45,7 +45,8 @@ def bundle_folder(results: Path, model: str) -> Path:
 
 def train_and_val(data: Dataset) -> Split:
     """The training and validation images as one split (a refit's training data)."""
-    return Split(torch.cat([data.train.images, data.val.images]), torch.cat([data.train.labels, data.val.labels]))
+    return Split(torch.cat([data.train.images, data.val.images]), torch.cat([data.train.labels, data.val.labels]),
+                 norm=data.train.norm)  # the search's normalization: the refit is tested and bundled as the search was
 
 
 @dataclass
@@ -70,7 +71,8 @@ def refit(tested: WinnerTest, data: Dataset, runtime: Runtime, weights_dir: str 
     seed_everything(int(config.get("seed", 0)))  # as a trial: its seed initializes the model
     prepared = prepare(model, config, train, train_runtime, data.shape, weights_dir)
     seconds = train_only(prepared, train.to(runtime.device), train_runtime, seed=int(config.get("seed", 0)))
-    classifier = Classifier(prepared.model, runtime.mean, runtime.std, spec.task, runtime.channels_last)
+    norm = data.info.normalization
+    classifier = Classifier(prepared.model, norm.mean, norm.std, spec.task, runtime.channels_last)
     scores, scored = test_scores(classifier, data.test)
     columns = {"refit_epochs": int(tested.epoch), "refit_train_images": len(train.subset(
         prepared.train_cfg.max_train_images or None)), "refit_train_s": seconds,

@@ -38,9 +38,8 @@ def make_trainable(settings: Settings, data: Dataset):
     # One machine: trials map the splits' files in the cache (one copy, the page cache). A cluster's nodes do
     # not have them: the splits go through Ray's object store, one copy per node (docs/datasets.md).
     train, val = (data.train.in_memory(), data.val.in_memory()) if settings.address else (data.train, data.val)
-    trial_data = TrialData(train, val, data.shape, data.info.mean, data.info.std, settings.seed,
-                           amp=settings.amp, channels_last=settings.channels_last, weights_dir=settings.weights_dir,
-                           mirror=data.info.mirror)
+    trial_data = TrialData(train, val, data.shape, settings.seed, amp=settings.amp,
+                           channels_last=settings.channels_last, weights_dir=settings.weights_dir)
     function = tune.with_resources(
         tune.with_parameters(train_trial, data=trial_data),  # one copy in the object store for all trials
         resources_for(settings.plans, use_gpu=settings.gpus > 0),

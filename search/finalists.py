@@ -17,7 +17,7 @@ import torch.nn.functional as F
 import models
 from analysis.schema import FINALIST_COLUMNS, PREDICTION_COLUMNS, SEARCH_STAGE, config_names, succeeded
 from search.export import config_columns
-from trainables.data import Split
+from trainables.data import Normalization, Split
 from trainables.inference import Classifier, Scored, score
 from trainables.loop import macro_f1
 from trainables.runtime import Runtime
@@ -131,11 +131,11 @@ def test_scores(classifier: Classifier, test: Split) -> tuple[dict[str, float], 
                 test_loss=loss), scored
 
 
-def rebuilt(model: str, config: Mapping[str, Any], runtime: Runtime, shape: models.DataShape,
+def rebuilt(model: str, config: Mapping[str, Any], runtime: Runtime, shape: models.DataShape, norm: Normalization,
             weights_dir: str | None = None) -> torch.nn.Module:
-    """A model's network built for ``config`` on the runtime's device, for weights about to be loaded into
-    it (no pretrained file is read where the model can do without)."""
-    ctx = models.BuildContext(shape, runtime.mean, runtime.std, weights_dir, load_weights=False)
+    """A model's network built for ``config`` and data of ``shape`` and ``norm`` on the runtime's device, for
+    weights about to be loaded into it (no pretrained file is read where the model can do without)."""
+    ctx = models.BuildContext(shape, norm.mean, norm.std, weights_dir, load_weights=False)
     return runtime.place(models.get(model).build(config, ctx))
 
 
@@ -146,10 +146,10 @@ def _test_winner(winner: pd.Series, checkpoints: Mapping[str, Any], configs: Map
     if checkpoint is None:
         raise FileNotFoundError(f"trial {trial_id} left no checkpoint to test")
     spec = models.get(winner["model"])
-    model = rebuilt(winner["model"], config, runtime, shape, weights_dir)
+    model = rebuilt(winner["model"], config, runtime, shape, test.normalization, weights_dir)
     with _local(checkpoint) as folder:
         epoch = load_weights(model, folder)
-    classifier = Classifier(model, runtime.mean, runtime.std, spec.task, runtime.channels_last)
+    classifier = Classifier(model, test.normalization.mean, test.normalization.std, spec.task, runtime.channels_last)
     scores, scored = test_scores(classifier, test)
     row = dict(model=winner["model"], trial_id=trial_id, **scores, best_val_acc=winner["best_val_acc"],
                train_time_s=winner["train_time_s"], wall_clock_s=winner["wall_clock_s"], params=winner["params"],

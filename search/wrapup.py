@@ -32,8 +32,7 @@ def best_checkpoints(records: list[TrialRecord], results: tune.ResultGrid) -> di
 def test_runtime(settings: Settings, data: Dataset) -> Runtime:
     """Where the driver tests runs: on a cluster it may be a head node without a GPU."""
     device = pick_device(None if settings.gpus else "cpu")
-    return Runtime(device, data.info.mean, data.info.std, amp=settings.amp, channels_last=settings.channels_last,
-                   mirror=data.info.mirror)
+    return Runtime(device, amp=settings.amp, channels_last=settings.channels_last)
 
 
 def export(settings: Settings, data: Dataset, results: tune.ResultGrid, slots: int,

@@ -53,7 +53,7 @@ def test_tpe_start_is_sized_by_the_full_length_trials_an_epoch_budget_affords():
 
 
 def trial_data(data, seed: int = 0, train_size: int | None = None) -> TrialData:
-    return TrialData(data.train.subset(train_size), data.val, data.info.shape, data.info.mean, data.info.std, seed)
+    return TrialData(data.train.subset(train_size), data.val, data.info.shape, seed)
 
 
 def test_device_data_is_kept_for_the_same_data_and_replaced_for_other_data(mnist_small):
@@ -80,13 +80,13 @@ def test_the_splits_reach_trial_processes_without_a_copy(local_ray, mnist_small)
     node reads the one copy in Ray's shared object store (read-only) instead of unpickling its own."""
     mapped = ray.get(ray.put(trial_data(mnist_small)))
     assert mapped.train.file == mnist_small.train.file and torch.equal(mapped.train.images, mnist_small.train.images)
-    held = TrialData(mnist_small.train.in_memory(), mnist_small.val.in_memory(), mnist_small.info.shape,
-                     mnist_small.info.mean, mnist_small.info.std, 0)
+    held = TrialData(mnist_small.train.in_memory(), mnist_small.val.in_memory(), mnist_small.info.shape, 0)
     ref = ray.put(held)
     first, second = ray.get(ref), ray.get(ref)  # as two trial processes would
     assert first.train.images.data_ptr() == second.train.images.data_ptr()  # one copy, in shared memory
     assert first.val.labels.data_ptr() == second.val.labels.data_ptr()
     assert torch.equal(first.train.images, mnist_small.train.images) and first.shape == mnist_small.info.shape
+    assert first.train.norm == mapped.train.norm == mnist_small.info.normalization  # it travels with the data
 
 
 def run_trials(tmp_path, data: TrialData, lrs: list[float], name: str) -> pd.DataFrame:
@@ -102,8 +102,7 @@ def run_trials(tmp_path, data: TrialData, lrs: list[float], name: str) -> pd.Dat
 
 @pytest.mark.integration
 def test_a_trial_in_a_reused_process_gives_the_results_of_a_fresh_one(local_ray, tmp_path, mnist_small):
-    data = TrialData(mnist_small.train.subset(1024), mnist_small.val.subset(256), mnist_small.info.shape,
-                     mnist_small.info.mean, mnist_small.info.std, seed=3)
+    data = TrialData(mnist_small.train.subset(1024), mnist_small.val.subset(256), mnist_small.info.shape, seed=3)
     shared = run_trials(tmp_path, data, [0.02, 0.005], "shared")
     alone = run_trials(tmp_path, data, [0.005], "alone")
     second = shared[shared["lr"] == 0.005].reset_index(drop=True)

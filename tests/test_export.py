@@ -98,7 +98,7 @@ def test_a_winner_that_cannot_be_tested_is_reported_and_the_others_still_are(tmp
         dict(trial_id="v1", model="vit", status="completed", best_val_acc=0.8, train_time_s=1.0, wall_clock_s=1.0,
              params=1),
     ])
-    runtime = Runtime(torch.device("cpu"), mnist_small.info.mean, mnist_small.info.std)
+    runtime = Runtime(torch.device("cpu"))
     tested = evaluate_finalists(trials, {"c1": tmp_path / "c1", "v1": tmp_path / "v1"}, configs,
                                 mnist_small.test, runtime, mnist_small.info.shape)
     table, predictions = tested.finalists, tested.predictions

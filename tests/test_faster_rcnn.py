@@ -14,7 +14,6 @@ from helpers import run_cli, search_command
 from models.faster_rcnn import BACKBONES, DETECTION
 from models.nets.faster_rcnn import object_boxes
 from models.finetune import WeightsError, tv_builder, tv_weights, weights_file_name
-from trainables.data import Split
 from trainables.loop import evaluate, train_one_epoch
 from trainables.runtime import Runtime
 from models.config import TrainConfig
@@ -96,9 +95,8 @@ def test_without_detections_every_image_still_gets_the_proposals_best_class():
 
 def test_loss_and_metrics_through_the_shared_loop(mnist_small):
     model = scratch()
-    train = Split(mnist_small.train.images[:64], mnist_small.train.labels[:64])
-    val = Split(mnist_small.val.images[:48], mnist_small.val.labels[:48])
-    runtime = Runtime(torch.device("cpu"), MEAN, STD, amp=False, channels_last=False)
+    train, val = mnist_small.train.subset(64), mnist_small.val.subset(48)
+    runtime = Runtime(torch.device("cpu"), amp=False, channels_last=False)
     cfg = TrainConfig(optimizer="sgd", lr=0.01, batch_size=32)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     stats = train_one_epoch(model, train, optimizer, None, cfg, runtime, task=DETECTION)

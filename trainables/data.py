@@ -35,6 +35,16 @@ def _tensor(array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(array)
 
 
+@dataclass(frozen=True)
+class Normalization:
+    """How a data set's images become model inputs: per channel, (x / 255 - mean) / std with the mean and std of
+    its training split, and whether a left-right flip keeps the class (augmentation may flip: photos, not digits)."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    mirror: bool = False
+
+
 @dataclass
 class Split:
     """Images as one (N, C, H, W) uint8 tensor and labels as one (N,) int64 tensor.
@@ -42,12 +52,21 @@ class Split:
     ``file``: the .npy file the images are a memory map of (the split as carved into the cache), whose first
     N rows they are; every process that maps it shares the machine's one copy in the page cache.
     ``streamed``: the data is larger than memory, so batches are read in blocks (``trainables.batches``).
+    ``norm``: its data set's normalization (every split of one data set carries the same): training and
+    evaluation read it here, so it travels with the data wherever the split goes.
     """
 
     images: torch.Tensor
     labels: torch.Tensor
     file: str | None = None
     streamed: bool = False
+    norm: Normalization | None = None
+
+    @property
+    def normalization(self) -> Normalization:
+        if self.norm is None:
+            raise ValueError("this split has no normalization: load it with load_dataset, or give Split(..., norm=)")
+        return self.norm
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -55,10 +74,10 @@ class Split:
     def __reduce__(self):
         if self.file is not None and self.images.device.type == "cpu":
             # A trial process maps the same file: no copy is pickled, none is made.
-            return _split_from_file, (self.file, len(self), self.labels.numpy(), self.streamed)
+            return _split_from_file, (self.file, len(self), self.labels.numpy(), self.streamed, self.norm)
         # Pickled as numpy arrays: Ray then keeps them in its shared object store and every trial process
         # on a machine maps that one copy instead of unpickling its own.
-        return _split_from_numpy, (self.images.numpy(), self.labels.numpy())
+        return _split_from_numpy, (self.images.numpy(), self.labels.numpy(), self.norm)
 
     @property
     def nbytes(self) -> int:
@@ -68,27 +87,28 @@ class Split:
         """The first ``n`` examples (the split is already shuffled where that matters)."""
         if n is None or n >= len(self):
             return self
-        return Split(self.images[:n], self.labels[:n], self.file, self.streamed)
+        return Split(self.images[:n], self.labels[:n], self.file, self.streamed, self.norm)
 
     def to(self, device: torch.device | str) -> "Split":
         if torch.device(device) == self.images.device:
             return self
-        return Split(self.images.to(device), self.labels.to(device))
+        return Split(self.images.to(device), self.labels.to(device), norm=self.norm)
 
     def in_memory(self) -> "Split":
         """This split as a plain in-memory copy (for a Ray cluster: its nodes do not have this machine's files)."""
-        return Split(_tensor(np.ascontiguousarray(self.images.numpy())), self.labels.clone())
+        return Split(_tensor(np.ascontiguousarray(self.images.numpy())), self.labels.clone(), norm=self.norm)
 
     def class_counts(self, num_classes: int) -> list[int]:
         return np.bincount(self.labels.numpy(), minlength=num_classes).tolist()
 
 
-def _split_from_numpy(images: np.ndarray, labels: np.ndarray) -> Split:
-    return Split(_tensor(images), _tensor(labels))
+def _split_from_numpy(images: np.ndarray, labels: np.ndarray, norm: Normalization | None = None) -> Split:
+    return Split(_tensor(images), _tensor(labels), norm=norm)
 
 
-def _split_from_file(file: str, count: int, labels: np.ndarray, streamed: bool) -> Split:
-    return Split(_tensor(np.load(file, mmap_mode="r")[:count]), _tensor(labels), file, streamed)
+def _split_from_file(file: str, count: int, labels: np.ndarray, streamed: bool,
+                     norm: Normalization | None = None) -> Split:
+    return Split(_tensor(np.load(file, mmap_mode="r")[:count]), _tensor(labels), file, streamed, norm)
 
 
 @dataclass(frozen=True)
@@ -121,6 +141,10 @@ class DatasetInfo:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def normalization(self) -> Normalization:
+        return Normalization(tuple(self.mean), tuple(self.std), self.mirror)
 
     @property
     def shape(self) -> DataShape:
@@ -289,11 +313,13 @@ def load_dataset(
     splits = carved(decoded, index)
     mean, std = channel_stats(splits["train"].images.numpy())
     info = DatasetInfo.of(decoded, mean, std, split_seed, carved_test)
+    for split in splits.values():
+        split.norm = info.normalization
     return Dataset(info, splits["train"].subset(limit[0]), splits["val"].subset(limit[1]),
                    splits["test"].subset(limit[2]), {k: len(s) for k, s in splits.items()})
 
 
-__all__ = ["DataError", "Dataset", "DatasetInfo", "Split", "load_dataset", "resolve_data_dir", "stratified_split"]
+__all__ = ["DataError", "Dataset", "DatasetInfo", "Normalization", "Split", "load_dataset", "resolve_data_dir", "stratified_split"]
 
 
 def load_data(options: DataOptions, download: bool = True) -> Dataset:

@@ -121,8 +121,9 @@ def train_one_epoch(
     total_loss = torch.zeros((), device=runtime.device)
     seen = 0
     start = time.perf_counter()
-    batches = iterate(data, cfg.batch_size, runtime.mean, runtime.std, shuffle=True, augment=cfg.augment,
-                      generator=generator, channels_last=runtime.channels_last, mirror=runtime.mirror,
+    norm = data.normalization
+    batches = iterate(data, cfg.batch_size, norm.mean, norm.std, shuffle=True, augment=cfg.augment,
+                      generator=generator, channels_last=runtime.channels_last, mirror=norm.mirror,
                       device=runtime.device)
     for step, (x, y) in enumerate(batches):
         with runtime.autocast:
@@ -153,7 +154,8 @@ def evaluate(model: nn.Module, data: Split, runtime: Runtime, batch_size: int = 
     total_loss = torch.zeros((), device=runtime.device)
     counts = {name: torch.zeros((), device=runtime.device) for name in task.rates}
     predictions = []
-    for x, y in iterate(data, eval_batch(data.images, min(batch_size, task.eval_batch_size)), runtime.mean, runtime.std,
+    norm = data.normalization
+    for x, y in iterate(data, eval_batch(data.images, min(batch_size, task.eval_batch_size)), norm.mean, norm.std,
                         channels_last=runtime.channels_last):
         with runtime.autocast:
             out = task.predict(model, x)
@@ -194,7 +196,7 @@ def prepare(model_name: str, config: Mapping[str, Any], train: Split, runtime: R
     for data of ``shape``."""
     spec = models.get(model_name)
     train_cfg = split_config(config, spec.config_cls, model_name)
-    ctx = models.BuildContext(shape, runtime.mean, runtime.std, weights_dir)
+    ctx = models.BuildContext(shape, train.normalization.mean, train.normalization.std, weights_dir)
     model = runtime.place(spec.build(config, ctx))
     optimizer = make_optimizer(model, train_cfg)
     steps_per_epoch = -(-len(train.subset(train_cfg.max_train_images or None)) // train_cfg.batch_size)

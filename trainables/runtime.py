@@ -54,8 +54,6 @@ class Runtime:
     """How to run, as opposed to what to train: device and speed switches, not hyperparameters."""
 
     device: torch.device
-    mean: tuple[float, ...]  # the data's per-channel normalization
-    std: tuple[float, ...]
     amp: bool = True  # bf16 autocast where the device has fast bf16 (recent GPUs; CPUs, see below)
     channels_last: bool = True  # faster convolutions on CPU (about 1.4x) and on tensor cores
     # On CPUs bf16 pays off for convolutions (the CNN: 1.7x) but slows small matmuls (the ViT: 0.7x);
@@ -63,7 +61,6 @@ class Runtime:
     # model's registry entry says where to use it (``ModelSpec.cpu_bf16``, ``ModelSpec.gpu_bf16``).
     cpu_bf16: bool = False
     gpu_bf16: bool = True
-    mirror: bool = False  # the data allows left-right flips as augmentation (photos, not digits)
 
     def place(self, model: nn.Module) -> nn.Module:
         """``model`` on this device, in channels_last layout when that is on."""

@@ -62,8 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.manual_seed(seed)
     set_threads(args.threads)
     device = pick_device(args.device)
-    runtime = Runtime(device, data.info.mean, data.info.std, amp=not args.no_amp,
-                      channels_last=not args.no_channels_last, mirror=data.info.mirror).for_model(spec)
+    runtime = Runtime(device, amp=not args.no_amp, channels_last=not args.no_channels_last).for_model(spec)
     train, val = data.train.to(device), data.val.to(device)
     try:
         prepared = prepare(args.model, config, train, runtime, data.info.shape, args.weights_dir)

@@ -39,13 +39,10 @@ class TrialData:
     train: Split
     val: Split
     shape: models.DataShape
-    mean: tuple[float, ...]  # per channel, of the training split
-    std: tuple[float, ...]
     seed: int
     amp: bool = True
     channels_last: bool = True
     weights_dir: str | None = None
-    mirror: bool = False  # the data allows left-right flips as augmentation
     key: str = field(default="")  # the splits' identity: device copies are cached under it
 
     def __post_init__(self) -> None:
@@ -186,7 +183,7 @@ def _setup(config: dict[str, Any], data: TrialData):
 
     set_threads(tune.get_context().get_trial_resources().required_resources.get("CPU", 1))
     device = trial_device()
-    runtime = Runtime(device, data.mean, data.std, amp=data.amp, channels_last=data.channels_last, mirror=data.mirror)
+    runtime = Runtime(device, amp=data.amp, channels_last=data.channels_last)
     runtime = runtime.for_model(models.get(config["model"]))
     train, val = DeviceData.get(data, device)
     # The trial's own seed (the search's, or a repeat's), set before the model is built: it initializes it.
