@@ -36,6 +36,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -98,7 +99,13 @@ def curves(epochs: pd.DataFrame) -> tuple[list[float], list[float]]:
 
 
 def run_one(arm: str, args: argparse.Namespace, seed: int, storage: Path) -> dict:
-    """One search, and what its exports say."""
+    """One search, and what its exports say. A search ``storage`` already holds finished (a ``--keep`` folder of
+    an interrupted benchmark) is read, not run again; one it holds unfinished is removed and run anew."""
+    folder = storage / f"{arm}-seed{seed}"
+    if (folder / "finalists.parquet").is_file():
+        kept = folder / "benchmark_run.json"
+        return dict(read_run(folder, arm, seed, args.max_epochs), **(json.loads(kept.read_text()) if kept.is_file() else {}))
+    shutil.rmtree(folder, ignore_errors=True)
     flags = search_flags(arm, args, seed, storage)
     start = time.monotonic()
     # PYTHONPATH: the searches run this checkout's code even if the project is installed elsewhere.
@@ -107,8 +114,9 @@ def run_one(arm: str, args: argparse.Namespace, seed: int, storage: Path) -> dic
     wall = time.monotonic() - start
     if proc.returncode != 0:
         raise SystemExit(f"{arm} seed {seed} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return dict(read_run(storage / f"{arm}-seed{seed}", arm, seed, args.max_epochs),
-                command="python -m search.run " + " ".join(flags), wall_s=round(wall, 1))
+    said = {"command": "python -m search.run " + " ".join(flags), "wall_s": round(wall, 1)}
+    (folder / "benchmark_run.json").write_text(json.dumps(said))
+    return dict(read_run(folder, arm, seed, args.max_epochs), **said)
 
 
 def read_run(folder: Path, arm: str, seed: int, max_epochs: int) -> dict:
@@ -405,8 +413,14 @@ def settings(args: argparse.Namespace) -> dict:
     return dict(budget=args.budget, max_epochs=args.max_epochs, grace_period=args.grace_period,
                 reduction_factor=args.reduction_factor, rungs=rungs(args.max_epochs, args.grace_period, args.reduction_factor),
                 seeds=args.seeds, dataset=args.dataset, train_size=args.train_size, cpus=args.cpus, gpus=args.gpus,
-                machine=describe(),
+                machine=describe(), code=code_version(),
                 torch=torch.__version__, device=torch.cuda.get_device_name(0) if args.gpus else "cpu")
+
+
+def code_version() -> str:
+    """The commit whose search code ran (``-dirty`` if the checkout had changes)."""
+    proc = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True)
+    return proc.stdout.strip() or "unknown"
 
 
 def kept_runs(args: argparse.Namespace) -> list[dict]:
@@ -431,7 +445,9 @@ def main() -> None:
     p.add_argument("--gpus", type=int, default=0)
     p.add_argument("--arms", nargs="+", choices=list(ARMS), default=DEFAULT_ARMS)
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "search_quality.json")
-    p.add_argument("--keep", type=Path, default=None, help="keep the searches' folders here")
+    p.add_argument("--keep", type=Path, default=None,
+                   help="keep the searches' folders here; run again with the same --keep, an interrupted benchmark "
+                        "reads the searches that finished and runs the rest")
     p.add_argument("--report", type=Path, default=None, help="only analyse this saved result file again")
     p.add_argument("--from-folders", type=Path, default=None,
                    help="only analyse the searches kept in this folder (--keep of an interrupted run): the seeds "
@@ -452,7 +468,7 @@ def main() -> None:
             for arm in args.arms:
                 run = run_one(arm, args, seed, storage)
                 print(f"{arm:11s} seed {seed}: best {100 * max(run['curve'][:args.budget]):.2f}% within {args.budget} "
-                      f"epochs ({run['trials']} trials, {run['epochs_trained']} epochs, {run['wall_s']} s)", flush=True)
+                      f"epochs ({run['trials']} trials, {run['epochs_trained']} epochs, {run.get('wall_s')} s)", flush=True)
                 runs.append(run)
         result = dict(settings(args), total_s=round(time.time() - started), runs=runs)
     result["summary"] = summarize(result["runs"], result["budget"], result["max_epochs"])

@@ -101,3 +101,10 @@ def test_the_benchmark_runs_end_to_end_on_a_tiny_budget(tmp_path, data_dir):
     assert len(result["runs"]) == 4 and out.with_suffix(".png").stat().st_size > 0
     assert result["rank_correlations"][0]["rung"] == 1 and result["rank_correlations"][0]["schedule"] == "all"
     assert "Wilcoxon" in proc.stdout and "default's result" in proc.stdout
+    # Run again on the same --keep folder (as after an interruption): the finished searches are read, none rerun.
+    before = {p: p.stat().st_mtime for p in (tmp_path / "runs").glob("*/finalists.parquet")}
+    again = subprocess.run(proc.args, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "SEARCH_DATA_DIR": str(data_dir), "RAY_USAGE_STATS_ENABLED": "0"})
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert len(before) == 4 and before == {p: p.stat().st_mtime for p in (tmp_path / "runs").glob("*/finalists.parquet")}
+    assert json.loads(out.read_text())["summary"]["table"] == result["summary"]["table"]
