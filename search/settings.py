@@ -262,28 +262,13 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def check_storage(settings: Settings) -> None:
-    """The results folder (and the storage URI) must be writable and must not hold an earlier
-    experiment of that name."""
-    taken_remotely = False
-    if settings.remote:
-        try:
-            storage.check_writable(settings.remote)
-            taken_remotely = storage.exists(settings.tune_folder)
-        except storage.StorageError as e:
-            raise UsageError(str(e)) from None
-    if (settings.folder.exists() or taken_remotely) and not settings.resume:
-        where = settings.remote or settings.storage
-        raise UsageError(f"an experiment named {settings.name!r} already exists in {where}; "
-                         f"continue it with --resume --name {settings.name}, or choose another --name "
-                         "(results are never overwritten)")
+    """The results folder (and the storage URI) must be writable and must not hold an earlier experiment of that
+    name (``storage.check_experiment_place``)."""
     try:
-        settings.storage.mkdir(parents=True, exist_ok=True)
-        probe = settings.storage / f".write-test-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise UsageError(f"--storage-path {settings.storage} is not writable ({e.strerror}); "
-                         "choose a folder you can write to") from None
+        storage.check_experiment_place(settings.storage, settings.folder, settings.remote, settings.tune_folder,
+                                       settings.name, settings.resume)
+    except storage.StorageError as e:
+        raise UsageError(str(e)) from None
 
 
 def check_weights(settings: Settings) -> None:

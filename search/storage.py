@@ -9,6 +9,7 @@ uploaded file by file, so the remote folder never holds half of an export.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pyarrow.fs as pafs
@@ -74,3 +75,24 @@ def upload(local: Path, uri: str) -> None:
     fs, path = resolve(uri)
     fs.create_dir(path, recursive=True)
     pafs.copy_files(str(local), path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+
+
+def check_experiment_place(local: Path, folder: Path, remote: str | None, tune_folder: str, name: str,
+                           resume: bool) -> None:
+    """Raise ``StorageError`` unless the results folder ``local`` (and the ``remote`` URI) can be written and,
+    unless resuming, hold no experiment ``name`` yet (its ``folder`` here, its ``tune_folder`` there)."""
+    taken_remotely = False
+    if remote:
+        check_writable(remote)
+        taken_remotely = exists(tune_folder)
+    if (folder.exists() or taken_remotely) and not resume:
+        raise StorageError(f"an experiment named {name!r} already exists in {remote or local}; continue it with "
+                           f"--resume --name {name}, or choose another --name (results are never overwritten)")
+    try:
+        local.mkdir(parents=True, exist_ok=True)
+        probe = local / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise StorageError(f"--storage-path {local} is not writable ({e.strerror}); choose a folder you can "
+                           "write to") from None
