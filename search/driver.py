@@ -29,6 +29,7 @@ from search.ray_session import start_ray
 from search.repeats import (FixedConfigs, RepeatsScheduler, repeat_configs, repeats_name, repeats_table,
                             with_repeat_statistics)
 from search.settings import COMMAND_FILE, Settings
+from search.resume.state import tuner_to_continue
 from trainables.data import Dataset
 from trainables.tune_trial import TrialData, train_trial
 
@@ -124,9 +125,12 @@ def repeats_tuner(settings: Settings, data: Dataset, points: list[dict[str, Any]
     ran the same configurations; else a new one."""
     name = repeats_name(points)
     path = storage.join(settings.tune_folder, name) if settings.remote else str(Path(settings.tune_folder) / name)
-    if settings.resume and tune_state_saved(path):
-        return tune.Tuner.restore(path, trainable=make_trainable(settings, data), resume_unfinished=True,
-                                  resume_errored=False, restart_errored=False)
+    return tuner_to_continue(path, settings.resume, lambda: new_repeats_tuner(settings, data, points, slots, name),
+                             lambda: make_trainable(settings, data))
+
+
+def new_repeats_tuner(settings: Settings, data: Dataset, points: list[dict[str, Any]], slots: int,
+                      name: str) -> tune.Tuner:
     return tune.Tuner(
         make_trainable(settings, data),
         tune_config=tune.TuneConfig(
@@ -200,14 +204,6 @@ def budget_spent(settings: Settings, fit_seconds: float) -> bool:
     return bool(settings.time_budget) and fit_seconds >= settings.time_budget
 
 
-def tune_state_saved(folder: str) -> bool:
-    """Whether Tune saved an experiment state to resume from. Its tuner.pkl (what ``can_restore`` looks
-    for) is written first: a kill before the first ``experiment_state-*.json`` leaves a Tuner that
-    restores to a one-trial search, so such a folder counts as never started."""
-    return tune.Tuner.can_restore(folder) and any(
-        name.startswith("experiment_state-") and name.endswith(".json") for name in storage.names_in(folder))
-
-
 def tuner_for(settings: Settings, data: Dataset, slots: tuple[int, dict[str, int]]) -> tune.Tuner:
     """A new Tuner, or with --resume the interrupted one, restored from its experiment state: its
     trials, each model's Optuna study and ASHA brackets (pickled with the searcher and scheduler)."""
@@ -220,19 +216,8 @@ def tuner_for(settings: Settings, data: Dataset, slots: tuple[int, dict[str, int
         write_dataset_record(data, settings.folder)
     if settings.remote:  # --resume reads them there, from any machine
         storage.upload(settings.folder, settings.tune_folder)
-    if not settings.resume:
-        return make_tuner(settings, data, slots)
-    if not tune_state_saved(settings.tune_folder):
-        # Killed before Tune first saved its state: no trial had started, so nothing is lost by starting
-        # over. The studies' journal only holds trials that were asked for and never ran: set aside.
-        journal = settings.folder / OPTUNA_FILE
-        if journal.exists():
-            journal.replace(journal.with_name(f"{OPTUNA_FILE}.before-resume"))
-        print(f"note: {settings.tune_folder} was stopped before its first trial started; starting it from the "
-              "beginning with its original settings")
-        return make_tuner(settings, data, slots)
-    return tune.Tuner.restore(settings.tune_folder, trainable=make_trainable(settings, data),
-                              resume_unfinished=True, resume_errored=False, restart_errored=False)
+    return tuner_to_continue(settings.tune_folder, settings.resume, lambda: make_tuner(settings, data, slots),
+                             lambda: make_trainable(settings, data), settings.folder / OPTUNA_FILE)
 
 
 def run_search(settings: Settings, data: Dataset) -> int:

@@ -22,7 +22,7 @@ from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import Searcher
 
 from analysis.schema import FINALIST_COLUMNS, REPEAT_COLUMNS, REPEAT_STAT_COLUMNS, config_names
-from search.searcher import base_searcher, set_generator_count
+from search.resume.state import base_searcher, set_generator_count
 
 SEED_STEP = 1_000  # repeat i of a search at seed s trains at s + 1000 * i: never a seed the search used
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -22,11 +21,11 @@ import imagesets
 import models
 from imagesets.housekeeping import describe_usage
 from imagesets.options import add_data_arguments
-from search import storage
 from search.cluster import prepare_join
+from search.resume.command import absolute_dataset, resumed_args
 from search.plans import SAMPLERS
 from search.ports import choose_dashboard_port
-from search.settings import (COMMAND_FILE, DEFAULT_SAMPLES, SMALL_TRAIN, SMOKE, UsageError, fit_to_data,
+from search.settings import (SMALL_TRAIN, SMOKE, UsageError, fit_to_data,
                              settings_from_args)
 
 EXIT_BAD_INPUT = 2
@@ -127,49 +126,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def resumed_args(args: argparse.Namespace) -> tuple[argparse.Namespace, list[str]]:
-    """The saved command line of the experiment ``--name`` (what --resume continues)."""
-    if not args.name:
-        raise UsageError("--resume needs the --name of the experiment to continue")
-    if storage.is_uri(args.storage_path):
-        folder = storage.join(args.storage_path, args.name)
-        try:
-            saved = storage.read_text(storage.join(folder, COMMAND_FILE))
-        except storage.StorageError as e:
-            raise UsageError(str(e)) from None
-    else:
-        folder = Path(args.storage_path).expanduser().resolve() / args.name
-        saved = (folder / COMMAND_FILE).read_text() if (folder / COMMAND_FILE).is_file() else None
-    if saved is None:
-        raise UsageError(f"nothing to resume: {folder} holds no experiment started by this tool "
-                         f"({COMMAND_FILE} missing); check --name and --storage-path, or start it without --resume")
-    argv = json.loads(saved)["argv"]
-    original = build_parser().parse_args(argv)
-    # Where it was found is where it is, whatever the working directory was when it started.
-    original.resume, original.name, original.storage_path = True, args.name, args.storage_path
-    if args.num_samples is not None:  # --resume --num-samples N: grow the search to N trials per model
-        argv = grown(original, argv, args.num_samples)
-        original.num_samples = args.num_samples
-    return original, argv
-
-
-def grown(original: argparse.Namespace, argv: list[str], num_samples: int) -> list[str]:
-    """The saved command line with ``--num-samples`` raised to ``num_samples``; fewer is refused."""
-    before = original.num_samples or (SMOKE["num_samples"] if original.smoke else DEFAULT_SAMPLES)
-    if num_samples < before:
-        raise UsageError(f"--resume --num-samples {num_samples}: the search already has {before} trials per model; "
-                         "a search can grow, not shrink (give a larger number, or leave --num-samples out)")
-    out, skip = [], False
-    for word in argv:  # drop the saved --num-samples, in either spelling
-        if skip:
-            skip = False
-        elif word == "--num-samples":
-            skip = True
-        elif not word.startswith("--num-samples="):
-            out.append(word)
-    return [*out, "--num-samples", str(num_samples)]
-
-
 def process_start_time() -> float:
     """Unix time this process started (Linux's /proc), so the efficiency figures count the
     interpreter's start and the imports too; elsewhere, now."""
@@ -179,19 +135,6 @@ def process_start_time() -> float:
         return time.time() - uptime + ticks / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return time.time()
-
-
-def absolute_dataset(argv: list[str]) -> list[str]:
-    """The command line with a folder given to ``--dataset`` as an absolute path (saved for --resume)."""
-    out = list(argv)
-    for i, word in enumerate(out):
-        flag, eq, value = word.partition("=")
-        if flag == "--dataset" and (eq or i + 1 < len(out)):
-            j, value = (i, value) if eq else (i + 1, out[i + 1])
-            if not imagesets.is_registered(value) and Path(value).expanduser().is_dir():
-                absolute = str(Path(value).expanduser().resolve())
-                out[j] = f"--dataset={absolute}" if eq else absolute
-    return out
 
 
 def describe_data(data) -> str:
@@ -213,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.resume:
-            args, argv = resumed_args(args)
+            args, argv = resumed_args(args, build_parser())
         settings = settings_from_args(args)
         port, note = choose_dashboard_port(settings)
         settings = dataclasses.replace(settings, dashboard_port=port)
@@ -237,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       "winner is refit on training + validation images before it is tested and bundled (--no-refit: "
                       "keep the trial's checkpoint)")
         if settings.resume:
-            from search.resume import check_resume
+            from search.resume.checks import check_resume
 
             check_resume(settings, data)
         if args.train_size and data.full_sizes["train"] < args.train_size:

@@ -17,11 +17,9 @@ from typing import Any
 
 import optuna
 from optuna.trial import TrialState
-from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
 
-from models.config import MODEL_KEY
 from search.plans import METRIC, MODE, TIME_ATTR, ModelPlan, schedule_restarts
 from search.studies import ModelStudy, ended_state, full_trials, make_sampler
 
@@ -196,53 +194,6 @@ def restore_scheduler(scheduler: TrialScheduler, state: bytes) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         Path(f"{tmp}/state").write_bytes(state)
         scheduler.restore(f"{tmp}/state")
-
-
-def base_searcher(search_alg: Any) -> Any:
-    """The searcher inside Tune's search algorithm (a ``SearchGenerator``) and its wrappers."""
-    searcher = getattr(search_alg, "searcher", None)
-    while hasattr(searcher, "searcher"):
-        searcher = searcher.searcher
-    return searcher
-
-
-def set_generator_count(search_alg: Any, created: int, total: int, finished: bool) -> None:
-    """Tune's count of the trials its generator created, the total it may create and whether it is
-    finished, through ``SearchGenerator.get_state``/``set_state`` (the keys: docs/design.md)."""
-    search_alg.set_state({**search_alg.get_state(), "counter": created, "total_samples": total, "finished": finished})
-
-
-def sync_generator(search_alg: Any, searcher: PerModelSearcher, trials: list) -> None:
-    """Tune's generator count set to what its trial list holds: a saved count newer than the list
-    would end the search short, an older one would run a trial too many, and a search grown on
-    --resume needs the larger total."""
-    listed = Counter(t.config[MODEL_KEY] for t in trials)
-    set_generator_count(search_alg, len(trials), max(sum(searcher.budget.values()), len(trials)),
-                        all(listed[name] >= n for name, n in searcher.budget.items()))
-
-
-def adopt_trial(tune_controller: Any, trial: Any) -> None:
-    """A trial Tune adds (its scheduler's ``on_trial_add``): on --resume, each trial of the restored
-    list, after the searcher was restored (see ``PerModelSearcher.adopt``)."""
-    search_alg = getattr(tune_controller, "search_alg", None)
-    searcher = base_searcher(search_alg)
-    if not isinstance(searcher, PerModelSearcher):
-        return
-    searcher.adopt(trial.trial_id, trial.config[MODEL_KEY], trial.config,
-                   trial.status in (Trial.TERMINATED, Trial.ERROR), trial.status == Trial.ERROR, trial.last_result)
-    sync_generator(search_alg, searcher, tune_controller.get_trials())
-
-
-def reconcile_search(tune_controller: Any) -> None:
-    """Bring the searcher, and Tune's count of the trials it created, in line with Tune's trial list
-    (see ``PerModelSearcher.reconcile``)."""
-    search_alg = tune_controller.search_alg
-    searcher = base_searcher(search_alg)
-    if not isinstance(searcher, PerModelSearcher):
-        return
-    trials = tune_controller.get_trials()
-    searcher.reconcile({t.trial_id: t.config[MODEL_KEY] for t in trials})
-    sync_generator(search_alg, searcher, trials)
 
 
 def build_searcher(plans: list[ModelPlan], seed: int, storage: optuna.storages.BaseStorage | None = None,

@@ -11,7 +11,8 @@ from ray.tune.search import SearchGenerator, Searcher
 
 import models
 from search.plans import ModelPlan
-from search.searcher import BUDGET_FILE, PerModelSearcher, build_searcher, sync_generator
+from search.resume.state import sync_generator
+from search.searcher import BUDGET_FILE, PerModelSearcher, build_searcher
 from search.studies import optuna_storage, space_changes
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

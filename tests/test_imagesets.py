@@ -242,7 +242,7 @@ def test_the_search_refuses_bad_data_before_ray_starts(tmp_path, capsys):
 
 
 def test_a_folder_is_saved_as_an_absolute_path_so_resume_finds_it_from_anywhere(tmp_path, monkeypatch):
-    from search.run import absolute_dataset
+    from search.resume.command import absolute_dataset
 
     write_folder(tmp_path / "photos", classes=2, per_class=3)
     monkeypatch.chdir(tmp_path)

@@ -225,7 +225,8 @@ def test_a_searcher_newer_than_tunes_trial_list_gives_back_the_trials_that_will_
     from ray.tune.search import SearchGenerator
 
     from search.plans import ModelPlan
-    from search.searcher import build_searcher, reconcile_search
+    from search.resume.state import reconcile_search
+    from search.searcher import build_searcher
     from search.studies import optuna_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -291,7 +292,7 @@ def test_resume_ends_with_every_requested_trial_once_wherever_the_kill_landed(tm
 def test_a_folder_with_tuners_file_but_no_saved_state_counts_as_never_started(tmp_path):
     """Tune writes tuner.pkl before its first experiment state: a kill between the two must start the
     search over, not restore a Tuner that would run one trial of the six asked for."""
-    from search.driver import tune_state_saved
+    from search.resume.state import tune_state_saved
 
     (tmp_path / "tuner.pkl").write_bytes(b"")
     assert not tune_state_saved(str(tmp_path))

@@ -1,4 +1,5 @@
-"""What --resume may change, checked before Ray starts: a search grows, its data and space do not.
+"""What --resume may change, checked before Ray starts (after the data is loaded): a search grows, its data and space
+do not.
 
 A resumed search continues each model's study, whose trials were drawn from the search space and
 scored on the data the search began with. More trials (``--resume --num-samples N``) extend it;
