@@ -307,7 +307,7 @@ def summarize(runs: list[dict], budget: int, max_epochs: int | None = None) -> d
             test_acc=[by[arm, s]["test_acc"] for s in seeds],
             trials=int(np.median([by[arm, s]["trials"] for s in seeds])),
             stopped_early=int(np.median([by[arm, s]["stopped_early"] for s in seeds])),
-            epochs_by_reach={k: round(v / sum(reach.values()), 3) for k, v in reach.items()}))
+            epochs_by_reach={k: round(v / sum(reach.values()), 3) for k, v in sorted(reach.items(), key=lambda kv: int(kv[0]))}))
     return dict(pooled_best=pooled_best, budget=budget, half=half, seconds_horizon=float(reference_seconds),
                 defaults={str(k): v for k, v in defaults.items()}, table=table,
                 default_position=default_position(runs, max_epochs) if max_epochs else {}, tests=paired_tests(areas),
