@@ -51,8 +51,24 @@ def _overview(results: Results) -> list[str]:
                      f"{len(group)} trials of {', '.join(sorted(group['model'].unique()))}, seed "
                      f"{', '.join(map(str, group['seed'].unique()))}, ran on {devices}")
     lines += ["", "Validation numbers come from the split the search optimized; test numbers from one evaluation "
-              "of each model's winner on the test split.", ""]
+              "of each model's winner on the test split.", *_selection(t), ""]
     return lines
+
+
+def _selection(trials: pd.DataFrame) -> list[str]:
+    """How each experiment scored its trials: on the validation split, or by k-fold cross-validation."""
+    if "folds" not in trials or trials["folds"].isna().all():
+        return []  # results written before schema 8
+    lines = []
+    for experiment, group in trials.groupby("experiment"):
+        folds = int(group["folds"].dropna().max())
+        se = group.loc[group["best_val_acc"].idxmax(), "best_val_acc_se"] if group["best_val_acc"].notna().any() else None
+        where = (f"stratified {folds}-fold cross-validation over the training and validation images (the validation "
+                 "split alone was too small to select on): `val_acc` is the mean over the folds"
+                 if folds > 1 else "the validation split")
+        lines.append(f"- **{experiment}** scored its trials on {where}"
+                     + (f"; the best trial's standard error {100 * se:.2f} points" if se is not None and pd.notna(se) else ""))
+    return ["", *lines]
 
 
 def _data(results: Results, folder: Path) -> list[str]:

@@ -8,22 +8,28 @@ from __future__ import annotations
 
 import pandas as pd
 
+# 8: how trials were scored and how long they trained: ``folds`` (1: the validation split; k: k-fold
+# cross-validation, whose fold mean is val_acc), ``train_images`` (images an epoch trained on: a fold's under
+# cross-validation) in trials, and ``val_acc_se`` (val_acc's standard error: over the folds, or binomial on one
+# split) in epochs, ``best_val_acc_se`` in trials;
 # 7: baselines.parquet and baseline_predictions.parquet (a classical baseline, tested once, in every search);
 # 6: the model bundles: in finalists, each winner's checkpoint epoch, bundle, ONNX export, cost to run and (with
 # --refit) the refit's test; predictions' ``stage`` (the search's winner, or its refit);
 # 5: classes.parquet (class names and per-split counts) and dataset.json (what the data was and how it
 # was split and normalized); 4: predictions.parquet (the tested winners' test predictions),
 # repeats.parquet and the repeat statistics in finalists (with --repeats); 3: the efficiency columns in trials
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 # no_box_rate: share of validation images a detector found no box in (empty for classifiers)
 EPOCH_COLUMNS = ["trial_id", "model", "epoch", "train_loss", "val_loss", "val_acc", "val_f1",
-                 "epoch_time_s", "elapsed_s", "reported_at", "no_box_rate", "node"]
+                 "epoch_time_s", "elapsed_s", "reported_at", "no_box_rate", "node", "val_acc_se"]
 TRIAL_COLUMNS = ["experiment", "trial_id", "model", "status", "epochs", "best_val_acc", "best_val_f1",
                  "best_val_loss", "train_time_s", "wall_clock_s", "time_to_best_s", "params", "device", "node",
                  "precision", "dataset", "seed", "pretrained", "error", "started_at",
                  # where and when it ran, for the search's efficiency (analysis.efficiency)
                  "process", "trial_in_process", "setup_s", "train_started_at", "ended_at", "slots",
-                 "search_started_at"]
+                 "search_started_at",
+                 # how it was scored (schema 8)
+                 "folds", "train_images", "best_val_acc_se"]
 FINALIST_COLUMNS = ["model", "trial_id", "test_acc", "test_f1", "test_loss", "best_val_acc", "train_time_s",
                     "wall_clock_s", "params", "best_epoch"]
 # What the search hands over (schema 6): each winner's bundle (<folder>/models/<model>/), which model it holds

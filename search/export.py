@@ -97,7 +97,7 @@ def trial_row(record: TrialRecord, experiment: str, dataset: str, seed: int,
         time_to_best_s=None, params=None, device=None, node=None, precision=None, dataset=dataset, seed=seed,
         pretrained=record.config.get("pretrained"), error=record.error, started_at=None,
         process=None, trial_in_process=None, setup_s=None, train_started_at=None, ended_at=None,
-        **(search or {}),
+        folds=None, train_images=None, best_val_acc_se=None, **(search or {}),
     )
     if len(h):
         best = h.loc[h["val_acc"].idxmax()]
@@ -110,6 +110,8 @@ def trial_row(record: TrialRecord, experiment: str, dataset: str, seed: int,
             started_at=_number(last, "started_at"), process=last.get("process"),
             trial_in_process=_number(last, "trial_in_process", int), setup_s=_number(last, "setup_s"),
             train_started_at=_number(last, "train_started_at"), ended_at=_number(last, "reported_at"),
+            folds=_number(last, "folds", int), train_images=_number(last, "train_images", int),
+            best_val_acc_se=_number(best, "val_acc_se"),
         )
     row.update(config_columns(record.config))
     return row

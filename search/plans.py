@@ -35,6 +35,10 @@ class ModelPlan:
     pretrained: tuple[bool, ...] = ()
     fixed: dict[str, Any] = field(default_factory=dict)  # settings every trial gets (--smoke pins some)
     shape: models.DataShape = models.DataShape()  # the data's: the space and the default adapt to it
+    # Whether max_epochs / grace_period are the model's own (``ModelSpec.budget``), which follow the data's size
+    # (``search.settings.fit_to_data``); False where --max-epochs / --grace-period or --smoke set them.
+    own_epochs: bool = True
+    own_rung: bool = True
 
 
 def rung_epochs(max_t: int, grace_period: int, reduction_factor: float) -> list[float]:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import imagesets
 import models
+from imagesets.folds import FoldsError
 from imagesets.housekeeping import describe_usage
 from imagesets.options import add_data_arguments
 from search.cluster import prepare_join
@@ -93,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="after the search, train each model's winning configuration K more times at other seeds "
                         "(full budget, same machinery) and test each run: repeats.parquet, and the mean, spread "
                         "and 95%% interval of the winner's test accuracy and F1 in finalists.parquet")
+    p.add_argument("--folds", type=int, default=None, metavar="K",
+                   help="score each trial by stratified K-fold cross-validation over the training and validation "
+                        "images (the fold mean is what the search maximizes and ASHA judges; every fold trains, so "
+                        "a trial costs K times as much); 1: on the validation split (default: 5 where the validation "
+                        "split has fewer than 500 images, one of which moves accuracy by over 0.2 points, else 1)")
     p.add_argument("--refit", action=argparse.BooleanOptionalAction, default=None,
                    help="after the search, train each winner's configuration again from scratch on the training and "
                         "validation images, for the epochs at which its trial peaked, test it once and bundle it "
@@ -150,6 +156,30 @@ def describe_data(data) -> str:
                             if data.train.streamed else "") + f"\n      {describe_usage(Path(info.cache).parent)}")
 
 
+def describe_selection(settings, data, refit_asked: bool | None) -> str:
+    """How trials are scored, how long each model trains, and whether winners are refit, as decided for this data."""
+    import numpy as np
+
+    from imagesets.folds import fold_ids
+
+    pool = len(data.train) + len(data.val)
+    if settings.folds > 1:
+        labels = np.concatenate([data.train.labels.numpy(), data.val.labels.numpy()])
+        fold_ids(labels, settings.folds, settings.seed)  # a class with fewer images than folds: FoldsError, now
+        lines = [f"Selection: {settings.folds}-fold stratified cross-validation over the {pool:,} training + "
+                 f"validation images (seed {settings.seed}; {len(data.val):,} validation images alone would move "
+                 f"accuracy by {100 / max(len(data.val), 1):.2f} points an image)"]
+    else:
+        lines = [f"Selection: on the {len(data.val):,} validation images"]
+    lines.append("Budgets: " + ", ".join(f"{p.name} {p.max_epochs} epochs (first rung {p.grace_period})"
+                                        for p in settings.plans))
+    if settings.refit and refit_asked is None:
+        lines.append(f"Small data set ({data.full_sizes['train']:,} training images, under {SMALL_TRAIN:,})"
+                     + (" and cross-validation" if settings.folds > 1 else "") + ": each winner is refit on training "
+                     "+ validation images before it is tested and bundled")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     started_at = process_start_time()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -172,13 +202,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         data = load_data(settings.data)
         print(describe_data(data))
-        settings = fit_to_data(settings, data.shape)
-        if settings.refit is None:  # small data: the validation images are worth training on once chosen
-            settings = dataclasses.replace(settings, refit=data.full_sizes["train"] < SMALL_TRAIN)
-            if settings.refit:
-                print(f"Small data set ({data.full_sizes['train']:,} training images, under {SMALL_TRAIN:,}): each "
-                      "winner is refit on training + validation images before it is tested and bundled (--no-refit: "
-                      "keep the trial's checkpoint)")
+        refit_asked = settings.refit
+        settings = fit_to_data(settings, data.shape, len(data.val), data.full_sizes["train"])
+        print(describe_selection(settings, data, refit_asked))
         if settings.resume:
             from search.resume.checks import check_resume
 
@@ -186,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.train_size and data.full_sizes["train"] < args.train_size:
             raise UsageError(f"--train-size {args.train_size}: only {data.full_sizes['train']} training images remain "
                              f"after the {data.full_sizes['val']} validation images; ask for fewer")
-    except (UsageError, imagesets.DataError) as e:
+    except (UsageError, imagesets.DataError, FoldsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     from search.driver import run_search

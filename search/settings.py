@@ -69,6 +69,8 @@ class Settings:
     epoch_budget: int | None = None  # --epoch-budget: training epochs the whole search may spend
     refit: bool | None = False  # --refit: each winner trained again on train + validation images before it is bundled;
     # None (the flag not given) until the data is known: on for small data (SMALL_TRAIN)
+    folds: int | None = None  # --folds: trials scored by k-fold cross-validation (1: on the validation split);
+    # None until the data is known: imagesets.folds.folds_for
 
     @property
     def folder(self) -> Path:
@@ -160,11 +162,25 @@ def pinned_settings(pairs: list[str], chosen: list[str],
     return out
 
 
-def fit_to_data(settings: Settings, shape: models.DataShape) -> Settings:
-    """Every plan made for data of ``shape``. A chosen model that cannot take such data at all, or a
-    ``--set`` value that cannot build for it, is a ``UsageError`` naming the model and the fix."""
+def fit_to_data(settings: Settings, shape: models.DataShape, val_images: int, full_train: int) -> Settings:
+    """Every plan made for data of ``shape`` (``shape.train_images`` training and ``val_images`` validation
+    images; ``full_train`` training images before any --train-size): how trials are scored (cross-validation
+    below ``imagesets.folds.CV_BELOW_VAL`` validation images, ``--folds``), each model's epochs for that many
+    training images (``ModelSpec.budget``, unless --max-epochs sets them), and whether winners are refit (on
+    small data, and always under cross-validation, whose folds' models each miss a fifth of the images).
+    A chosen model that cannot take such data at all, or a ``--set`` value that cannot build for it, is a
+    ``UsageError`` naming the model and the fix."""
+    from imagesets.folds import fold_train_images, folds_for
     from models.config import ConfigError
 
+    folds = folds_for(val_images, settings.folds)
+    if folds > 1:  # a fold's model trains on the pool of training and validation images, less its fold
+        shape = dataclasses.replace(shape, train_images=fold_train_images(shape.train_images + val_images, folds))
+    refit = full_train < SMALL_TRAIN if settings.refit is None else settings.refit
+    if folds > 1 and not refit:
+        raise UsageError(f"--no-refit with {folds}-fold cross-validation: the folds' models each miss a fold of the "
+                         "images, so the winner is refit on all of them; drop --no-refit, or score on the validation "
+                         "split with --folds 1")
     plans = []
     for plan in settings.plans:
         spec = models.get(plan.name)
@@ -174,8 +190,19 @@ def fit_to_data(settings: Settings, shape: models.DataShape) -> Settings:
             others = [p.name for p in settings.plans if p.name != plan.name]
             leave_out = f", or leave {plan.name} out (--model {','.join(others)})" if others else ""
             raise UsageError(f"{plan.name} cannot search {settings.data.dataset} ({shape}): {e}{leave_out}") from None
-        plans.append(dataclasses.replace(plan, shape=shape))
-    return dataclasses.replace(settings, plans=plans)
+        plans.append(dataclasses.replace(plan, shape=shape, **_budget_for(plan, spec, settings.gpus > 0, shape)))
+    return dataclasses.replace(settings, plans=plans, folds=folds, refit=refit)
+
+
+def _budget_for(plan: ModelPlan, spec: models.ModelSpec, on_gpu: bool, shape: models.DataShape) -> dict[str, int]:
+    """The plan's epochs and first rung for an epoch of ``shape.train_images`` images, where they are the
+    model's own; those set by --max-epochs or --grace-period are kept."""
+    epochs, first_rung = spec.budget(on_gpu, shape.train_images)
+    epochs = epochs if plan.own_epochs else plan.max_epochs
+    if not plan.own_rung and plan.grace_period > epochs:
+        raise UsageError(f"--grace-period {plan.grace_period} is longer than {plan.name}'s budget of {epochs} epochs; "
+                         f"lower it or raise --max-epochs")
+    return {"max_epochs": epochs, "grace_period": plan.grace_period if not plan.own_rung else min(first_rung, epochs)}
 
 
 def _gpus_found() -> int:
@@ -218,6 +245,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         raise UsageError(f"--gpus {args.gpus} asked for, but {found} GPU(s) found on this machine "
                          f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); "
                          f"use --gpus {found}" + (" to run on CPUs" if found == 0 else ""))
+    if args.folds is not None and args.folds < 1:
+        raise UsageError(f"--folds must be 1 (the validation split) or more (k-fold cross-validation), got {args.folds}")
     for value, flag in ((args.retries, "--retries"), (args.repeats, "--repeats")):
         if value < 0:
             raise UsageError(f"{flag} must be 0 (none) or more, got {value}")
@@ -230,7 +259,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         own_epochs, own_rung = spec.budget(on_gpu=args.gpus > 0)  # each kind of device its own default
         epochs = max_epochs.get(name) or (SMOKE["max_epochs"] if args.smoke else own_epochs)
         first_rung = grace.get(name) or (SMOKE["grace_period"] if args.smoke else min(own_rung, epochs))
-        if first_rung > epochs:
+        own_epochs = not (args.smoke or name in max_epochs)  # a model's own epochs may grow with the data (fit_to_data)
+        if first_rung > epochs and not own_epochs:
             raise UsageError(f"--grace-period {first_rung} is longer than {name}'s budget of {epochs} epochs; "
                              f"lower it or raise --max-epochs")
         trial_cpus = cpu_share.get(name, spec.cpus)
@@ -240,7 +270,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         check_gpu_share(trial_gpus, name, args.gpus)
         plans.append(ModelPlan(name, num_samples, epochs, first_rung, trial_cpus, trial_gpus,
                                pretrained if spec.pretrained_weights is not None else (),
-                               {**(spec.smoke_config if args.smoke else {}), **pinned[name]}))
+                               {**(spec.smoke_config if args.smoke else {}), **pinned[name]},
+                               own_epochs=own_epochs,
+                               own_rung=not (args.smoke or name in grace)))
     remote = args.storage_path if storage.is_uri(args.storage_path) else None
     local = Path("results" if remote else args.storage_path).expanduser().resolve()
     name = args.name or f"{'-'.join(chosen)}-{data.label}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -255,6 +287,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         retries=args.retries, address=args.address, dashboard_host=args.dashboard_host,
         dashboard_port=args.dashboard_port, remote=remote, max_concurrent=args.max_concurrent,
         reuse_processes=not args.fresh_processes, refit=args.refit,
+        # --smoke caps the validation split for speed, not because the data is small: one split, unless asked
+        folds=1 if args.smoke and args.folds is None else args.folds,
     )
     check_storage(settings)
     check_weights(settings)

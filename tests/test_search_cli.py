@@ -171,8 +171,15 @@ def test_per_model_budgets_on_the_command_line(tmp_path):
     assert plans("--max-epochs", "vit=20,cnn=2", "--grace-period", "vit=5") == {"cnn": (2, 1), "vit": (20, 5)}
     with pytest.raises(UsageError, match="'alexnet' is not among the chosen models"):
         plans("--max-epochs", "alexnet=3")
+    with pytest.raises(UsageError, match="grace-period 4 is longer than cnn's budget of 2"):
+        plans("--grace-period", "4", "--max-epochs", "vit=20,cnn=2")
+    # The model's own epochs follow the data's size, so a first rung beyond them is judged once the data is known.
+    from search.settings import fit_to_data
+    args = build_parser().parse_args(["--model", "cnn", "--storage-path", str(tmp_path), "--grace-period", "4"])
     with pytest.raises(UsageError, match="grace-period 4 is longer than cnn's budget of 3"):
-        plans("--grace-period", "4", "--max-epochs", "vit=20")
+        fit_to_data(settings_from_args(args), models.DataShape(train_images=55_000), 5_000, 55_000)
+    small = fit_to_data(settings_from_args(args), models.DataShape(train_images=20_000), 5_000, 20_000)
+    assert (small.plans[0].max_epochs, small.plans[0].grace_period) == (9, 4)
 
 
 @pytest.mark.integration

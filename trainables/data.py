@@ -20,6 +20,7 @@ import torch
 
 from imagesets import DataError, Decoded, prepare, resolve_data_dir  # noqa: F401  (re-exported: one error type)
 from imagesets.cache import fits_in_memory
+from imagesets.folds import fold_ids
 from imagesets.options import DataOptions
 from imagesets.splits import write_splits
 from models.registry import DataShape
@@ -109,6 +110,16 @@ def _split_from_numpy(images: np.ndarray, labels: np.ndarray, norm: Normalizatio
 def _split_from_file(file: str, count: int, labels: np.ndarray, streamed: bool,
                      norm: Normalization | None = None) -> Split:
     return Split(_tensor(np.load(file, mmap_mode="r")[:count]), _tensor(labels), file, streamed, norm)
+
+
+def fold_pairs(train: Split, val: Split, k: int, seed: int) -> list[tuple[Split, Split]]:
+    """The (train, validation) pair of each of ``k`` stratified folds over ``train`` and ``val`` together
+    (``imagesets.folds``), on their device; every split keeps the data set's normalization. The pool is copied
+    once per fold: cross-validation is for small data sets (``imagesets.folds.CV_BELOW_VAL``)."""
+    images, labels = torch.cat([train.images, val.images]), torch.cat([train.labels, val.labels])
+    ids = torch.as_tensor(fold_ids(labels.cpu().numpy(), k, seed), device=labels.device)
+    return [(Split(images[ids != f], labels[ids != f], norm=train.norm),
+             Split(images[ids == f], labels[ids == f], norm=train.norm)) for f in range(k)]
 
 
 @dataclass(frozen=True)

@@ -240,8 +240,48 @@ def fit(
             "elapsed_s": time.perf_counter() - started,
             "samples_per_s": stats.samples_per_s,
             "params": prepared.params,
+            # The accuracy's standard error on this validation split (binomial): what one split can tell apart.
+            "val_acc_se": math.sqrt(scores.acc * (1 - scores.acc) / max(len(val), 1)),
+            "folds": 1,
+            "train_images": len(train),
             **scores.rates,
         }
+
+
+def fit_folds(
+    prepared: list[Prepared],
+    pairs: list[tuple[Split, Split]],
+    runtime: Runtime,
+    seed: int = 0,
+    start_epoch: int = 0,
+    spent: tuple[float, float] = (0.0, 0.0),
+) -> Iterator[dict[str, float]]:
+    """``fit`` of one model per (train, validation) pair, in step: each epoch trains every fold's model once,
+    then yields the folds' mean of every metric ``fit`` yields, with ``val_acc_se`` the standard error of the
+    mean validation accuracy over the folds and ``folds`` their count. So ASHA's rungs and the study compare
+    trials on the fold mean at equal epochs, and a stopped trial stops on every fold. One pair is ``fit``."""
+    if len(pairs) == 1:
+        yield from fit(prepared[0], *pairs[0], runtime, seed=seed, start_epoch=start_epoch, spent=spent)
+        return
+    started = time.perf_counter() - spent[1]
+    runs = [fit(model, train, val, runtime, seed=seed + fold, start_epoch=start_epoch)
+            for fold, (model, (train, val)) in enumerate(zip(prepared, pairs))]
+    for per_fold in zip(*runs):
+        yield fold_mean(per_fold, spent[0], time.perf_counter() - started)
+
+
+def fold_mean(per_fold: tuple[dict[str, float], ...], train_spent: float, elapsed: float) -> dict[str, float]:
+    """One epoch's metrics over the folds: means, except the seconds (summed: every fold's training is the
+    trial's) and ``val_acc_se`` (the sample standard deviation of the folds' accuracies over sqrt(k))."""
+    k = len(per_fold)
+    mean = {key: float(np.mean([m[key] for m in per_fold])) for key in per_fold[0]}
+    seconds = [m["epoch_time_s"] for m in per_fold]
+    samples = sum(m["samples_per_s"] * m["epoch_time_s"] for m in per_fold)
+    return {**mean, "epoch": per_fold[0]["epoch"], "params": per_fold[0]["params"], "folds": k,
+            "train_images": round(mean["train_images"]), "epoch_time_s": sum(seconds),
+            "train_time_s": train_spent + sum(m["train_time_s"] for m in per_fold), "elapsed_s": elapsed,
+            "samples_per_s": samples / sum(seconds) if sum(seconds) > 0 else float("nan"),
+            "val_acc_se": float(np.std([m["val_acc"] for m in per_fold], ddof=1) / math.sqrt(k))}
 
 
 def train_only(prepared: Prepared, train: Split, runtime: Runtime, seed: int = 0) -> float:

@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m trainables.train", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="cnn", help=f"one of: {', '.join(models.names())}")
     p.add_argument("--epochs", type=int, default=None,
-                   help="default: the model's budget on this device (its CPU or its GPU budget)")
+                   help="default: the model's budget on this device (its CPU or its GPU budget), for this many training "
+                        "images (a model with a minimum of images to see trains longer on a small data set)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one setting")
     add_data_arguments(p)
     p.add_argument("--seed", type=int, default=0)
@@ -54,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config.setdefault("seed", args.seed)
         seed = from_flat(TrainConfig, config).seed  # a --set seed=... must read as a whole number
         on_gpu = pick_device(args.device).type == "cuda"
-        config["epochs"] = args.epochs if args.epochs is not None else config.get("epochs", spec.budget(on_gpu)[0])
+        config["epochs"] = args.epochs if args.epochs is not None else config.get("epochs", spec.budget(on_gpu, len(data.train))[0])
         spec.check_fits(config, data.info.shape)
     except (models.UnknownModelError, ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 import models
-from trainables.data import Split
-from trainables.loop import Prepared, fit, prepare
+from trainables.data import Split, fold_pairs
+from trainables.loop import Prepared, fit_folds, prepare
 from trainables.runtime import Runtime, describe, set_threads
 
 CHECKPOINT_FILE = "model.pt"
@@ -33,7 +33,9 @@ CHECKPOINT_FILE = "model.pt"
 class TrialData:
     """What every trial shares, put in Ray's object store once by ``tune.with_parameters``.
 
-    Only the train and validation splits travel: trials never see the test split.
+    Only the train and validation splits travel: trials never see the test split. With ``folds`` above 1
+    (a small data set), a trial is scored by stratified cross-validation over both (``fold_pairs``, folds fixed
+    by ``fold_seed``) instead of on the validation split.
     """
 
     train: Split
@@ -43,6 +45,8 @@ class TrialData:
     amp: bool = True
     channels_last: bool = True
     weights_dir: str | None = None
+    folds: int = 1
+    fold_seed: int = 0
     key: str = field(default="")  # the splits' identity: device copies are cached under it
 
     def __post_init__(self) -> None:
@@ -73,6 +77,7 @@ class DeviceData:
     """
 
     _held: tuple[tuple[str, str], Split, Split] | None = None
+    _folds: tuple[tuple[str, str, int, int], list[tuple[Split, Split]]] | None = None
 
     @classmethod
     def get(cls, data: TrialData, device: torch.device) -> tuple[Split, Split]:
@@ -85,8 +90,19 @@ class DeviceData:
         return cls._held[1], cls._held[2]
 
     @classmethod
+    def pairs(cls, data: TrialData, device: torch.device) -> list[tuple[Split, Split]]:
+        """What a trial trains and scores on: the (train, validation) splits, or one such pair per fold."""
+        train, val = cls.get(data, device)
+        if data.folds <= 1:
+            return [(train, val)]
+        wanted = (data.key, str(device), data.folds, data.fold_seed)
+        if cls._folds is None or cls._folds[0] != wanted:
+            cls._folds = (wanted, fold_pairs(train, val, data.folds, data.fold_seed))
+        return cls._folds[1]
+
+    @classmethod
     def clear(cls) -> None:
-        cls._held = None
+        cls._held = cls._folds = None
         release_memory()
 
 
@@ -123,20 +139,36 @@ def node_name() -> str:
     return f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:8]}"
 
 
-def save_checkpoint(prepared: Prepared, metrics: dict[str, Any], folder: Path) -> None:
-    """Weights for the finalists' test, plus what a resumed trial needs to go on from this epoch."""
-    torch.save({"model": prepared.model.state_dict(), "epoch": metrics["epoch"],
-                "optimizer": prepared.optimizer.state_dict(), "scheduler": prepared.scheduler.state_dict(),
+def _state(prepared: Prepared) -> dict[str, Any]:
+    return {"model": prepared.model.state_dict(), "optimizer": prepared.optimizer.state_dict(),
+            "scheduler": prepared.scheduler.state_dict()}
+
+
+def _load(prepared: Prepared, state: dict[str, Any]) -> None:
+    prepared.model.load_state_dict(state["model"])
+    prepared.optimizer.load_state_dict(state["optimizer"])
+    prepared.scheduler.load_state_dict(state["scheduler"])
+
+
+def save_checkpoint(prepared: Prepared | list[Prepared], metrics: dict[str, Any], folder: Path) -> None:
+    """Weights for the finalists' test, plus what a resumed trial needs to go on from this epoch. Under
+    cross-validation (a list, one per fold) the first fold's model is the one tested; every fold is kept."""
+    first, *others = prepared if isinstance(prepared, list) else [prepared]
+    torch.save({**_state(first), "other_folds": [_state(p) for p in others], "epoch": metrics["epoch"],
                 "val_acc": metrics["val_acc"], "spent": (metrics["train_time_s"], metrics["elapsed_s"])},
                folder / CHECKPOINT_FILE)
 
 
-def resume_state(prepared: Prepared, folder: str | Path) -> tuple[int, float, tuple[float, float]]:
-    """Load a checkpoint into model, optimizer and schedule: (epoch, best val_acc, seconds spent)."""
+def resume_state(prepared: Prepared | list[Prepared], folder: str | Path) -> tuple[int, float, tuple[float, float]]:
+    """Load a checkpoint into model, optimizer and schedule (each fold's): (epoch, best val_acc, seconds spent)."""
     state = torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
-    prepared.model.load_state_dict(state["model"])
-    prepared.optimizer.load_state_dict(state["optimizer"])
-    prepared.scheduler.load_state_dict(state["scheduler"])
+    first, *others = prepared if isinstance(prepared, list) else [prepared]
+    _load(first, state)
+    saved = state.get("other_folds", [])
+    if len(saved) != len(others):
+        raise ValueError(f"the checkpoint holds {len(saved) + 1} fold(s), the trial {len(others) + 1}")
+    for fold, fold_state in zip(others, saved):
+        _load(fold, fold_state)
     return int(state["epoch"]), float(state["val_acc"]), tuple(state["spent"])
 
 
@@ -166,34 +198,36 @@ def train_trial(config: dict[str, Any], data: TrialData) -> None:
         # What the process imported stays for good: left out of later collections, a collection
         # then scans only what trials created (0.2 s a trial less with torch and Ray loaded).
         gc.freeze()
-    prepared, runtime, train, val = _setup(config, data)
+    prepared, runtime, pairs = _setup(config, data)
     start, best, spent = _resume(prepared) or (0, float("-inf"), (0.0, 0.0))
     # started_at: when the trial would have started had it never been interrupted (elapsed_s
     # counts from there); train_started_at: when this process began training it.
     facts = dict(device=describe(runtime.device), node=node_name(), precision=runtime.precision,
                  process=f"{socket.gethostname()}:{os.getpid()}", trial_in_process=_TRIALS_RUN,
                  started_at=began - spent[1], setup_s=time.time() - began, train_started_at=time.time())
-    for metrics in fit(prepared, train, val, runtime, seed=prepared.train_cfg.seed, start_epoch=start, spent=spent):
+    seed = prepared[0].train_cfg.seed
+    for metrics in fit_folds(prepared, pairs, runtime, seed=seed, start_epoch=start, spent=spent):
         best = _report({**metrics, **facts, "reported_at": time.time()}, prepared, best)
 
 
 def _setup(config: dict[str, Any], data: TrialData):
-    """Threads, seeds, device, the splits there (cached in the process) and the model ready to train."""
+    """Threads, seeds, device, the splits there (cached in the process) and the model ready to train: one,
+    or one per fold (each on its own fold's training images)."""
     from ray import tune
 
     set_threads(tune.get_context().get_trial_resources().required_resources.get("CPU", 1))
     device = trial_device()
     runtime = Runtime(device, amp=data.amp, channels_last=data.channels_last)
     runtime = runtime.for_model(models.get(config["model"]))
-    train, val = DeviceData.get(data, device)
-    # The trial's own seed (the search's, or a repeat's), set before the model is built: it initializes it.
+    pairs = DeviceData.pairs(data, device)
+    # The trial's own seed (the search's, or a repeat's), set before the models are built: it initializes them.
     config = {"seed": data.seed, **config}
     seed_everything(int(config["seed"]))
-    prepared = prepare(config["model"], config, train, runtime, data.shape, data.weights_dir)
-    return prepared, runtime, train, val
+    prepared = [prepare(config["model"], config, train, runtime, data.shape, data.weights_dir) for train, _ in pairs]
+    return prepared, runtime, pairs
 
 
-def _resume(prepared: Prepared) -> tuple[int, float, tuple[float, float]] | None:
+def _resume(prepared: list[Prepared]) -> tuple[int, float, tuple[float, float]] | None:
     """The trial's checkpoint loaded into ``prepared`` when Tune restarts it (``--resume``, retries)."""
     from ray import tune
 
@@ -204,7 +238,7 @@ def _resume(prepared: Prepared) -> tuple[int, float, tuple[float, float]] | None
         return resume_state(prepared, folder)
 
 
-def _report(metrics: dict[str, Any], prepared: Prepared, best: float) -> float:
+def _report(metrics: dict[str, Any], prepared: list[Prepared], best: float) -> float:
     """Report one epoch to Tune, with a checkpoint when ``val_acc`` improved; returns the best."""
     from ray import tune
 
