@@ -26,8 +26,8 @@ from search.cluster import prepare_join
 from search.resume.command import absolute_dataset, resumed_args
 from search.plans import SAMPLERS
 from search.ports import choose_dashboard_port
-from search.settings import (SMALL_TRAIN, SMOKE, UsageError, fit_to_data,
-                             settings_from_args)
+from search.data_plan import fit_to_data
+from search.settings import SMALL_TRAIN, SMOKE, UsageError, settings_from_args
 
 EXIT_BAD_INPUT = 2
 

@@ -174,7 +174,7 @@ def test_per_model_budgets_on_the_command_line(tmp_path):
     with pytest.raises(UsageError, match="grace-period 4 is longer than cnn's budget of 2"):
         plans("--grace-period", "4", "--max-epochs", "vit=20,cnn=2")
     # The model's own epochs follow the data's size, so a first rung beyond them is judged once the data is known.
-    from search.settings import fit_to_data
+    from search.data_plan import fit_to_data
     args = build_parser().parse_args(["--model", "cnn", "--storage-path", str(tmp_path), "--grace-period", "4"])
     with pytest.raises(UsageError, match="grace-period 4 is longer than cnn's budget of 3"):
         fit_to_data(settings_from_args(args), models.DataShape(train_images=55_000), 5_000, 55_000)

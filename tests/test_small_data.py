@@ -101,7 +101,8 @@ def _settings(tmp_path, *flags):
 
 
 def test_small_data_gets_folds_refit_and_longer_budgets_large_data_keeps_its_own(tmp_path):
-    from search.settings import UsageError, fit_to_data
+    from search.data_plan import fit_to_data
+    from search.settings import UsageError
 
     shape = models.DataShape(1, 8, 10, train_images=1_294)
     small = fit_to_data(_settings(tmp_path), shape, val_images=144, full_train=1_294)
