@@ -156,16 +156,25 @@ def describe_data(data) -> str:
                             if data.train.streamed else "") + f"\n      {describe_usage(Path(info.cache).parent)}")
 
 
-def describe_selection(settings, data, refit_asked: bool | None) -> str:
-    """How trials are scored, how long each model trains, and whether winners are refit, as decided for this data."""
+def check_folds(settings, data) -> None:
+    """Cross-validation needs every class in every fold, and the pool in memory (each fold's splits are copies)."""
     import numpy as np
 
     from imagesets.folds import fold_ids
 
+    if settings.folds <= 1:
+        return
+    if data.train.streamed:
+        raise UsageError(f"--folds {settings.folds}: the training images are larger than memory, and cross-validation "
+                         "copies them into each fold; use --folds 1 (one validation split) or --train-size")
+    labels = np.concatenate([data.train.labels.numpy(), data.val.labels.numpy()])
+    fold_ids(labels, settings.folds, settings.seed)  # a class with fewer images than folds: FoldsError
+
+
+def describe_selection(settings, data, refit_asked: bool | None) -> str:
+    """How trials are scored, how long each model trains, and whether winners are refit, as decided for this data."""
     pool = len(data.train) + len(data.val)
     if settings.folds > 1:
-        labels = np.concatenate([data.train.labels.numpy(), data.val.labels.numpy()])
-        fold_ids(labels, settings.folds, settings.seed)  # a class with fewer images than folds: FoldsError, now
         lines = [f"Selection: {settings.folds}-fold stratified cross-validation over the {pool:,} training + "
                  f"validation images (seed {settings.seed}; {len(data.val):,} validation images alone would move "
                  f"accuracy by {100 / max(len(data.val), 1):.2f} points an image)"]
@@ -204,6 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(describe_data(data))
         refit_asked = settings.refit
         settings = fit_to_data(settings, data.shape, len(data.val), data.full_sizes["train"])
+        check_folds(settings, data)
         print(describe_selection(settings, data, refit_asked))
         if settings.resume:
             from search.resume.checks import check_resume

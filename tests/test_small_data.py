@@ -125,6 +125,9 @@ def test_folds_flag_is_checked(tmp_path, capsys):
 
     assert main(["--folds", "0", "--storage-path", str(tmp_path), "--dataset", "digits"]) == 2
     assert "--folds must be 1" in capsys.readouterr().err
+    # digits' smallest class holds 140-odd of the 1,438 pooled images: 200 folds cannot all hold it
+    assert main(["--folds", "200", "--storage-path", str(tmp_path), "--dataset", "digits", "--gpus", "0"]) == 2
+    assert "200-fold cross-validation needs at least 200 images of every class" in capsys.readouterr().err
 
 
 def test_a_checkpoint_keeps_and_resumes_every_fold(mnist_small, runtime, tmp_path):
