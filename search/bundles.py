@@ -102,7 +102,8 @@ def card(tested: WinnerTest, settings: Settings, data: Dataset, runtime: Runtime
                     **metrics, "test_images": len(data.test), "test_precision": "fp32"},
         "selection": {"experiment": settings.name, "trial_id": tested.row["trial_id"],
                       "val_acc": _number(winner.get("best_val_acc")),
-                      "rule": "the trial with the highest validation accuracy of its model (never the test split)"},
+                      "rule": "the trial with the highest validation accuracy of its model (never the test split)",
+                      "folds": _folds(winner)},
         "training": {"stage": stage, "epochs": int(epochs), "trial_epochs": int(winner.get("epochs") or 0),
                      "train_images": int(train_images), "seed": int(tested.config.get("seed", settings.seed)),
                      "precision": winner.get("precision"), "device": winner.get("device"),
@@ -110,6 +111,12 @@ def card(tested: WinnerTest, settings: Settings, data: Dataset, runtime: Runtime
         "command": ["python", "-m", "search.run", *settings.argv],
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _folds(winner: pd.Series) -> int:
+    """How the winner was scored: 1 on the validation split, k by k-fold cross-validation (its val_acc the fold mean)."""
+    folds = winner.get("folds")
+    return 1 if folds is None or pd.isna(folds) else int(folds)
 
 
 def _number(value: Any) -> float | None:

@@ -183,5 +183,5 @@ def test_a_search_on_digits_selects_by_cross_validation_and_says_so(tmp_path, da
     finalists = pd.read_parquet(folder / "finalists.parquet")
     assert finalists["refit_test_acc"].notna().all()  # cross-validation always refits the winner
     card = json.loads((folder / "models" / "cnn" / CARD_FILE).read_text())
-    assert card["training"]["stage"] == "refit"
+    assert card["training"]["stage"] == "refit" and card["selection"]["folds"] == 3
     assert "3-fold cross-validation" in (folder / "report" / "report.md").read_text()
