@@ -182,8 +182,9 @@ COST_NOTE = ("`latency_ms`: median of 50 calls at batch 1 after 10 warm-up calls
 BASELINE_NOTE = ("scikit-learn on the raw pixels (scaled to [0, 1], each image averaged down to at most 32x32), each "
                  "model's small grid chosen on the search's validation split, tested once on the winners' test images; "
                  "`capped`: fitted on the first `train_images` training images only (an SVC's fit grows with the "
-                 "square of its images). Below, each winner against the baseline best on validation (McNemar's exact "
-                 "test on the same test images); `beats`: a higher accuracy and a significant gap.")
+                 "square of its images). Below, each winner as bundled (its refit where it was refit) against the baseline "
+                 "best on validation (McNemar's exact test on the same test images); `beats`: a higher accuracy and a "
+                 "significant gap.")
 
 
 def _baseline(results: Results, folder: Path) -> list[str]:

@@ -228,15 +228,17 @@ def paired_tests(predictions: pd.DataFrame) -> pd.DataFrame:
 
 
 def baseline_tests(results: Results) -> pd.DataFrame:
-    """Each winner against its experiment's classical baseline (the one best on validation), on the test images
-    both saw: accuracies, discordant counts, McNemar's exact p-value, and whether the winner ``beats`` it (a higher
-    accuracy and a significant gap)."""
+    """Each winner, as bundled (its refit where it was refit: the model a user takes home), against its
+    experiment's classical baseline (the one best on validation), on the test images both saw: accuracies,
+    discordant counts, McNemar's exact p-value, and whether the winner ``beats`` it (a higher accuracy and a
+    significant gap)."""
     rows = []
     for experiment, group in results.baselines.groupby("experiment", sort=True):
         best = group.loc[group["val_acc"].astype(float).idxmax()]
         of = results.baseline_predictions
         base = of[(of["experiment"] == experiment) & (of["model"] == best["model"])].set_index("index").sort_index()
-        winners = results.predictions[results.predictions["experiment"] == experiment]
+        bundled = results.bundled_predictions()
+        winners = bundled[bundled["experiment"] == experiment]
         for model, own in winners.groupby("model", sort=True):
             own = own.set_index("index").sort_index()
             both = own.index.intersection(base.index)

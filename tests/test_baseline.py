@@ -53,3 +53,23 @@ def test_a_winner_beats_the_baseline_only_with_a_higher_accuracy_and_a_significa
     assert tests.loc["cnn", "beats"] and tests.loc["cnn", "only_model_right"] == 40
     assert not tests.loc["vit", "beats"] and tests.loc["vit", "p_value"] > 0.05  # 2 images more: chance
     assert (tests["baseline"] == "svc_rbf").all()  # the baseline best on validation
+
+
+def test_a_refit_winner_is_compared_with_the_baseline_as_bundled():
+    """Under cross-validation (small data) the bundle holds the refit: it is what a user takes home, and what the
+    report holds up against the baseline, not the search's checkpoint."""
+    labels = np.zeros(200, dtype=int)
+
+    def rows(model, right, stage="search"):
+        return pd.DataFrame(dict(model=model, trial_id="t", index=np.arange(200), label=labels,
+                                 predicted=np.where(np.arange(200) < right, 0, 1), stage=stage, experiment="e"))
+
+    results = Results(pd.DataFrame(), pd.DataFrame(),
+                      pd.DataFrame(dict(experiment="e", model=["cnn", "vit"], bundled=["refit", "search"])), [],
+                      predictions=pd.concat([rows("cnn", 152), rows("vit", 152)]),
+                      refit_predictions=rows("cnn", 190, stage="refit"),
+                      baselines=pd.DataFrame(dict(experiment="e", model=["svc_rbf"], val_acc=[0.9])),
+                      baseline_predictions=rows("svc_rbf", 150).assign(stage="baseline"))
+    tests = baseline_tests(results).set_index("model")
+    assert tests.loc["cnn", "acc"] == 0.95 and tests.loc["cnn", "beats"]  # the refit's 190 of 200
+    assert tests.loc["vit", "acc"] == 0.76 and not tests.loc["vit", "beats"]
