@@ -109,7 +109,7 @@ def space(trial: Any, shape: DataShape) -> dict[str, Any] | None:
     trial.suggest_categorical("batch_size", shape.batch_sizes([64, 128, 256, 512]))
     trial.suggest_categorical("schedule", ["constant", "cosine", "onecycle"])
     trial.suggest_float("label_smoothing", 0.0, 0.2)
-    trial.suggest_categorical("augment", [True, False])
+    trial.suggest_categorical("augment", shape.augments())
     return constants
 
 

@@ -108,7 +108,7 @@ def space(trial: Any, shape: DataShape) -> dict[str, Any]:
     trial.suggest_categorical("rpn_batch_size_per_image", [64, 128, 256])
     trial.suggest_categorical("box_batch_size_per_image", [32, 64, 128])
     trial.suggest_float("box_score_thresh", 0.0, 0.5)
-    trial.suggest_categorical("augment", [True, False])
+    trial.suggest_categorical("augment", shape.augments())
     return constants
 
 

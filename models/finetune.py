@@ -174,7 +174,7 @@ def finetune_space(trial: Any, shape: DataShape, input_sizes: list[int]) -> dict
     trial.suggest_categorical("warmup_epochs", [0.0, 0.5, 1.0])
     trial.suggest_categorical("input_size", input_sizes + ([224] if shape.image_size > max(input_sizes) else []))
     trial.suggest_float("label_smoothing", 0.0, 0.1)
-    trial.suggest_categorical("augment", [True, False])
+    trial.suggest_categorical("augment", shape.augments())
     return constants
 
 

@@ -92,7 +92,7 @@ def space(trial: Any, shape: DataShape) -> dict[str, Any] | None:
     trial.suggest_categorical("warmup_epochs", [0.5, 1.0, 2.0])
     trial.suggest_float("label_smoothing", 0.0, 0.15)
     trial.suggest_categorical("batch_size", shape.batch_sizes([128, 256, 512]))
-    trial.suggest_categorical("augment", [True, False])
+    trial.suggest_categorical("augment", shape.augments())
     # Transformers want AdamW with warm-up then cosine decay: fixed, not searched.
     return {"optimizer": "adamw", "schedule": "cosine"}
 

@@ -141,6 +141,18 @@ def test_random_shift_moves_content_but_keeps_it_in_every_channel():
     assert torch.equal(shifted[:, 1] * 2, shifted[:, 0])  # the channels move together
 
 
+def test_augmentation_leaves_images_too_small_to_shift_as_they_are():
+    images = torch.randint(0, 256, (32, 1, 8, 8), dtype=torch.uint8)
+    split = Split(images, torch.arange(32) % 10)
+    plain = torch.cat([x for x, _ in iterate(split, 8, mean=(0.5,), std=(0.25,))])
+    augmented = torch.cat([x for x, _ in iterate(split, 8, mean=(0.5,), std=(0.25,), augment=True)])
+    assert torch.equal(plain, augmented)
+    big = Split(torch.randint(0, 256, (32, 1, 28, 28), dtype=torch.uint8), torch.arange(32) % 10)
+    shifted = torch.cat([x for x, _ in iterate(big, 8, mean=(0.5,), std=(0.25,), augment=True,
+                                               generator=torch.Generator().manual_seed(0))])
+    assert not torch.equal(shifted, torch.cat([x for x, _ in iterate(big, 8, mean=(0.5,), std=(0.25,))]))
+
+
 def test_random_flip_mirrors_about_half_and_only_left_to_right():
     image = torch.arange(16, dtype=torch.uint8).view(1, 1, 4, 4).expand(200, 1, 4, 4)
     flipped = random_flip(image, torch.Generator().manual_seed(0))

@@ -12,13 +12,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
+from models import augment_shift
 from trainables.data import Split
-
-
-def shift_for(image_size: int) -> int:
-    """Augmentation's largest shift in pixels: 2 on 28x28 digits (they stay recognisable and inside the
-    frame), in proportion elsewhere (4 on 56 pixels, 16 on 224), at least 1."""
-    return max(1, round(image_size / 14))
 
 
 def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -98,8 +93,9 @@ def iterate(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (inputs (B, C, H, W) float, labels (B,)) over one pass of ``split``.
 
-    ``augment`` shifts each image at random, and also mirrors half of them where ``mirror`` says a flip
-    keeps the class (photos, not digits). The last partial batch is kept: dropping it would silently
+    ``augment`` shifts each image at random (by up to ``models.augment_shift`` pixels: images too small for
+    that are not shifted), and also mirrors half of them where ``mirror`` says a flip keeps the class
+    (photos, not digits). The last partial batch is kept: dropping it would silently
     skip validation images. A split larger than memory (``Split.streamed``) is read in a block order
     (``block_order``) and stays on the host: each batch moves to ``device``.
     """
@@ -111,13 +107,13 @@ def iterate(
         order = block_order(n, rows_per_block(split), generator)
     else:
         order = torch.randperm(n, generator=generator).to(device)
-    shift = shift_for(split.images.shape[-1])
+    shift = augment_shift(split.images.shape[-1])
     for start in range(0, n, batch_size):
         idx = order[start : start + batch_size] if order is not None else slice(start, start + batch_size)
         images, labels = split.images[idx], split.labels[idx]
         if device is not None and images.device != device:  # a streamed split stays on the host
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        if augment:
+        if augment and shift:
             images = random_shift(images, shift, generator)
             if mirror:
                 images = random_flip(images, generator)
