@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import pandas as pd
 
+# 9: how each classical baseline was chosen and fitted, as the search's networks were: ``folds`` (1: on the
+# validation split; k: by the mean over the search's k folds) and ``refit`` (fitted on training + validation
+# for its test) in baselines;
 # 8: how trials were scored and how long they trained: ``folds`` (1: the validation split; k: k-fold
 # cross-validation, whose fold mean is val_acc), ``train_images`` (images an epoch trained on: a fold's under
 # cross-validation) in trials, and ``val_acc_se`` (val_acc's standard error: over the folds, or binomial on one
@@ -18,7 +21,7 @@ import pandas as pd
 # 5: classes.parquet (class names and per-split counts) and dataset.json (what the data was and how it
 # was split and normalized); 4: predictions.parquet (the tested winners' test predictions),
 # repeats.parquet and the repeat statistics in finalists (with --repeats); 3: the efficiency columns in trials
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 # no_box_rate: share of validation images a detector found no box in (empty for classifiers)
 EPOCH_COLUMNS = ["trial_id", "model", "epoch", "train_loss", "val_loss", "val_acc", "val_f1",
                  "epoch_time_s", "elapsed_s", "reported_at", "no_box_rate", "node", "val_acc_se"]
@@ -51,9 +54,11 @@ REPEAT_STAT_COLUMNS = ["repeats"] + [f"{metric}_{stat}" for metric in ("test_acc
 PREDICTION_COLUMNS = ["model", "trial_id", "index", "label", "predicted", "stage"]
 SEARCH_STAGE, REFIT_STAGE = "search", "refit"  # a prediction's model: the search's winner, or its refit (--refit)
 BASELINE_STAGE = "baseline"  # ... or a classical baseline (search.baseline), model named after it
-# One row per classical baseline (scikit-learn on the raw pixels): its grid's choice on the validation split
-# (params, JSON), the training images it fit (capped: fewer than the training split) and features, its metrics.
-BASELINE_COLUMNS = ["model", "params", "train_images", "features", "capped", "val_acc", "test_acc", "test_f1", "seconds"]
+# One row per classical baseline (scikit-learn on the raw pixels): its grid's choice (params, JSON) on the
+# validation split or over ``folds`` folds, whether it was refit on training + validation, the images it was fitted
+# on (capped: fewer than those) and features, its metrics.
+BASELINE_COLUMNS = ["model", "params", "folds", "refit", "train_images", "features", "capped", "val_acc", "test_acc",
+                    "test_f1", "seconds"]
 # One row per class: its index (the label in predictions), its name, and its images in each split.
 CLASS_COLUMNS = ["class", "name", "train", "val", "test"]
 DATASET_FILE = "dataset.json"

@@ -57,7 +57,7 @@ def export(settings: Settings, data: Dataset, results: tune.ResultGrid, slots: i
         tables.update(finalists=tested.finalists, predictions=tested.predictions)
         write_atomic({"finalists": tested.finalists, "predictions": tested.predictions}, settings.folder)
     with progress.step("Fitting the classical baselines (scikit-learn on the raw pixels), tested once"):
-        baselines, baseline_predictions = run_baselines(data, settings.seed)
+        baselines, baseline_predictions = run_baselines(data, settings.seed, settings.folds or 1, bool(settings.refit))
         tables.update(baselines=baselines, baseline_predictions=baseline_predictions)
         write_atomic({"baselines": baselines, "baseline_predictions": baseline_predictions}, settings.folder)
     return tables, tested.problems, configs

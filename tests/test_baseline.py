@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 import search.baseline as baseline
@@ -22,6 +25,33 @@ def test_an_svc_on_the_pixels_of_digits_is_the_ten_line_baseline_it_should_be():
     for model, own in predictions.groupby("model"):  # the predictions are the reported test accuracy
         assert len(own) == len(data.test) and (own["stage"] == "baseline").all()
         assert (own["label"] == own["predicted"]).mean() == rows.loc[model, "test_acc"]
+
+
+def test_under_cross_validation_the_baseline_is_chosen_on_the_searchs_folds_and_refit_like_the_winners():
+    """A search of digits scores its networks by 5-fold cross-validation and refits its winners on training +
+    validation: the baseline they are held up against is chosen and fitted the same way, not on 144 images."""
+    from sklearn.metrics import accuracy_score
+    from sklearn.svm import SVC
+
+    from imagesets.folds import fold_ids
+
+    data = load_dataset("digits")
+    table, predictions = baseline.run_baselines(data, seed=3, folds=5, refit=True)
+    svc = table.set_index("model").loc["svc_rbf"]
+    assert svc["folds"] == 5 and svc["refit"] and not svc["capped"]
+    assert svc["train_images"] == len(data.train) + len(data.val)
+    x = np.concatenate([baseline.features(data.train)[0], baseline.features(data.val)[0]])
+    y = np.concatenate([data.train.labels.numpy(), data.val.labels.numpy()])
+    fold = fold_ids(y, 5, 3)  # the search's own folds: the same labels, k and seed
+    params = json.loads(svc["params"])
+    mean = np.mean([accuracy_score(y[fold == f], SVC(kernel="rbf", random_state=3, **params)
+                                   .fit(x[fold != f], y[fold != f]).predict(x[fold == f])) for f in range(5)])
+    assert svc["val_acc"] == pytest.approx(mean)
+    refit = SVC(kernel="rbf", random_state=3, **params).fit(x, y).predict(baseline.features(data.test)[0])
+    own = predictions[predictions["model"] == "svc_rbf"]
+    assert np.array_equal(own["predicted"].to_numpy(), refit)
+    plain = baseline.run_baselines(data, seed=3)[0].set_index("model").loc["svc_rbf"]
+    assert plain["folds"] == 1 and not plain["refit"] and plain["train_images"] == len(data.train)
 
 
 def test_large_images_are_averaged_down_and_a_large_training_split_is_capped(monkeypatch):
