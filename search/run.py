@@ -185,7 +185,8 @@ def describe_selection(settings, data, refit_asked: bool | None) -> str:
     if settings.refit and refit_asked is None:
         lines.append(f"Small data set ({data.full_sizes['train']:,} training images, under {SMALL_TRAIN:,})"
                      + (" and cross-validation" if settings.folds > 1 else "") + ": each winner is refit on training "
-                     "+ validation images before it is tested and bundled")
+                     "+ validation images before it is tested and bundled"
+                     + ("" if settings.folds > 1 else " (--no-refit: keep the trial's own checkpoint)"))
     return "\n".join(lines)
 
 
