@@ -183,9 +183,9 @@ BASELINE_NOTE = ("scikit-learn on the raw pixels (scaled to [0, 1], each image a
                  "model's small grid chosen as the search's trials were (on the validation split, or by the mean over "
                  "the search's own `folds` folds: `val_acc`), fitted on the training images (`refit`: on training + "
                  "validation, as the winners were), tested once on the winners' test images; `capped`: fitted on the "
-                 "first `train_images` images only (an SVC's fit grows with the square of its images). Below, each winner as bundled (its refit where it was refit) against the baseline "
-                 "best on validation (McNemar's exact test on the same test images); `beats`: a higher accuracy and a "
-                 "significant gap.")
+                 "first `train_images` images only (an SVC's fit grows with the square of its images). Below, each "
+                 "winner as bundled (its refit where it was refit) against the baseline best on validation "
+                 "(McNemar's exact test on the same test images); `beats`: a higher accuracy and a significant gap.")
 
 
 def _baseline(results: Results, folder: Path) -> list[str]:

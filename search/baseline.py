@@ -82,7 +82,8 @@ def run_baselines(data: Dataset, seed: int = 0, folds: int = 1, refit: bool = Fa
     x_train, y_train = features(data.train, MAX_TRAIN)
     x_val, y_val = features(data.val)
     x_test, y_test = features(data.test)
-    # Training then validation images, as the search's folds and refits pool them; capped like the training split.
+    # Training then validation images, as the search's folds and refits pool them; capped like the training split
+    # (a pool over MAX_TRAIN then has folds of its own: cross-validation is for pools far smaller, CV_BELOW_VAL).
     x_pool, y_pool = np.concatenate([x_train, x_val])[:MAX_TRAIN], np.concatenate([y_train, y_val])[:MAX_TRAIN]
     fold = fold_ids(y_pool, folds, seed) if folds > 1 else None
     x_select, y_select = (x_train, y_train) if fold is None else (x_pool, y_pool)
