@@ -3,6 +3,7 @@ classical baselines fitted and tested on the same split; every file written atom
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -21,12 +22,26 @@ from trainables.runtime import Runtime, pick_device
 
 
 def best_checkpoints(records: list[TrialRecord], results: tune.ResultGrid) -> dict[str, Any]:
-    """Each trial's best checkpoint (by val_acc; its last one if it kept none by score)."""
+    """Each trial's best checkpoint: the last one it reported (``reported_checkpoint``); where its folder cannot be
+    read here (storage on another machine), the best by val_acc that Tune registered, else its last."""
     checkpoints = {}
     for record, result in zip(records, results):
         best = result.get_best_checkpoint(METRIC, MODE) if result.best_checkpoints else None
-        checkpoints[record.trial_id] = best or result.checkpoint
+        checkpoints[record.trial_id] = reported_checkpoint(result) or best or result.checkpoint
     return checkpoints
+
+
+def reported_checkpoint(result: tune.Result) -> tune.Checkpoint | None:
+    """The last checkpoint ``result``'s trial reported, read from its folder; the trainable checkpoints only when
+    val_acc improves, so it is the trial's best. Tune's own record can lag it: Tune registers a reported checkpoint
+    in a step after the result, and a search stopped in between (--epoch-budget spent by that very result) leaves
+    the checkpoint on disk, unregistered or with an earlier one registered as the best."""
+    frame = result.metrics_dataframe
+    if frame is None or "checkpoint_dir_name" not in frame or not result.path:
+        return None
+    names = frame["checkpoint_dir_name"].dropna()
+    folder = Path(result.path) / str(names.iloc[-1]) if not names.empty else None
+    return tune.Checkpoint.from_directory(str(folder)) if folder is not None and folder.is_dir() else None
 
 
 def test_runtime(settings: Settings, data: Dataset) -> Runtime:

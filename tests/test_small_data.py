@@ -185,3 +185,5 @@ def test_a_search_on_digits_selects_by_cross_validation_and_says_so(tmp_path, da
     card = json.loads((folder / "models" / "cnn" / CARD_FILE).read_text())
     assert card["training"]["stage"] == "refit" and card["selection"]["folds"] == 3
     assert "3-fold cross-validation" in (folder / "report" / "report.md").read_text()
+    baselines = pd.read_parquet(folder / "baselines.parquet")  # chosen by the same folds, refit like the winner
+    assert (baselines["folds"] == 3).all() and baselines["refit"].all() and (baselines["train_images"] == 1_438).all()
