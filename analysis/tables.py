@@ -232,12 +232,11 @@ def baseline_tests(results: Results) -> pd.DataFrame:
     experiment's classical baseline (the one best on validation), on the test images both saw: accuracies,
     discordant counts, McNemar's exact p-value, and whether the winner ``beats`` it (a higher accuracy and a
     significant gap)."""
-    rows = []
+    rows, bundled = [], results.bundled_predictions()
     for experiment, group in results.baselines.groupby("experiment", sort=True):
         best = group.loc[group["val_acc"].astype(float).idxmax()]
         of = results.baseline_predictions
         base = of[(of["experiment"] == experiment) & (of["model"] == best["model"])].set_index("index").sort_index()
-        bundled = results.bundled_predictions()
         winners = bundled[bundled["experiment"] == experiment]
         for model, own in winners.groupby("model", sort=True):
             own = own.set_index("index").sort_index()

@@ -187,7 +187,7 @@ class ModelSpec:
         if "batch_size" in config:
             config["batch_size"] = shape.batch_sizes([config["batch_size"]])[0]
         if config.get("augment"):
-            config["augment"] = shape.augments()[0]
+            config["augment"] = augment_shift(shape.image_size) > 0
         return config
 
     def check_fits(self, config: Config, shape: DataShape) -> None:

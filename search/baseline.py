@@ -57,16 +57,18 @@ def _estimator(name: str, params: dict[str, Any], seed: int):
 
 
 def _score(name: str, params: dict[str, Any], seed: int, x: np.ndarray, y: np.ndarray, x_val: np.ndarray,
-           y_val: np.ndarray, fold: np.ndarray | None) -> float:
-    """Validation accuracy of ``params``: fitted on ``x`` and scored on the validation split, or, with ``fold``
-    (each pooled image's fold), the mean over the folds of a fit on the others scored on the fold."""
+           y_val: np.ndarray, fold: np.ndarray | None) -> tuple[float, Any]:
+    """Validation accuracy of ``params`` and the model it scored: fitted on ``x`` and scored on the validation
+    split, or, with ``fold`` (each pooled image's fold), the mean over the folds of a fit on the others scored on
+    the fold (no single model: None)."""
     from sklearn.metrics import accuracy_score
 
     if fold is None:
-        return accuracy_score(y_val, _estimator(name, params, seed).fit(x, y).predict(x_val))
+        model = _estimator(name, params, seed).fit(x, y)
+        return accuracy_score(y_val, model.predict(x_val)), model
     scores = [accuracy_score(y[fold == f], _estimator(name, params, seed).fit(x[fold != f], y[fold != f])
                              .predict(x[fold == f])) for f in np.unique(fold)]
-    return float(np.mean(scores))
+    return float(np.mean(scores)), None
 
 
 def run_baselines(data: Dataset, seed: int = 0, folds: int = 1, refit: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -94,9 +96,12 @@ def run_baselines(data: Dataset, seed: int = 0, folds: int = 1, refit: bool = Fa
         started = time.perf_counter()
         with warnings.catch_warnings():  # lbfgs at its iteration cap on raw pixels: the grid's C decides, not the cap
             warnings.simplefilter("ignore")
-            scores = [_score(name, params, seed, x_select, y_select, x_val, y_val, fold) for params in grid]
+            scored = [_score(name, params, seed, x_select, y_select, x_val, y_val, fold) for params in grid]
+            scores = [score for score, _ in scored]
             best = int(np.argmax(scores))  # the first of equals: the grid runs from the simplest model up
-            predicted = _estimator(name, grid[best], seed).fit(x_fit, y_fit).predict(x_test)
+            # Not pooled, the model chosen on the validation split is already fitted on the training images.
+            model = _estimator(name, grid[best], seed).fit(x_fit, y_fit) if pooled else scored[best][1]
+            predicted = model.predict(x_test)
         rows.append(dict(model=name, params=json.dumps(grid[best]), folds=folds, refit=pooled, train_images=len(y_fit),
                          features=x_train.shape[1], capped=len(y_fit) < len(data.train) + (len(data.val) if pooled else 0),
                          val_acc=scores[best], test_acc=accuracy_score(y_test, predicted),

@@ -113,8 +113,9 @@ def iterate(
         images, labels = split.images[idx], split.labels[idx]
         if device is not None and images.device != device:  # a streamed split stays on the host
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        if augment and shift:
-            images = random_shift(images, shift, generator)
+        if augment:
+            if shift:  # images too small to shift (models.augment_shift) may still be mirrored
+                images = random_shift(images, shift, generator)
             if mirror:
                 images = random_flip(images, generator)
         yield normalize(images, mean, std, channels_last), labels
