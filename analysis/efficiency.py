@@ -15,7 +15,9 @@ build), when it last reported, which process ran it, and how many trials the sea
   training in it (slots are handed to trials in order of their start, earliest-freed first; with
   models of different sizes in one search a slot is an approximation);
 - ``processes`` / ``reused``: worker processes that ran trials, and trials that ran in a process
-  an earlier trial had used.
+  an earlier trial had used;
+- ``tail_s``: from the last trial's start to the last trial's last report, the search's tail, when fewer
+  and fewer slots have a trial to run (the search starts the longest trials first to keep it short).
 
 Pure pandas: no torch, no Ray.
 """
@@ -28,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 COLUMNS = ["experiment", "trials", "slots", "span_s", "mean_at_once", "max_at_once", "slot_share", "startup_s",
-           "mean_gap_s", "processes", "reused"]
+           "mean_gap_s", "processes", "reused", "tail_s"]
 _NEEDED = ("train_started_at", "setup_s", "ended_at", "slots")
 
 
@@ -65,6 +67,7 @@ def _one(trials: pd.DataFrame) -> dict[str, float | int | None]:
         mean_gap_s=_mean_gap(begin, train_begin, end, slots),
         processes=int(processes.nunique()),
         reused=int((ran["trial_in_process"].fillna(1) > 1).sum()) if "trial_in_process" in ran else 0,
+        tail_s=float(end.max() - begin.max()),
     )
 
 
@@ -105,4 +108,6 @@ def describe(row: pd.Series) -> str:
     if pd.notna(row.get("mean_gap_s")):
         parts.append(f"{row['mean_gap_s']:.1f} s from a slot freeing to its next trial training")
     parts.append(f"{int(row['processes'])} processes for {int(row['trials'])} trials")
+    if pd.notna(row.get("tail_s")):
+        parts.append(f"{row['tail_s']:.1f} s from the last trial's start to the search's end")
     return "efficiency: " + ", ".join(parts)

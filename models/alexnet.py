@@ -15,4 +15,5 @@ class AlexNetConfig(FineTuneConfig):
 
 
 SPEC = register(finetuned_spec("alexnet", AlexNetConfig, "alexnet", "AlexNet_Weights.IMAGENET1K_V1",
-                               input_sizes=[64, 112, 224], gpus=0.5, backbone="features"))
+                               input_sizes=[64, 112, 224], gpus=0.5, backbone="features",
+                               images_per_s=(290, 31_300)))  # 2-core EPYC, H100 fp32 (benchmarks/results/epoch_cost_*)

@@ -141,6 +141,7 @@ SPEC = register(
         gpus=0.25,
         cpu_bf16=True,  # 1.7x per epoch on a 2-core AVX-512 BF16 machine, same accuracy (README)
         gpu_bf16=False,  # H100, batch 128: 61k img/s in fp32, 47k in bf16 (benchmarks/results/epoch_cost_gpu_h100.json)
+        images_per_s=(10_300, 61_500),  # 2-core EPYC (epoch_cost_cnn_vit.json), H100 fp32 (epoch_cost_gpu_h100.json)
         description="conv blocks + fully connected head",
     )
 )

@@ -179,7 +179,8 @@ def finetune_space(trial: Any, shape: DataShape, input_sizes: list[int]) -> dict
 
 
 def finetuned_spec(name: str, config_cls: type[FineTuneConfig], builder: str, weights: str,
-                   input_sizes: list[int], gpus: float, backbone: str | None = None, cpu_bf16: bool = True) -> ModelSpec:
+                   input_sizes: list[int], gpus: float, backbone: str | None = None, cpu_bf16: bool = True,
+                   images_per_s: tuple[float, float | None] = (1000.0, None)) -> ModelSpec:
     """The registry entry of a torchvision classifier fine-tuned here: everything but the network,
     its weights, its input sizes, its share of a GPU and (optionally) the submodule that is its
     pretrained backbone is common to all of them. ``builder`` and ``weights`` are torchvision's names
@@ -213,5 +214,6 @@ def finetuned_spec(name: str, config_cls: type[FineTuneConfig], builder: str, we
         scratch_config={"pretrained": False, "strategy": "all"},  # from scratch nothing is kept frozen
         # The smallest input (a larger draw makes a smoke run minutes longer), a quarter of the smoke images.
         smoke_config={"input_size": smallest, "max_train_images": SMOKE_TRAIN_IMAGES},
+        images_per_s=images_per_s,
         description=f"{name} fine-tuned from {weights}",
     )

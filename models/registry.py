@@ -155,6 +155,9 @@ class ModelSpec:
     - ``cpu_bf16`` / ``gpu_bf16``: whether bf16 autocast speeds this model up on CPUs with fast bf16
       / on GPUs with bf16; measured, not assumed (a small model is bound by kernel launches on a big
       GPU, and autocast's casts then cost more than they save).
+    - ``images_per_s``: training images a second of the default configuration, measured on 2 CPU cores and on
+      an H100 (``benchmarks/epoch_cost.py``; None: not measured there). Only orders the search's trials, the
+      longest first (``expected_seconds``), so that the slowest model's trials do not start last.
     """
 
     name: str
@@ -179,6 +182,7 @@ class ModelSpec:
     smoke_config: dict[str, Any] = field(default_factory=dict)  # settings pinned by --smoke to keep it cheap
     description: str = ""
     task: Task = CLASSIFICATION
+    images_per_s: tuple[float, float | None] = (1000.0, None)  # (2 CPU cores, H100), default configuration
 
     def defaults_for(self, shape: DataShape) -> dict[str, Any]:
         """``default_config`` made to build for data of ``shape`` (its batches small enough for a small data
@@ -203,6 +207,16 @@ class ModelSpec:
         else:
             epochs, grace = self.max_epochs, self.grace_period
         return scaled_budget(epochs, grace, self.min_images, train_images)
+
+    def expected_seconds(self, epochs: int, train_images: int, val_images: int, on_gpu: bool,
+                         fixed: Config | None = None) -> float:
+        """A rough cost of one trial trained ``epochs`` epochs (each on at most ``max_train_images`` of
+        ``train_images`` if pinned, then scored on ``val_images``), from the measured ``images_per_s``: what
+        the search needs to start the longest trials first, not a promise of their time."""
+        cpu, gpu = self.images_per_s
+        rate = gpu if on_gpu and gpu else cpu
+        cap = (fixed or {}).get("max_train_images") or train_images
+        return epochs * (min(train_images, int(cap)) + val_images / 3) / rate  # evaluating costs about a third
 
     def weights_for(self, config: Config) -> Any:
         """The pretrained weights a trial with ``config`` starts from."""

@@ -20,4 +20,5 @@ class ResNet18Config(FineTuneConfig):
 # took 1.6x as long at 32 pixels and 1.2x at 64 on a 2-core AVX-512 BF16 Xeon, where VGG16 and the
 # CNN gained (benchmarks/results/epoch_cost_resnet18*.json).
 SPEC = register(finetuned_spec("resnet18", ResNet18Config, "resnet18", "ResNet18_Weights.IMAGENET1K_V1",
-                               input_sizes=[32, 64, 112], gpus=0.5, cpu_bf16=False))
+                               input_sizes=[32, 64, 112], gpus=0.5, cpu_bf16=False,
+                               images_per_s=(770, None)))  # 2-core EPYC (epoch_cost_resnet18.json); not on a GPU

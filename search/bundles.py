@@ -3,9 +3,9 @@
 Runs on each winner right after its test (``search.finalists``'s ``after``): with ``--refit`` the winner's
 configuration is trained again from scratch on the training and validation images for the epochs at which
 its trial peaked and tested once; then the model (the refit, or the trial's best checkpoint) is written as a
-bundle (``trainables.bundle``) to ``<results>/models/<model>/`` and its cost to run is measured on the
-search's device (``trainables.cost``). A winner whose bundle fails keeps its test figures; the finalists'
-``bundle_error`` says why.
+bundle (``trainables.bundle``) to ``<results>/models/<model>/``. Its cost to run is measured later, on the bundle
+as written and alone on its device (``bundle_cost``; ``search.endphase`` decides when). A winner whose bundle fails
+keeps its test figures; the finalists' ``bundle_error`` says why.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from search.export import dataset_record
 from search.finalists import WinnerTest, prediction_rows, test_scores
 from search.settings import Settings
 from trainables import cost
-from trainables.bundle import write_bundle
+from trainables.bundle import Bundle, write_bundle
 from trainables.card import BUNDLE_FORMAT, BUNDLE_VERSION, DECODING, write_card
 from trainables.data import Dataset, Split
 from trainables.inference import Classifier
@@ -125,7 +125,7 @@ def _number(value: Any) -> float | None:
 
 @dataclass
 class Bundler:
-    """``after`` for the finalists' test: refit (if asked), bundle, measure the cost to run."""
+    """``after`` for the finalists' test: refit (if asked), bundle (the cost to run is measured apart)."""
 
     settings: Settings
     data: Dataset
@@ -162,7 +162,7 @@ class Bundler:
 
     def write(self, tested: WinnerTest, classifier: Classifier, stage: str, metrics: dict[str, Any], epochs: int,
               train_images: int, reference: np.ndarray | None) -> dict[str, Any]:
-        """Write the bundle, then measure and record its cost to run; the finalists' columns."""
+        """Write the bundle (its cost to run is measured apart: ``bundle_cost``); the finalists' columns."""
         model = tested.row["model"]
         folder = bundle_folder(self.settings.folder, model)
         written = write_bundle(folder, classifier,
@@ -172,12 +172,19 @@ class Bundler:
         self.say(f"  {model}: bundled in {folder} ({stage}; ONNX "
                  + ("exported, checked on " + f"{onnx['parity']['images']:,} test images)" if onnx["exported"]
                     else f"not exported: {onnx['reason'][:120]})"))
-        measured = cost.measure(classifier, self.data.info.channels, self.data.info.image_size, self.runtime.device)
-        self.say(f"  {model}: runs in {measured.latency_ms:.2f} ms at batch 1, {measured.throughput_ips:,.0f} "
-                 f"images/s at batch {measured.bulk_batch} ({measured.device}, {measured.threads} threads)")
-        write_card({**written, "cost": dataclasses.asdict(measured)}, folder)
         files = written["files"]
         return {"bundled": stage, "weights_mb": files["weights_mb"], "onnx_exported": onnx["exported"],
-                "onnx_mb": files["onnx_mb"], "onnx_reason": onnx["reason"], **measured.columns()}
+                "onnx_mb": files["onnx_mb"], "onnx_reason": onnx["reason"]}
+
+
+def bundle_cost(folder: Path, device: torch.device, weights_dir: str | None = None) -> tuple[dict[str, Any], str]:
+    """Measure the cost to run of the bundle in ``folder`` as a user loads it, on ``device``, record it in its card
+    (``cost``), and return the finalists' ``cost_`` columns and a line saying it."""
+    bundle = Bundle.load(folder, device, weights_dir)
+    measured = cost.measure(bundle.classifier, bundle.channels, bundle.image_size, device)
+    write_card({**bundle.card, "cost": dataclasses.asdict(measured)}, Path(folder))
+    return measured.columns(), (f"  {bundle.card['model']}: runs in {measured.latency_ms:.2f} ms at batch 1, "
+                                f"{measured.throughput_ips:,.0f} images/s at batch {measured.bulk_batch} "
+                                f"({measured.device}, {measured.threads} threads)")
 
 

@@ -24,6 +24,7 @@ from analysis.schema import succeeded
 from search.bundles import MODELS_FOLDER
 from search.finalists import test_runs
 from search.progress import Progress
+from search.endphase import EndPhase, EndPhaseCallback, set_live
 from search.wrapup import best_checkpoints, export, test_runtime
 from search.ray_session import start_ray
 from search.repeats import (FixedConfigs, RepeatsScheduler, repeat_configs, repeats_name, repeats_table,
@@ -99,7 +100,7 @@ def make_tuner(settings: Settings, data: Dataset, slots: tuple[int, dict[str, in
             trial_dirname_creator=trial_dirname,
         ),
         run_config=run_config(settings, settings.name, settings.tune_storage,
-                              epoch_budget(settings)),
+                              epoch_budget(settings), [EndPhaseCallback()]),
     )
 
 
@@ -108,12 +109,14 @@ def epoch_budget(settings: Settings) -> EpochBudget | None:
     return EpochBudget(settings.epoch_budget, settings.folder / EPOCH_BUDGET_FILE) if settings.epoch_budget else None
 
 
-def run_config(settings: Settings, name: str, storage_path: str, stop: Any = None) -> tune.RunConfig:
+def run_config(settings: Settings, name: str, storage_path: str, stop: Any = None,
+               callbacks: list[tune.Callback] | None = None) -> tune.RunConfig:
     """Where an experiment of this search goes, each trial keeping only its best checkpoint."""
     return tune.RunConfig(
         name=name,
         storage_path=storage_path,
         stop=stop,
+        callbacks=callbacks,
         checkpoint_config=tune.CheckpointConfig(
             num_to_keep=1, checkpoint_score_attribute=METRIC, checkpoint_score_order=MODE),
         verbose=settings.verbose,
@@ -230,15 +233,22 @@ def run_search(settings: Settings, data: Dataset) -> int:
         print(f"Trials at once: up to {slots[0]} ("
               + ", ".join(f"{name} {n}" for name, n in slots[1].items()) + " by the resources"
               + (f", --max-concurrent {settings.max_concurrent}" if settings.max_concurrent else "") + ")")
+        if settings.shape_note:
+            print(settings.shape_note)
         started = time.monotonic()
-        results = tuner_for(settings, data, slots).fit()
+        tuner = tuner_for(settings, data, slots)
+        ending = EndPhase(settings, data, progress.say)  # each model's winner finished as soon as its study is done
+        set_live(ending)
+        ending.start_baselines()  # they need only the data: beside the first trials
+        results = tuner.fit()
         if budget_spent(settings, time.monotonic() - started):
             settle_stopped(optuna_storage(settings.folder), settings.plans,
                            {r.metrics["trial_id"]: r.metrics for r in results if r.metrics and "trial_id" in r.metrics})
-        tables, untested, configs = export(settings, data, results, slots[0], progress)
+        tables, untested, configs = export(settings, data, results, slots[0], progress, ending)
         if settings.repeats and len(tables["finalists"]):
             tables.update(run_repeats(settings, data, tables["finalists"], configs, slots, progress))
     finally:
+        set_live(None)
         ray.shutdown()
     print()
     print(leaderboard(tables["trials"], tables["finalists"]))

@@ -57,12 +57,19 @@ def record_from_result(result) -> TrialRecord:
     """Read a ``ray.tune.Result``; the trial id comes from the folder named by ``trial_dirname``."""
     match = _TRIAL_DIR.match(Path(result.path).name)
     trial_id = (result.metrics or {}).get("trial_id") or (match["trial_id"] if match else Path(result.path).name)
-    history = result.metrics_dataframe if result.metrics_dataframe is not None else pd.DataFrame()
+    return record_from_history(trial_id, effective_config(result.config or {}), result.metrics_dataframe,
+                               short_error(result.error))
+
+
+def record_from_history(trial_id: str, config: dict[str, Any], history: pd.DataFrame | list[dict] | None,
+                        error: str | None) -> TrialRecord:
+    """A trial's record from its reported results (a table, or the result dicts as Tune handed them over)."""
+    history = pd.DataFrame(history) if history is not None else pd.DataFrame()
     if "epoch" in history:
         # A trial resumed from its best checkpoint reports the epochs after it again: the later
         # report of an epoch is the one its checkpoint and the final numbers come from.
         history = history.dropna(subset=["epoch"]).drop_duplicates("epoch", keep="last")
-    return TrialRecord(trial_id, effective_config(result.config or {}), history, short_error(result.error))
+    return TrialRecord(trial_id, config, history, error)
 
 
 def short_error(error: BaseException | None) -> str | None:

@@ -7,6 +7,7 @@ Optuna: every parameter a study holds is one it chose, and the value that traine
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -39,6 +40,28 @@ class ModelPlan:
     # (``search.settings.fit_to_data``); False where --max-epochs / --grace-period or --smoke set them.
     own_epochs: bool = True
     own_rung: bool = True
+
+
+def one_shape(plans: list[ModelPlan]) -> tuple[list[ModelPlan], str]:
+    """Every plan given the same CPUs and GPU share a trial, the largest any of them asks for, and a line saying
+    what that costs ("" where they already agree).
+
+    Tune hands a finished trial's process only to a trial of the same resource shape (``reuse_actors``): with a
+    shape per model, each trial of another model than the last one in that slot paid a new worker process, its
+    imports, its CUDA context and the data copied to the GPU (18.9 s from a slot freeing to its next trial on an
+    H200). One shape lets any model's next trial take any freed slot; the price is that a model declaring less
+    GPU than the largest runs fewer trials at once (each gets more of a GPU than it needs).
+    """
+    cpus, gpus = max(p.cpus for p in plans), max(p.gpus for p in plans)
+    if all((p.cpus, p.gpus) == (cpus, gpus) for p in plans):
+        return plans, ""
+    smaller = [f"{p.name} {p.gpus:g}" for p in plans if p.gpus < gpus] + \
+              [f"{p.name} {p.cpus:g} CPU" for p in plans if p.cpus < cpus and p.gpus == gpus]
+    note = (f"One process shape for every model ({cpus:g} CPU{'s' if cpus != 1 else ''}"
+            + (f" and {gpus:g} GPU" if gpus else "") + " a trial, the largest any model asks for): a freed slot takes "
+            f"any model's next trial without a new process. Its cost: {', '.join(smaller)} asked for less, so fewer of "
+            "their trials run at once (--gpu-per-trial F sets one share for all)")
+    return [dataclasses.replace(p, cpus=cpus, gpus=gpus) for p in plans], note
 
 
 def rung_epochs(max_t: int, grace_period: int, reduction_factor: float) -> list[float]:

@@ -20,15 +20,27 @@ from optuna.trial import TrialState
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
 
+import models
 from search.plans import METRIC, MODE, TIME_ATTR, ModelPlan, schedule_restarts
 from search.studies import ModelStudy, ended_state, full_trials, make_sampler
 
 BUDGET_FILE = "budget.json"  # trials per model: rewritten when --resume grows the search
+_LENT = 0  # slots the search's end phase holds now (search.endphase): no trial is started in them
+
+
+def lend_slots(count: int) -> None:
+    """Hold ``count`` of the search's slots for its end phase (a model's winner tested and bundled as a Ray
+    task beside the trials): the searcher starts that many fewer trials until they are given back (0). Kept
+    here, not in the searcher's state, because Tune pickles the searcher and a --resume restores it."""
+    global _LENT
+    _LENT = max(0, int(count))
 
 
 class PerModelSearcher(Searcher):
-    """Hands each new trial to the next model's study, round-robin, until each model has had its
-    budget of trials; results and ends go back to the study that asked for the trial.
+    """Hands each new trial to the study of the model with the most work left (its trials still to
+    start times the expected cost of one, ``costs``), until each model has had its budget of trials;
+    results and ends go back to the study that asked for the trial. Longest first keeps the search's
+    tail short: the slowest model's trials do not start last, when the other slots have nothing to do.
 
     It also decides how many trials are out at once: per model at most its ``slots`` (what the
     resources hold of its trials), and in all at most the limit Tune gives it
@@ -38,7 +50,8 @@ class PerModelSearcher(Searcher):
     """
 
     def __init__(self, studies: Mapping[str, ModelStudy], num_samples: Mapping[str, int],
-                 slots: Mapping[str, int] | None = None, budget_file: str | None = None) -> None:
+                 slots: Mapping[str, int] | None = None, budget_file: str | None = None,
+                 costs: Mapping[str, float] | None = None) -> None:
         super().__init__(metric=METRIC, mode=MODE)
         self._studies = dict(studies)
         self._budget = dict(num_samples)
@@ -48,7 +61,7 @@ class PerModelSearcher(Searcher):
         self._owner: dict[str, str] = {}  # Tune trial id -> model
         self._step: dict[str, int] = {}  # Tune trial id -> the last epoch its study trial was told of
         self._live: set[str] = set()  # trials suggested and not yet complete
-        self._turn = 0
+        self._costs = {name: float((costs or {}).get(name, 1.0)) for name in self._studies}
         self._scheduler: TrialScheduler | None = None  # saved along (see ``keep_with``)
 
     @property
@@ -117,10 +130,11 @@ class PerModelSearcher(Searcher):
         if not self.unfinished:
             return Searcher.FINISHED
         open_models = self._open_models()
-        if not open_models or len(self._live) >= self._limit:
-            return None  # every slot is taken: Tune asks again when a trial completes
-        model = open_models[self._turn % len(open_models)]
-        self._turn += 1
+        if not open_models or len(self._live) + _LENT >= self._limit:
+            return None  # every slot is taken (by trials, or lent to the end phase): Tune asks again later
+        # The most work left first (ties: in the models' order); a searcher saved before costs existed: equal.
+        costs = getattr(self, "_costs", {})
+        model = max(open_models, key=lambda name: self.remaining(name) * costs.get(name, 1.0))
         config = self._studies[model].ask(trial_id)
         self._owner[trial_id] = model
         self._live.add(trial_id)
@@ -205,7 +219,8 @@ def build_searcher(plans: list[ModelPlan], seed: int, storage: optuna.storages.B
     (``full_trials``: its count, or fewer under ``epoch_budget``) and ``slots`` (trials of each model
     that can run at once) size each TPE sampler's random start. ``budget_file`` (trials per model, JSON) is
     read again whenever the searcher is restored, so that --resume can grow the search. With ASHA's
-    ``reduction_factor``, every trial's schedule restarts at the rungs (``schedule_restarts``)."""
+    ``reduction_factor``, every trial's schedule restarts at the rungs (``schedule_restarts``). Each model's
+    expected trial cost (``ModelSpec.expected_seconds``) orders the trials, the longest first."""
     studies = {
         plan.name: ModelStudy(
             plan,
@@ -219,4 +234,10 @@ def build_searcher(plans: list[ModelPlan], seed: int, storage: optuna.storages.B
         for i, plan in enumerate(plans)
     }
     return PerModelSearcher(studies, {p.name: p.num_samples for p in plans}, slots,
-                            str(budget_file) if budget_file else None)
+                            str(budget_file) if budget_file else None, trial_costs(plans))
+
+
+def trial_costs(plans: list[ModelPlan]) -> dict[str, float]:
+    """Each model's expected seconds a trial (its budget, its data, its device), to start the longest first."""
+    return {p.name: models.get(p.name).expected_seconds(p.max_epochs, p.shape.train_images or 1, 0, p.gpus > 0, p.fixed)
+            for p in plans}

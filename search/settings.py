@@ -18,7 +18,7 @@ import imagesets
 import models
 from imagesets.options import DataOptions
 from search import storage
-from search.plans import ModelPlan
+from search.plans import ModelPlan, one_shape
 
 # The whole path, not accuracy: the models whose epochs cost minutes on a CPU also pin max_train_images
 # (models.registry.SMOKE_TRAIN_IMAGES), so that a smoke search of every model takes minutes on 2 cores.
@@ -70,6 +70,7 @@ class Settings:
     # None (the flag not given) until the data is known: on for small data (SMALL_TRAIN)
     folds: int | None = None  # --folds: trials scored by k-fold cross-validation (1: on the validation split);
     # None until the data is known: imagesets.folds.folds_for
+    shape_note: str = ""  # what one process shape for every model costs (search.plans.one_shape), if anything
 
     @property
     def folder(self) -> Path:
@@ -229,6 +230,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
                                {**(spec.smoke_config if args.smoke else {}), **pinned[name]},
                                own_epochs=own_epochs,
                                own_rung=not (args.smoke or name in grace)))
+    plans, shape_note = one_shape(plans)
     remote = args.storage_path if storage.is_uri(args.storage_path) else None
     local = Path("results" if remote else args.storage_path).expanduser().resolve()
     name = args.name or f"{'-'.join(chosen)}-{data.label}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -244,7 +246,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         dashboard_port=args.dashboard_port, remote=remote, max_concurrent=args.max_concurrent,
         reuse_processes=not args.fresh_processes, refit=args.refit,
         # --smoke caps the validation split for speed, not because the data is small: one split, unless asked
-        folds=1 if args.smoke and args.folds is None else args.folds,
+        folds=1 if args.smoke and args.folds is None else args.folds, shape_note=shape_note,
     )
     check_storage(settings)
     check_weights(settings)

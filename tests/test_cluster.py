@@ -39,12 +39,13 @@ class Gauge:
     """How many trials are inside at once, and the most there ever were."""
 
     def __init__(self) -> None:
-        self.now, self.peak, self.gpu_ids = 0, 0, []
+        self.now, self.peak, self.gpu_ids, self.pids = 0, 0, [], set()
 
-    def enter(self, gpu_ids: list) -> None:
+    def enter(self, gpu_ids: list, pid: int) -> None:
         self.now += 1
         self.peak = max(self.peak, self.now)
         self.gpu_ids.append(gpu_ids)
+        self.pids.add(pid)
 
     def leave(self) -> None:
         self.now -= 1
@@ -52,17 +53,18 @@ class Gauge:
     def inside(self) -> int:
         return self.now
 
-    def report(self) -> tuple[int, list]:
-        return self.peak, self.gpu_ids
+    def report(self) -> tuple[int, list, set]:
+        return self.peak, self.gpu_ids, self.pids
 
 
-def run_packed(plans, model: str, trials: int, expect_together: int) -> tuple[int, list]:
-    """Run ``trials`` placeholder trials of ``model`` with the resources the search would request;
-    each waits until ``expect_together`` are running (or 40 s), so the peak shows how many fit."""
+def run_packed(plans, models: list[str], trials: int, expect_together: int) -> tuple[int, list, set]:
+    """Run ``trials`` placeholder trials, of ``models`` in turn, with the resources the search would request and
+    its reused processes; each waits until ``expect_together`` are running (or 40 s), so the peak shows how many
+    fit. Returns the peak, each trial's GPU ids and the worker processes that ran them."""
     gauge = Gauge.remote()
 
     def trial(config):
-        ray.get(gauge.enter.remote(ray.get_gpu_ids()))
+        ray.get(gauge.enter.remote(ray.get_gpu_ids(), os.getpid()))
         deadline = time.time() + 40
         while ray.get(gauge.inside.remote()) < expect_together and time.time() < deadline:
             time.sleep(0.2)
@@ -71,8 +73,9 @@ def run_packed(plans, model: str, trials: int, expect_together: int) -> tuple[in
         tune.report({"done": 1})
 
     trainable = tune.with_resources(trial, resources_for(plans, use_gpu=True))
-    tuner = tune.Tuner(trainable, param_space={"model": model, "i": tune.grid_search(list(range(trials)))},
-                       tune_config=tune.TuneConfig(max_concurrent_trials=trials),
+    space = {"model": tune.grid_search(models), "i": tune.grid_search(list(range(trials // len(models))))}
+    tuner = tune.Tuner(trainable, param_space=space,
+                       tune_config=tune.TuneConfig(max_concurrent_trials=trials, reuse_actors=True),
                        run_config=tune.RunConfig(verbose=0, storage_path=None))
     results = tuner.fit()
     assert not results.errors
@@ -89,15 +92,29 @@ def four_gpus_declared():
 
 @pytest.mark.integration
 def test_sixteen_quarter_gpu_cnn_trials_run_together_and_vgg16_one_per_gpu(four_gpus_declared, tmp_path, monkeypatch):
-    plans = plans_for(tmp_path, monkeypatch, "--model", "cnn,vgg16")
-    assert {p.name: p.gpus for p in plans} == {"cnn": 0.25, "vgg16": 1.0}  # the registry's defaults
-
-    peak, gpu_ids = run_packed(plans, "cnn", trials=16, expect_together=16)
+    plans = plans_for(tmp_path, monkeypatch, "--model", "cnn")
+    assert {p.name: p.gpus for p in plans} == {"cnn": 0.25}  # the registry's default
+    peak, gpu_ids, _ = run_packed(plans, ["cnn"], trials=16, expect_together=16)
     assert peak == 16
     assert all(len(ids) == 1 for ids in gpu_ids) and len({ids[0] for ids in gpu_ids}) == GPUS  # 4 per GPU
 
-    peak, gpu_ids = run_packed(plans, "vgg16", trials=6, expect_together=GPUS)
+    plans = plans_for(tmp_path, monkeypatch, "--model", "vgg16")
+    peak, gpu_ids, _ = run_packed(plans, ["vgg16"], trials=6, expect_together=GPUS)
     assert peak == GPUS  # never more than one VGG16 trial per GPU
+    assert all(len(ids) == 1 for ids in gpu_ids)
+
+
+@pytest.mark.integration
+def test_models_with_different_gpu_needs_share_one_process_per_slot(four_gpus_declared, tmp_path, monkeypatch):
+    """CNN (0.25 of a GPU) and VGG16 (a whole one) in one search: one shape, the largest, so that a freed slot
+    takes the next trial of either model in the same worker process; the line says what it costs."""
+    monkeypatch.setattr(settings, "_gpus_found", lambda: GPUS)
+    chosen = settings_from_args(build_parser().parse_args(
+        ["--model", "cnn,vgg16", "--gpus", str(GPUS), "--no-pretrained", "--storage-path", str(tmp_path)]))
+    assert {p.name: p.gpus for p in chosen.plans} == {"cnn": 1.0, "vgg16": 1.0}
+    assert "One process shape for every model" in chosen.shape_note and "cnn 0.25" in chosen.shape_note
+    peak, gpu_ids, processes = run_packed(chosen.plans, ["cnn", "vgg16"], trials=12, expect_together=GPUS)
+    assert peak == GPUS and len(processes) <= GPUS  # 12 trials of two models in at most one process per slot
     assert all(len(ids) == 1 for ids in gpu_ids)
 
 
@@ -117,10 +134,13 @@ def test_epoch_budgets_follow_the_kind_of_device_and_the_flags_still_win(tmp_pat
 def test_gpu_share_is_overridable_per_model(tmp_path, monkeypatch):
     plans = plans_for(tmp_path, monkeypatch, "--model", "cnn,vit", "--gpu-per-trial", "cnn=0.5",
                       "--cpu-per-trial", "vit=2")
-    assert {p.name: (p.gpus, p.cpus) for p in plans} == {"cnn": (0.5, 1.0), "vit": (0.5, 2.0)}
+    # One process shape for the search: the largest share and CPUs any model asks for (vit's 2 CPUs, 0.5 GPU each)
+    assert {p.name: (p.gpus, p.cpus) for p in plans} == {"cnn": (0.5, 2.0), "vit": (0.5, 2.0)}
     resources = resources_for(plans, use_gpu=True)
-    assert resources({"model": "cnn"}).required_resources == {"CPU": 1.0, "GPU": 0.5}  # 8 trials on 4 GPUs
-    assert resources({"model": "vit"}).required_resources == {"CPU": 2.0, "GPU": 0.5}
+    assert resources({"model": "cnn"}).required_resources == {"CPU": 2.0, "GPU": 0.5}  # 8 trials on 4 GPUs
+    assert resources({"model": "vit"}).required_resources == resources({"model": "cnn"}).required_resources
+    alone = plans_for(tmp_path, monkeypatch, "--model", "cnn", "--gpu-per-trial", "cnn=0.5")
+    assert [(p.gpus, p.cpus) for p in alone] == [(0.5, 1.0)]
 
 
 @pytest.mark.parametrize("flags,needle", [

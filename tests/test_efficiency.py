@@ -28,8 +28,10 @@ def test_figures_match_the_timeline():
     assert row["startup_s"] == 11  # the first batch trained, counted from the command's start
     assert row["mean_gap_s"] == pytest.approx(((22 - 20) + (33 - 30)) / 2)
     assert (row["processes"], row["reused"]) == (2, 2)
+    assert row["tail_s"] == 40 - 32  # the last trial began at 32; the search's last report came at 40
     line = describe(row)
     assert "2 slots: 1.6 trials at once (max 2)" in line and "65% of slot-time training" in line
+    assert "8.0 s from the last trial's start to the search's end" in line
 
 
 def test_results_exported_before_the_efficiency_columns_say_so():

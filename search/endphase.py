@@ -1,0 +1,325 @@
+"""Everything after a model's search, as Ray work on the search's own resources, started as soon as it can.
+
+- **Each model's end phase** (its winner's test, ``--refit``, bundle and ONNX check: ``search.finalists`` and
+  ``search.bundles``) is one Ray task with the trials' resource shape (CPUs and GPU share), started the moment the
+  model's last trial ends, beside the other models' trials: on four GPUs six winners finish on four GPUs, not one
+  after another in the driver, and on two cores the first models' winners are bundled while the slowest model
+  still trains.
+- **Cost to run** is then measured on the bundle as written, by a task that holds its whole device (every CPU of
+  its node on a CPU search, a whole GPU on a GPU search), so that no neighbour's load enters its latency: Ray starts
+  it only when nothing else holds that device, and starts nothing beside it.
+- **The classical baselines** need only the data: their task starts with the first trial.
+
+The driver only collects (``EndPhase.collect``, called at each step of Tune's loop through ``EndPhaseCallback``),
+and writes each model's outcome to ``<results>/ended/`` as it arrives: a kill loses nothing that finished, and
+``--resume`` runs only what is missing (a saved outcome counts while its winner is still the model's winner).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import ray
+from ray.tune import Callback
+
+from analysis.schema import FINALIST_COLUMNS, PREDICTION_COLUMNS, config_names
+from models.config import MODEL_KEY
+from search.export import effective_config, record_from_history, trials_table, write_atomic
+from search.finalists import Tested, pick_winners
+from search.searcher import lend_slots
+from search.settings import Settings
+from trainables.data import Dataset
+
+ENDED_FOLDER = "ended"  # <results>/ended/<model>.parquet (its finalists row), <model>.predictions.parquet
+BASELINE_FILES = ("baselines", "baseline_predictions")
+
+
+@dataclass
+class Ended:
+    """One model's end phase: its finalists row (``None`` where its winner could not be tested, ``problem`` says
+    why), its test predictions (a refit's too) and the lines it printed."""
+
+    model: str
+    trial_id: str
+    row: dict[str, Any] | None
+    predictions: pd.DataFrame
+    problem: str | None = None
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def needs_cost(self) -> bool:
+        return self.row is not None and pd.isna(self.row.get("bundle_error")) and pd.isna(self.row.get("cost_latency_ms"))
+
+
+def finish_model(settings: Settings, data: Dataset, winner: dict[str, Any], config: dict[str, Any], checkpoint: Any,
+                 cpus: float) -> Ended:
+    """A Ray task: test ``winner`` once from ``checkpoint``, refit it where the search refits, and bundle it, on
+    the device Ray gave this task (its GPU share, else the CPU) with ``cpus`` threads."""
+    from search.bundles import Bundler
+    from search.finalists import test_runs
+    from trainables.runtime import Runtime, set_threads
+    from trainables.tune_trial import trial_device
+
+    set_threads(cpus)
+    runtime = Runtime(trial_device(), amp=settings.amp, channels_last=settings.channels_last)
+    lines: list[str] = []
+    started = time.time()
+    trial_id, model = winner["trial_id"], winner["model"]
+    tested = test_runs(pd.DataFrame([winner]), {trial_id: checkpoint}, {trial_id: config}, data.test, runtime,
+                       data.info.shape, settings.weights_dir, lines.append, after=Bundler(settings, data, runtime,
+                                                                                           lines.append))
+    if model in tested.problems:
+        return Ended(model, trial_id, None, tested.predictions, tested.problems[model], lines)
+    row = tested.finalists.iloc[0].to_dict()
+    row.update(end_started_at=started, end_s=time.time() - started)
+    return Ended(model, trial_id, row, tested.predictions, None, lines)
+
+
+def measure_cost(folder: Path, weights_dir: str | None, cpus: float) -> tuple[dict[str, Any], str, float]:
+    """A Ray task holding its whole device: the bundle's cost to run (``search.bundles.bundle_cost``), its
+    line, and the seconds it took."""
+    from search.bundles import bundle_cost
+    from trainables.runtime import set_threads
+    from trainables.tune_trial import trial_device
+
+    started = time.perf_counter()
+    set_threads(cpus)
+    columns, line = bundle_cost(folder, trial_device(), weights_dir)
+    return columns, line, time.perf_counter() - started
+
+
+def fit_baselines(data: Dataset, seed: int, folds: int, refit: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A Ray task: the classical baselines (``search.baseline``)."""
+    from search.baseline import run_baselines
+    from trainables.runtime import set_threads
+
+    set_threads(1)
+    return run_baselines(data, seed, folds, refit)
+
+
+def load_ended(folder: Path) -> dict[str, Ended]:
+    """The end phases a run of this search saved (``--resume``), by model."""
+    ended = {}
+    for file in sorted((folder / ENDED_FOLDER).glob("*.parquet")):
+        if file.name.endswith(".predictions.parquet"):
+            continue
+        row = pd.read_parquet(file).iloc[0].to_dict()
+        predictions_file = file.with_name(f"{file.stem}.predictions.parquet")
+        predictions = pd.read_parquet(predictions_file) if predictions_file.exists() else pd.DataFrame()
+        ended[row["model"]] = Ended(row["model"], row["trial_id"], row, predictions)
+    return ended
+
+
+class EndPhase:
+    """The driver's side: starts each model's end phase when its study is done (or, after the search, for the
+    models whose last trials a budget stopped), collects what the tasks return and saves it at once."""
+
+    def __init__(self, settings: Settings, data: Dataset, say=print) -> None:
+        self.settings, self.say = settings, say
+        # One copy in the object store for every task; on a cluster the nodes do not have this machine's files.
+        shared = data if not settings.address else Dataset(data.info, data.train.in_memory(), data.val.in_memory(),
+                                                           data.test.in_memory(), data.full_sizes)
+        self.data = ray.put(shared)
+        self.plans = {p.name: p for p in settings.plans}
+        self.ended = load_ended(settings.folder)  # saved by an earlier run of this search (--resume)
+        self.started: dict[str, str] = {}  # model -> the winner's trial id whose end phase is under way or saved
+        self.histories: dict[str, list[dict[str, Any]]] = {}
+        self.finished: set[str] = set()
+        self.errors: dict[str, str] = {}
+        self.pending: dict[ray.ObjectRef, tuple[str, str]] = {}  # task -> (what, model)
+        self.baselines: tuple[pd.DataFrame, pd.DataFrame] | None = None
+
+    # What Tune tells (through EndPhaseCallback)
+
+    def trial_result(self, trial: Any, result: Mapping[str, Any]) -> None:
+        self.histories.setdefault(trial.trial_id, []).append(dict(result))
+
+    def trial_ended(self, trial: Any, trials: list[Any], error: bool) -> None:
+        self.finished.add(trial.trial_id)
+        if error:
+            self.errors[trial.trial_id] = "the trial raised an error"
+        model = trial.config[MODEL_KEY]
+        mine = [t for t in trials if t.config[MODEL_KEY] == model]
+        if model in self.started or len(mine) < self.plans[model].num_samples:
+            return
+        if any(t.trial_id not in self.finished or t.trial_id not in self.histories for t in mine):
+            return  # still running, or trained before a --resume (not seen here): the driver starts it after the search
+        records = [record_from_history(t.trial_id, effective_config(t.config), self.histories[t.trial_id],
+                                       self.errors.get(t.trial_id)) for t in mine]
+        winners = pick_winners(trials_table(records, self.settings.name, "", self.settings.seed))
+        if len(winners):
+            winner = winners.iloc[0]
+            record = next(r for r in records if r.trial_id == winner["trial_id"])
+            trial_of = next(t for t in mine if t.trial_id == winner["trial_id"])
+            self.start(winner, record.config, last_checkpoint(trial_of.path, record.history, trial_of.checkpoint))
+
+    # Starting and collecting tasks
+
+    def start_baselines(self) -> None:
+        """The classical baselines, beside the first trials (one CPU); kept from an earlier run on --resume."""
+        if all((self.settings.folder / f"{name}.parquet").exists() for name in BASELINE_FILES):
+            self.baselines = tuple(pd.read_parquet(self.settings.folder / f"{name}.parquet") for name in BASELINE_FILES)
+            return
+        task = ray.remote(fit_baselines).options(num_cpus=1, num_gpus=0)
+        self.pending[task.remote(self.data, self.settings.seed, self.settings.folds or 1, bool(self.settings.refit))] = (
+            "baselines", "")
+
+    def start(self, winner: pd.Series, config: dict[str, Any], checkpoint: Any) -> None:
+        """The end phase of ``winner``'s model: nothing where an earlier run saved it for this winner (but its cost
+        to run, if that is missing), else a task with the trials' resources."""
+        model, trial_id = winner["model"], winner["trial_id"]
+        self.started[model] = trial_id
+        saved = self.ended.get(model)
+        if saved is not None and saved.trial_id == trial_id:
+            if saved.needs_cost:
+                self._start_cost(model)
+            return
+        plan = self.plans[model]
+        # Its CPUs are counted by the searcher (lend_slots), not by Ray: Tune keeps a finished trial's process,
+        # and its slot, for the next trial, and would hold them from a task asking Ray for CPUs until the tail.
+        task = ray.remote(finish_model).options(num_cpus=0, num_gpus=plan.gpus if self.settings.gpus else 0)
+        ref = task.remote(self.settings, self.data, winner.to_dict(), config, checkpoint, plan.cpus)
+        self.pending[ref] = ("finish", model)
+        self._lend()
+        self.say(f"  {model}: its study is done; testing and bundling its winner {trial_id} beside the other trials")
+
+    def _start_cost(self, model: str) -> None:
+        on_gpu = bool(self.settings.gpus)
+        cpus = self.plans[model].cpus if on_gpu else float(max_node_cpus())  # a CPU search: the node's every core
+        task = ray.remote(measure_cost).options(num_cpus=cpus, num_gpus=1 if on_gpu else 0)
+        from search.bundles import bundle_folder
+
+        ref = task.remote(bundle_folder(self.settings.folder, model), self.settings.weights_dir, cpus)
+        self.pending[ref] = ("cost", model)
+
+    def collect(self, wait: bool = False) -> None:
+        """Save what finished tasks returned; with ``wait``, until no task is left."""
+        while self.pending:
+            ready, _ = ray.wait(list(self.pending), num_returns=1 if wait else len(self.pending),
+                                timeout=None if wait else 0)
+            if not ready:
+                return
+            for ref in ready:
+                self._take(ref, *self.pending.pop(ref))
+            self._lend()
+
+    def _lend(self) -> None:
+        """The slots the end phase holds: one a model being finished (the searcher starts fewer trials)."""
+        lend_slots(sum(1 for what, _ in self.pending.values() if what == "finish"))
+
+    def _take(self, ref: ray.ObjectRef, what: str, model: str) -> None:
+        try:
+            value = ray.get(ref)
+        except Exception as e:  # a task that died (its worker killed, out of memory): say so, keep the rest
+            reason = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
+            if what == "finish":
+                self.ended[model] = Ended(model, self.started[model], None, pd.DataFrame(), reason)
+            self.say(f"warning: {what} of {model or 'the baselines'} failed ({reason[:300]})")
+            return
+        if what == "baselines":
+            self.baselines = value
+            write_atomic(dict(zip(BASELINE_FILES, value)), self.settings.folder)
+        elif what == "finish":
+            for line in value.lines:
+                self.say(line)
+            self.ended[model] = value
+            if value.row is not None:
+                self._save(value)
+                if value.needs_cost:
+                    self._start_cost(model)
+        else:
+            columns, line, seconds = value
+            self.say(line)
+            ended = self.ended[model]
+            ended.row.update(columns, cost_s=seconds)
+            self._save(ended)
+
+    def _save(self, ended: Ended) -> None:
+        write_atomic({ended.model: pd.DataFrame([ended.row]),
+                      f"{ended.model}.predictions": ended.predictions}, self.settings.folder / ENDED_FOLDER)
+
+    # After the search
+
+    def finish(self, trials: pd.DataFrame, checkpoints: Mapping[str, Any], configs: Mapping[str, dict]) -> Tested:
+        """Every model's winner tested and bundled, its cost to run measured: the end phases started during the
+        search, and those of the models whose end phase has not started (the search stopped by a budget, or
+        resumed) started now; the finalists and predictions in the winners' order."""
+        winners = pick_winners(trials)
+        for _, winner in winners.iterrows():
+            if self.started.get(winner["model"]) != winner["trial_id"]:
+                self.start(winner, configs[winner["trial_id"]], checkpoints.get(winner["trial_id"]))
+        self.collect(wait=True)
+        rows, predictions, problems = [], [], {}
+        for model in winners["model"]:
+            ended = self.ended[model]
+            if ended.row is None:
+                problems[model] = ended.problem or "its end phase did not finish"
+                continue
+            rows.append(ended.row)
+            predictions.append(ended.predictions)
+        table = pd.DataFrame(rows)
+        predicted = pd.concat(predictions, ignore_index=True) if predictions else pd.DataFrame()
+        return Tested(table.reindex(columns=FINALIST_COLUMNS + config_names(table)),
+                      predicted.reindex(columns=PREDICTION_COLUMNS), problems)
+
+    def baseline_tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        self.collect(wait=True)
+        if self.baselines is None:
+            raise RuntimeError("the classical baselines' task did not return; see the warning above")
+        return self.baselines
+
+
+def last_checkpoint(trial_path: str | None, history: pd.DataFrame, registered: Any) -> Any:
+    """A trial's last reported checkpoint, read from its folder (the trainable checkpoints only when val_acc
+    improves, so it is the trial's best); ``registered`` (what Tune recorded) where the folder cannot be read here.
+    Tune registers a reported checkpoint in a step after the result, and a search stopped in between
+    (--epoch-budget spent by that very result) leaves it on disk, unregistered or with an earlier one registered."""
+    from ray import tune
+
+    if trial_path and "checkpoint_dir_name" in history:
+        names = history["checkpoint_dir_name"].dropna()
+        folder = Path(trial_path) / str(names.iloc[-1]) if not names.empty else None
+        if folder is not None and folder.is_dir():
+            return tune.Checkpoint.from_directory(str(folder))
+    return registered
+
+
+def max_node_cpus() -> int:
+    """The CPUs of the largest live node: a CPU search's cost-to-run task holds all of them."""
+    return int(max((n["Resources"].get("CPU", 1) for n in ray.nodes() if n.get("Alive")), default=1))
+
+
+_LIVE: EndPhase | None = None  # the driver's collector that EndPhaseCallback forwards to
+
+
+def set_live(end_phase: EndPhase | None) -> None:
+    global _LIVE
+    _LIVE = end_phase
+    lend_slots(0)
+
+
+class EndPhaseCallback(Callback):
+    """Tune's side of ``EndPhase``: trial results and ends, and each step of Tune's loop, forwarded to the driver's
+    live collector. It holds no state, because Tune pickles its callbacks with the Tuner: the one a ``--resume``
+    restores forwards to that session's collector."""
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        if _LIVE is not None:
+            _LIVE.trial_result(trial, result)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if _LIVE is not None:
+            _LIVE.trial_ended(trial, trials, error=False)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if _LIVE is not None:
+            _LIVE.trial_ended(trial, trials, error=True)
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        if _LIVE is not None:
+            _LIVE.collect()
