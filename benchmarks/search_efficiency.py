@@ -2,11 +2,13 @@
 
     python benchmarks/search_efficiency.py [--baseline] [--out FILE] -- SEARCH FLAGS...
     python benchmarks/search_efficiency.py --baseline -- --model cnn --gpus 0 --cpus 6 --smoke --num-samples 12
+    python benchmarks/search_efficiency.py --declare-gpus 4 -- --model all --gpus 4 --cpus 8 --smoke --no-pretrained
 
 Runs ``python -m search.run`` with the given flags (plus ``--no-dashboard --verbose 0`` and a fresh
 ``--name``), times the whole command, and prints what its exports say (``analysis.efficiency``):
-trials at once, the share of slot-time spent training, the start-up time and the gaps between
-trials. On a machine with ``nvidia-smi`` it samples GPU utilization every 0.5 s and reports its
+trials at once, the share of slot-time spent training, the start-up time, the gaps between trials, the
+tail (the last trial's start to the search's end), worker processes per trial, each model's end phase (test,
+refit, bundle; cost to run) and when it began against the search's end, and the time after the last trial. On a machine with ``nvidia-smi`` it samples GPU utilization every 0.5 s and reports its
 mean while trials ran. ``--baseline`` runs the same search a second time as the search ran before
 trials were packed and processes reused (``--max-concurrent 1 --fresh-processes``).
 """
@@ -64,14 +66,16 @@ class GpuSampler:
         return sum(values) / len(values) if values else None
 
 
-def run_search(flags: list[str], storage: Path, name: str) -> dict:
-    """One search, timed from the outside, with its efficiency figures and GPU use."""
+def run_search(flags: list[str], storage: Path, name: str, declare_gpus: int = 0) -> dict:
+    """One search, timed from the outside, with its efficiency figures and GPU use; ``declare_gpus``: that many
+    GPUs declared to Ray on a machine without them (``HPSEARCH_DECLARE_GPUS``)."""
     command = [sys.executable, "-m", "search.run", *flags, "--no-dashboard", "--verbose", "0",
                "--storage-path", str(storage), "--name", name]
     with GpuSampler() as gpu:
         start = time.time()
         proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
-                              env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+                              env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0",
+                                   **({"HPSEARCH_DECLARE_GPUS": str(declare_gpus)} if declare_gpus else {})})
         wall = time.time() - start
     if proc.returncode:
         raise SystemExit(f"search failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -79,13 +83,32 @@ def run_search(flags: list[str], storage: Path, name: str) -> dict:
     finalists = pd.read_parquet(storage / name / "finalists.parquet")
     figures = efficiency(trials).iloc[0].to_dict()
     first = float((trials["train_started_at"] - trials["setup_s"]).min())
+    search_end = float(trials["ended_at"].max())
     figures.update(
         command=" ".join(["python -m search.run", *flags]), wall_clock_s=wall,
+        processes_per_trial=figures["processes"] / max(1, figures["trials"]),
+        after_search_s=start + wall - search_end,  # the last trial's last report to the command's end
+        end_phase=end_phase(finalists, search_end),
         best_test_acc=float(finalists["test_acc"].max()) if len(finalists) else None,
         gpu_busy_pct=gpu.mean_between(first, float(trials["ended_at"].max())) if gpu.available else None,
         leaderboard=leaderboard_of(proc.stdout),
     )
     return figures
+
+
+def end_phase(finalists: pd.DataFrame, search_end: float) -> dict:
+    """Each model's end phase (test, refit, bundle: ``end_s``; cost to run: ``cost_s``), when it began against the
+    search's end (negative: beside the trials), and the span of all of them against the slowest one's."""
+    if "end_started_at" not in finalists or finalists["end_started_at"].isna().all():
+        return {}
+    rows = finalists.set_index("model")
+    ended = rows["end_started_at"] + rows["end_s"]
+    return {"per_model": {m: {"end_s": float(r["end_s"]), "cost_s": float(r["cost_s"]),
+                              "began_before_search_end_s": float(search_end - r["end_started_at"])}
+                          for m, r in rows.iterrows()},
+            "span_s": float(ended.max() - rows["end_started_at"].min()),
+            "slowest_model_s": float(rows["end_s"].max()),
+            "span_over_slowest": float((ended.max() - rows["end_started_at"].min()) / rows["end_s"].max())}
 
 
 def leaderboard_of(stdout: str) -> str:
@@ -103,7 +126,9 @@ def show(label: str, f: dict) -> None:
           f"  whole command {f['wall_clock_s']:.1f} s; {f['trials']} trials on {f['slots']} slots: "
           f"{f['mean_at_once']:.2f} at once on average (max {f['max_at_once']}); slot-time training "
           f"{f['slot_share']:.0%}; training began {f['startup_s']:.1f} s after the start; slot-to-trial gap {gap}; "
-          f"{f['processes']} processes; GPU busy while trials ran: {gpu}; best test accuracy {f['best_test_acc']}\n"
+          f"{f['processes']} processes; tail {f.get('tail_s', float('nan')):.1f} s; after the last trial "
+          f"{f['after_search_s']:.1f} s; GPU busy while trials ran: {gpu}; best test accuracy {f['best_test_acc']}\n"
+          f"  end phase: {json.dumps(f['end_phase'], default=float)}\n"
           f"{f['leaderboard']}", flush=True)
 
 
@@ -112,14 +137,19 @@ def main() -> None:
     p.add_argument("--baseline", action="store_true",
                    help="also run it with --max-concurrent 1 --fresh-processes (the search before packing)")
     p.add_argument("--out", default=None, help="JSON file for the figures")
+    p.add_argument("--declare-gpus", type=int, default=0, metavar="N",
+                   help="declare N GPUs to Ray on a machine without them (trials train on the CPU; the packing, "
+                        "process reuse and end phase are those of N GPUs), for e.g. -- --model all --gpus 4")
     p.add_argument("flags", nargs=argparse.REMAINDER, help="after --: the search's flags")
     args = p.parse_args()
     flags = [f for f in args.flags if f != "--"] or ["--model", "cnn", "--gpus", "0", "--smoke", "--num-samples", "8"]
     storage = Path(tempfile.mkdtemp(prefix="search-efficiency-"))
-    record = {"machine": describe(), "packed": run_search(flags, storage, "packed")}
+    record = {"machine": describe(), "declared_gpus": args.declare_gpus,
+              "packed": run_search(flags, storage, "packed", args.declare_gpus)}
     show("packed", record["packed"])
     if args.baseline:
-        record["baseline"] = run_search([*flags, "--max-concurrent", "1", "--fresh-processes"], storage, "baseline")
+        record["baseline"] = run_search([*flags, "--max-concurrent", "1", "--fresh-processes"], storage, "baseline",
+                                        args.declare_gpus)
         show("baseline", record["baseline"])
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -1,13 +1,15 @@
 """Everything after a model's search, as Ray work on the search's own resources, started as soon as it can.
 
 - **Each model's end phase** (its winner's test, ``--refit``, bundle and ONNX check: ``search.finalists`` and
-  ``search.bundles``) is one Ray task with the trials' resource shape (CPUs and GPU share), started the moment the
-  model's last trial ends, beside the other models' trials: on four GPUs six winners finish on four GPUs, not one
-  after another in the driver, and on two cores the first models' winners are bundled while the slowest model
-  still trains.
-- **Cost to run** is then measured on the bundle as written, by a task that holds its whole device (every CPU of
-  its node on a CPU search, a whole GPU on a GPU search), so that no neighbour's load enters its latency: Ray starts
-  it only when nothing else holds that device, and starts nothing beside it.
+  ``search.bundles``) is one Ray task in a slot of the search (the trials' CPUs and GPU share), started the moment
+  the model's last trial ends, beside the other models' trials: on four GPUs six winners finish on four GPUs, not
+  one after another in the driver, and on two cores the first models' winners are bundled while the slowest model
+  still trains. On CPUs the searcher starts one trial fewer for each end phase under way
+  (``search.searcher.lend_slots``); on GPUs the task asks Ray for the model's GPU share and starts where one is
+  free (at the latest in the search's tail, where slots free up).
+- **Cost to run** is then measured on the bundle as written, once the trials and every end phase are done, by a
+  task that holds its whole device (every CPU of its node on a CPU search, a whole GPU on a GPU search), so that no
+  neighbour's load enters its latency: Ray starts nothing beside it on that device.
 - **The classical baselines** need only the data: their task starts with the first trial.
 
 The driver only collects (``EndPhase.collect``, called at each step of Tune's loop through ``EndPhaseCallback``),
@@ -176,16 +178,16 @@ class EndPhase:
         self.started[model] = trial_id
         saved = self.ended.get(model)
         if saved is not None and saved.trial_id == trial_id:
-            if saved.needs_cost:
-                self._start_cost(model)
-            return
+            return  # its cost to run, if a kill came before it, is measured with the others' (``finish``)
         plan = self.plans[model]
-        # Its CPUs are counted by the searcher (lend_slots), not by Ray: Tune keeps a finished trial's process,
-        # and its slot, for the next trial, and would hold them from a task asking Ray for CPUs until the tail.
-        task = ray.remote(finish_model).options(num_cpus=0, num_gpus=plan.gpus if self.settings.gpus else 0)
+        if self.settings.gpus:  # the model's GPU share from Ray: it runs where a trial leaves one free
+            task = ray.remote(finish_model).options(num_cpus=plan.cpus, num_gpus=plan.gpus)
+        else:
+            # Its CPUs are counted by the searcher (``slots_held``), not by Ray: Tune keeps a finished trial's
+            # process and its slot for the next trial, and would hold them from a task asking Ray for CPUs.
+            task = ray.remote(finish_model).options(num_cpus=0, num_gpus=0)
         ref = task.remote(self.settings, self.data, winner.to_dict(), config, checkpoint, plan.cpus)
         self.pending[ref] = ("finish", model)
-        self._lend()
         self.say(f"  {model}: its study is done; testing and bundling its winner {trial_id} beside the other trials")
 
     def _start_cost(self, model: str) -> None:
@@ -206,11 +208,16 @@ class EndPhase:
                 return
             for ref in ready:
                 self._take(ref, *self.pending.pop(ref))
-            self._lend()
 
-    def _lend(self) -> None:
-        """The slots the end phase holds: one a model being finished (the searcher starts fewer trials)."""
-        lend_slots(sum(1 for what, _ in self.pending.values() if what == "finish"))
+    def slots_held(self) -> int:
+        """The search's slots the end phase holds now, one a model being finished (``search.searcher.lend_slots``:
+        the searcher starts that many fewer trials); finished tasks are collected first. On GPUs none: there Ray
+        counts the task's GPU share, and a slot lent to it would make Tune give up a trial's process (its CUDA
+        context, its data on the GPU) for a new one afterwards."""
+        self.collect()
+        if self.settings.gpus:
+            return 0
+        return sum(1 for what, _ in self.pending.values() if what == "finish")
 
     def _take(self, ref: ray.ObjectRef, what: str, model: str) -> None:
         try:
@@ -230,8 +237,6 @@ class EndPhase:
             self.ended[model] = value
             if value.row is not None:
                 self._save(value)
-                if value.needs_cost:
-                    self._start_cost(model)
         else:
             columns, line, seconds = value
             self.say(line)
@@ -253,6 +258,12 @@ class EndPhase:
         for _, winner in winners.iterrows():
             if self.started.get(winner["model"]) != winner["trial_id"]:
                 self.start(winner, configs[winner["trial_id"]], checkpoints.get(winner["trial_id"]))
+        self.collect(wait=True)
+        # Alone on its device: only now that no trial and no other model's end phase runs (a CPU search's task
+        # holds every CPU of its node, so Ray runs them one at a time; a GPU search's, a whole GPU each).
+        for model in winners["model"]:
+            if model in self.ended and self.ended[model].needs_cost:
+                self._start_cost(model)
         self.collect(wait=True)
         rows, predictions, problems = [], [], {}
         for model in winners["model"]:
@@ -300,7 +311,7 @@ _LIVE: EndPhase | None = None  # the driver's collector that EndPhaseCallback fo
 def set_live(end_phase: EndPhase | None) -> None:
     global _LIVE
     _LIVE = end_phase
-    lend_slots(0)
+    lend_slots(end_phase.slots_held if end_phase is not None else None)
 
 
 class EndPhaseCallback(Callback):

@@ -11,7 +11,7 @@ import json
 import pickle
 import tempfile
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +25,16 @@ from search.plans import METRIC, MODE, TIME_ATTR, ModelPlan, schedule_restarts
 from search.studies import ModelStudy, ended_state, full_trials, make_sampler
 
 BUDGET_FILE = "budget.json"  # trials per model: rewritten when --resume grows the search
-_LENT = 0  # slots the search's end phase holds now (search.endphase): no trial is started in them
+_LENDER: Callable[[], int] | None = None  # how many slots the search's end phase holds now (search.endphase)
 
 
-def lend_slots(count: int) -> None:
-    """Hold ``count`` of the search's slots for its end phase (a model's winner tested and bundled as a Ray
-    task beside the trials): the searcher starts that many fewer trials until they are given back (0). Kept
-    here, not in the searcher's state, because Tune pickles the searcher and a --resume restores it."""
-    global _LENT
-    _LENT = max(0, int(count))
+def lend_slots(lender: Callable[[], int] | None) -> None:
+    """Let ``lender`` hold some of the search's slots for its end phase (a model's winner tested and bundled as a
+    Ray task beside the trials): each time Tune asks for a trial, the searcher starts that many fewer (the lender
+    collects finished tasks first: Tune asks every second while it waits for a trial, and calls nothing else).
+    Kept here, not in the searcher's state, because Tune pickles the searcher and a --resume restores it."""
+    global _LENDER
+    _LENDER = lender
 
 
 class PerModelSearcher(Searcher):
@@ -130,7 +131,8 @@ class PerModelSearcher(Searcher):
         if not self.unfinished:
             return Searcher.FINISHED
         open_models = self._open_models()
-        if not open_models or len(self._live) + _LENT >= self._limit:
+        lent = _LENDER() if _LENDER is not None else 0
+        if not open_models or len(self._live) + lent >= self._limit:
             return None  # every slot is taken (by trials, or lent to the end phase): Tune asks again later
         # The most work left first (ties: in the models' order); a searcher saved before costs existed: equal.
         costs = getattr(self, "_costs", {})

@@ -162,7 +162,15 @@ def pinned_settings(pairs: list[str], chosen: list[str],
     return out
 
 
+DECLARE_GPUS = "HPSEARCH_DECLARE_GPUS"  # benchmarks: GPUs declared to Ray on a machine without them
+
+
 def _gpus_found() -> int:
+    """The machine's CUDA devices; or, where ``$HPSEARCH_DECLARE_GPUS`` is set (benchmarks and tests of the packing
+    on a CPU machine), that many declared to Ray: trials then train on the CPU, while the slots, shapes, process
+    reuse and end phase are those of a machine with that many GPUs."""
+    if os.environ.get(DECLARE_GPUS):
+        return int(os.environ[DECLARE_GPUS])
     import torch
 
     return torch.cuda.device_count() if torch.cuda.is_available() else 0

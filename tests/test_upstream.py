@@ -8,6 +8,7 @@ import pickle
 
 import optuna
 from optuna.trial import TrialState
+from ray.tune import Callback
 from ray.tune.search import SearchGenerator, Searcher
 
 from search.plans import ModelPlan
@@ -86,12 +87,26 @@ def _scheduler(log: _Log):
     return Recording()
 
 
+class _Recorder(Callback):
+    """A stateless callback (as ``search.endphase.EndPhaseCallback``) that logs the trials it is told ended."""
+
+    def __init__(self, log: _Log) -> None:
+        self.log = log
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.log.add("callback:complete")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.log.add("callback:error")
+
+
 def test_ray_tune_gives_schedulers_the_search_algorithm_and_the_trial_list_and_restores_the_searcher_first(
         tmp_path):
     """``adopt_trial`` and ``reconcile_search`` use the controller's ``search_alg`` and ``get_trials()`` in a
     scheduler's hooks, and ``PerModelScheduler.on_trial_add`` adopts each restored trial into the restored
     searcher, which needs Tune to restore the searcher before it re-adds a resumed experiment's trials
-    (test_resume.py checks the whole resume end to end)."""
+    (test_resume.py checks the whole resume end to end). The callbacks of the run config are pickled with the
+    Tuner and called again after ``Tuner.restore`` (``EndPhaseCallback`` reaches the resumed session's end phase)."""
     import ray
     from ray import tune
 
@@ -108,7 +123,7 @@ def test_ray_tune_gives_schedulers_the_search_algorithm_and_the_trial_list_and_r
         marker = tmp_path / "second-run"
         config = tune.TuneConfig(search_alg=_TwoTrials(log, str(marker)), scheduler=_scheduler(log),
                                  max_concurrent_trials=1, num_samples=2)
-        run = tune.RunConfig(storage_path=str(tmp_path), name="upstream", verbose=0)
+        run = tune.RunConfig(storage_path=str(tmp_path), name="upstream", verbose=0, callbacks=[_Recorder(log)])
         tune.Tuner(_score, tune_config=config, run_config=run).fit()
         first = log.events()
         assert first[:2] == ["added:SearchGenerator:1", "added:SearchGenerator:2"], first
@@ -117,8 +132,48 @@ def test_ray_tune_gives_schedulers_the_search_algorithm_and_the_trial_list_and_r
         resumed = log.events()[len(first):]
         assert "searcher-restored" in resumed, resumed
         assert resumed.index("searcher-restored") < min(i for i, e in enumerate(resumed) if e.startswith("added"))
+        assert "callback:error" in first and "callback:complete" in resumed  # the restored Tuner's callback
     finally:
         ray.shutdown()
+
+
+class _Late(Searcher):
+    """No trial for the first asks (as the search's searcher while its slots are lent to the end phase), then one."""
+
+    def __init__(self) -> None:
+        super().__init__(metric="score", mode="max")
+        self.asked, self.given = 0, 0
+
+    def suggest(self, trial_id):
+        self.asked += 1
+        if self.given:
+            return Searcher.FINISHED
+        if self.asked < 3:
+            return None
+        self.given = 1
+        return {"x": 1}
+
+    def on_trial_complete(self, trial_id, result=None, error=False):
+        pass
+
+
+def test_ray_tune_asks_the_searcher_again_while_no_trial_runs_or_waits(tmp_path):
+    """``search.searcher.lend_slots``: while the end phase holds every slot, the searcher gives Tune no trial, and
+    collects the end phase's finished tasks each time Tune asks; Tune must go on asking while nothing runs."""
+    import ray
+    from ray import tune
+
+    def _score(config):
+        tune.report({"score": config["x"]})
+
+    searcher = _Late()
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        results = tune.Tuner(_score, tune_config=tune.TuneConfig(search_alg=searcher, num_samples=1),
+                             run_config=tune.RunConfig(storage_path=str(tmp_path), name="late", verbose=0)).fit()
+    finally:
+        ray.shutdown()
+    assert len(results) == 1 and results[0].metrics["score"] == 1
 
 
 def test_ray_scheduler_reports_the_metric_the_search_sets():
