@@ -28,7 +28,8 @@ def best_checkpoints(records: list[TrialRecord], results: tune.ResultGrid) -> di
     checkpoints = {}
     for record, result in zip(records, results):
         best = result.get_best_checkpoint(METRIC, MODE) if result.best_checkpoints else None
-        checkpoints[record.trial_id] = last_checkpoint(result.path, record.history, best or result.checkpoint)
+        history = result.metrics_dataframe if result.metrics_dataframe is not None else pd.DataFrame()
+        checkpoints[record.trial_id] = last_checkpoint(result.path, history, best or result.checkpoint)
     return checkpoints
 
 

@@ -30,29 +30,30 @@ def two_models(monkeypatch):
     models.unregister("cnn_twin")
 
 
-def test_searcher_alternates_models_and_stops_at_each_count(two_models):
+def test_searcher_starts_the_model_with_the_most_work_left_and_stops_at_each_count(two_models):
+    """cnn_twin's trials are twice as long (4 epochs to 2): its 2 trials are 8 units of work, cnn's 3 are 6. Each
+    next trial goes to the model with the most left (ties: the first model), so the longest do not start last."""
     searcher = build_searcher(two_models, seed=0)
     configs = [searcher.suggest(f"t{i}") for i in range(5)]
-    assert [c["model"] for c in configs] == ["cnn", "cnn_twin", "cnn", "cnn_twin", "cnn"]
+    assert [c["model"] for c in configs] == ["cnn_twin", "cnn", "cnn", "cnn_twin", "cnn"]  # 8:6, 4:6, 4:4, 4:2, 0:2
     assert searcher.suggest("t5") == Searcher.FINISHED
     assert {c["epochs"] for c in configs if c["model"] == "cnn_twin"} == {4}
     # Each model's first trial is its registered default (Optuna's enqueued trial).
     import models
 
-    first = configs[0]
+    first = next(c for c in configs if c["model"] == "cnn")
     assert all(first[k] == v for k, v in models.get("cnn").default_config.items())
 
 
 def test_results_reach_only_their_own_study(two_models):
     searcher = build_searcher(two_models, seed=0)
-    for i in range(5):
-        searcher.suggest(f"t{i}")
-    for epoch, acc in ((1, 0.8), (2, 0.9)):  # cnn's budget is 2 epochs: t0 trains it all
-        searcher.on_trial_result("t0", {"val_acc": acc, "training_iteration": epoch + 5, "epoch": epoch})
-    searcher.on_trial_complete("t0", {"val_acc": 0.9, "training_iteration": 7, "epoch": 2})
-    searcher.on_trial_complete("t2", {"val_acc": 0.1}, error=True)
-    searcher.on_trial_result("t4", {"val_acc": 0.3, "training_iteration": 1, "epoch": 1})
-    searcher.on_trial_complete("t4", {"val_acc": 0.3, "training_iteration": 1, "epoch": 1})  # ASHA stopped it
+    cnn = [f"t{i}" for i in range(5) if searcher.suggest(f"t{i}")["model"] == "cnn"]  # its 3 trials, in order
+    for epoch, acc in ((1, 0.8), (2, 0.9)):  # cnn's budget is 2 epochs: its first trial trains it all
+        searcher.on_trial_result(cnn[0], {"val_acc": acc, "training_iteration": epoch + 5, "epoch": epoch})
+    searcher.on_trial_complete(cnn[0], {"val_acc": 0.9, "training_iteration": 7, "epoch": 2})
+    searcher.on_trial_complete(cnn[1], {"val_acc": 0.1}, error=True)
+    searcher.on_trial_result(cnn[2], {"val_acc": 0.3, "training_iteration": 1, "epoch": 1})
+    searcher.on_trial_complete(cnn[2], {"val_acc": 0.3, "training_iteration": 1, "epoch": 1})  # ASHA stopped it
     studies = searcher.studies
     states = {t.number: t.state.name for t in studies["cnn"].trials}
     # An error is a failure, not its last value; a trial stopped early is pruned, not complete.
@@ -95,10 +96,10 @@ def test_searcher_keeps_each_model_within_its_slots_and_all_within_tunes_limit(t
     searcher = build_searcher(two_models, seed=0, slots={"cnn": 2, "cnn_twin": 1})
     assert searcher.set_max_concurrency(10) is True  # Tune's ConcurrencyLimiter then passes everything through
     configs = [searcher.suggest(f"t{i}") for i in range(4)]
-    assert [c and c["model"] for c in configs] == ["cnn", "cnn_twin", "cnn", None]  # 2 + 1 slots taken
-    searcher.on_trial_complete("t1", {"val_acc": 0.5, "training_iteration": 1, "epoch": 1})
-    assert searcher.suggest("t4")["model"] == "cnn_twin"  # its slot freed
+    assert [c and c["model"] for c in configs] == ["cnn_twin", "cnn", "cnn", None]  # 1 + 2 slots taken
     searcher.on_trial_complete("t0", {"val_acc": 0.5, "training_iteration": 1, "epoch": 1})
+    assert searcher.suggest("t4")["model"] == "cnn_twin"  # its slot freed
+    searcher.on_trial_complete("t1", {"val_acc": 0.5, "training_iteration": 1, "epoch": 1})
     searcher.set_max_concurrency(2)
     assert searcher.suggest("t5") is None  # t2 and t4 out: Tune's limit of 2, though cnn has a slot
     searcher.on_trial_complete("t4", {"val_acc": 0.5, "training_iteration": 1, "epoch": 1})
