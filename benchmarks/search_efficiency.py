@@ -3,6 +3,7 @@
     python benchmarks/search_efficiency.py [--baseline] [--out FILE] -- SEARCH FLAGS...
     python benchmarks/search_efficiency.py --baseline -- --model cnn --gpus 0 --cpus 6 --smoke --num-samples 12
     python benchmarks/search_efficiency.py --declare-gpus 4 -- --model all --gpus 4 --cpus 8 --smoke --no-pretrained
+    python benchmarks/search_efficiency.py --against 1e604e0 -- --model all --gpus 0 --smoke --no-pretrained
 
 Runs ``python -m search.run`` with the given flags (plus ``--no-dashboard --verbose 0`` and a fresh
 ``--name``), times the whole command, and prints what its exports say (``analysis.efficiency``):
@@ -66,15 +67,17 @@ class GpuSampler:
         return sum(values) / len(values) if values else None
 
 
-def run_search(flags: list[str], storage: Path, name: str, declare_gpus: int = 0) -> dict:
+def run_search(flags: list[str], storage: Path, name: str, declare_gpus: int = 0, tree: Path = ROOT) -> dict:
     """One search, timed from the outside, with its efficiency figures and GPU use; ``declare_gpus``: that many
-    GPUs declared to Ray on a machine without them (``HPSEARCH_DECLARE_GPUS``)."""
+    GPUs declared to Ray on a machine without them (``HPSEARCH_DECLARE_GPUS``); ``tree``: the checkout it runs."""
     command = [sys.executable, "-m", "search.run", *flags, "--no-dashboard", "--verbose", "0",
                "--storage-path", str(storage), "--name", name]
+    data = os.environ.get("SEARCH_DATA_DIR")  # absolute: another tree's command runs in its own folder
     with GpuSampler() as gpu:
         start = time.time()
-        proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
-                              env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0",
+        proc = subprocess.run(command, cwd=tree, capture_output=True, text=True,
+                              env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(tree),
+                                   **({"SEARCH_DATA_DIR": str(Path(data).resolve())} if data else {}),
                                    **({"HPSEARCH_DECLARE_GPUS": str(declare_gpus)} if declare_gpus else {})})
         wall = time.time() - start
     if proc.returncode:
@@ -140,12 +143,24 @@ def main() -> None:
     p.add_argument("--declare-gpus", type=int, default=0, metavar="N",
                    help="declare N GPUs to Ray on a machine without them (trials train on the CPU; the packing, "
                         "process reuse and end phase are those of N GPUs), for e.g. -- --model all --gpus 4")
+    p.add_argument("--against", default=None, metavar="REV",
+                   help="first run the same search as git revision REV ran it (a temporary worktree): both figures "
+                        "from one machine, one after the other")
     p.add_argument("flags", nargs=argparse.REMAINDER, help="after --: the search's flags")
     args = p.parse_args()
     flags = [f for f in args.flags if f != "--"] or ["--model", "cnn", "--gpus", "0", "--smoke", "--num-samples", "8"]
     storage = Path(tempfile.mkdtemp(prefix="search-efficiency-"))
-    record = {"machine": describe(), "declared_gpus": args.declare_gpus,
-              "packed": run_search(flags, storage, "packed", args.declare_gpus)}
+    record = {"machine": describe(), "declared_gpus": args.declare_gpus}
+    if args.against:
+        tree = storage.parent / f"{storage.name}-tree"
+        subprocess.run(["git", "worktree", "add", "--detach", str(tree), args.against], cwd=ROOT, check=True,
+                       capture_output=True)
+        try:
+            record[f"at {args.against}"] = run_search(flags, storage, "against", args.declare_gpus, tree)
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True)
+        show(f"at {args.against}", record[f"at {args.against}"])
+    record["packed"] = run_search(flags, storage, "packed", args.declare_gpus)
     show("packed", record["packed"])
     if args.baseline:
         record["baseline"] = run_search([*flags, "--max-concurrent", "1", "--fresh-processes"], storage, "baseline",

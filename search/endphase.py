@@ -19,6 +19,7 @@ and writes each model's outcome to ``<results>/ended/`` as it arrives: a kill lo
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -90,7 +91,7 @@ def measure_cost(folder: Path, weights_dir: str | None, cpus: float) -> tuple[di
     from trainables.tune_trial import trial_device
 
     started = time.perf_counter()
-    set_threads(cpus)
+    set_threads(min(cpus, os.cpu_count() or 1))  # CPUs declared to Ray beyond the machine's cores are not threads
     columns, line = bundle_cost(folder, trial_device(), weights_dir)
     return columns, line, time.perf_counter() - started
 
@@ -102,6 +103,17 @@ def fit_baselines(data: Dataset, seed: int, folds: int, refit: bool) -> tuple[pd
 
     set_threads(1)
     return run_baselines(data, seed, folds, refit)
+
+
+class Finisher:
+    """One long-lived Ray actor that runs a CPU search's end phase, one call at a time: the classical baselines,
+    then each model's end phase as its study is done, then, once nothing else runs, each bundle's cost to run.
+    A task a call would pay a new worker process each time (Python, torch, the ONNX exporter: 8 to 10 s on two
+    cores, more than most models' end phase); here they are paid once. It asks Ray for no CPU: the searcher
+    leaves it a slot while it works (``EndPhase.slots_held``)."""
+
+    def call(self, function: Any, *args: Any) -> Any:
+        return function(*args)
 
 
 def load_ended(folder: Path) -> dict[str, Ended]:
@@ -135,6 +147,16 @@ class EndPhase:
         self.errors: dict[str, str] = {}
         self.pending: dict[ray.ObjectRef, tuple[str, str]] = {}  # task -> (what, model)
         self.baselines: tuple[pd.DataFrame, pd.DataFrame] | None = None
+        # A CPU search's end phase runs in one warm process (Finisher); a GPU search's in tasks with a GPU share
+        self.finisher = None if settings.gpus else ray.remote(num_cpus=0)(Finisher).remote()
+
+    def _submit(self, what: str, model: str, function: Any, resources: dict[str, float], *args: Any) -> None:
+        """``function(*args)`` in the finisher (a CPU search), else as a task asking Ray for ``resources``."""
+        if self.finisher is not None:
+            ref = self.finisher.call.remote(function, *args)
+        else:
+            ref = ray.remote(function).options(**resources).remote(*args)
+        self.pending[ref] = (what, model)
 
     # What Tune tells (through EndPhaseCallback)
 
@@ -167,9 +189,8 @@ class EndPhase:
         if all((self.settings.folder / f"{name}.parquet").exists() for name in BASELINE_FILES):
             self.baselines = tuple(pd.read_parquet(self.settings.folder / f"{name}.parquet") for name in BASELINE_FILES)
             return
-        task = ray.remote(fit_baselines).options(num_cpus=1, num_gpus=0)
-        self.pending[task.remote(self.data, self.settings.seed, self.settings.folds or 1, bool(self.settings.refit))] = (
-            "baselines", "")
+        self._submit("baselines", "", fit_baselines, {"num_cpus": 1, "num_gpus": 0}, self.data, self.settings.seed,
+                     self.settings.folds or 1, bool(self.settings.refit))
 
     def start(self, winner: pd.Series, config: dict[str, Any], checkpoint: Any) -> None:
         """The end phase of ``winner``'s model: nothing where an earlier run saved it for this winner (but its cost
@@ -180,24 +201,19 @@ class EndPhase:
         if saved is not None and saved.trial_id == trial_id:
             return  # its cost to run, if a kill came before it, is measured with the others' (``finish``)
         plan = self.plans[model]
-        if self.settings.gpus:  # the model's GPU share from Ray: it runs where a trial leaves one free
-            task = ray.remote(finish_model).options(num_cpus=plan.cpus, num_gpus=plan.gpus)
-        else:
-            # Its CPUs are counted by the searcher (``slots_held``), not by Ray: Tune keeps a finished trial's
-            # process and its slot for the next trial, and would hold them from a task asking Ray for CPUs.
-            task = ray.remote(finish_model).options(num_cpus=0, num_gpus=0)
-        ref = task.remote(self.settings, self.data, winner.to_dict(), config, checkpoint, plan.cpus)
-        self.pending[ref] = ("finish", model)
+        # On GPUs, the model's GPU share from Ray: it runs where a trial leaves one free.
+        self._submit("finish", model, finish_model, {"num_cpus": plan.cpus, "num_gpus": plan.gpus}, self.settings,
+                     self.data, winner.to_dict(), config, checkpoint, plan.cpus)
         self.say(f"  {model}: its study is done; testing and bundling its winner {trial_id} beside the other trials")
 
     def _start_cost(self, model: str) -> None:
-        on_gpu = bool(self.settings.gpus)
-        cpus = self.plans[model].cpus if on_gpu else float(max_node_cpus())  # a CPU search: the node's every core
-        task = ray.remote(measure_cost).options(num_cpus=cpus, num_gpus=1 if on_gpu else 0)
+        """The bundle's cost to run, once no trial and no other end phase runs: in the finisher with every core of
+        its node as threads (a CPU search), or a task holding a whole GPU (a GPU search)."""
         from search.bundles import bundle_folder
 
-        ref = task.remote(bundle_folder(self.settings.folder, model), self.settings.weights_dir, cpus)
-        self.pending[ref] = ("cost", model)
+        cpus = float(max_node_cpus()) if self.finisher is not None else self.plans[model].cpus
+        self._submit("cost", model, measure_cost, {"num_cpus": cpus, "num_gpus": 1},
+                     bundle_folder(self.settings.folder, model), self.settings.weights_dir, cpus)
 
     def collect(self, wait: bool = False) -> None:
         """Save what finished tasks returned; with ``wait``, until no task is left."""
@@ -210,14 +226,14 @@ class EndPhase:
                 self._take(ref, *self.pending.pop(ref))
 
     def slots_held(self) -> int:
-        """The search's slots the end phase holds now, one a model being finished (``search.searcher.lend_slots``:
-        the searcher starts that many fewer trials); finished tasks are collected first. On GPUs none: there Ray
-        counts the task's GPU share, and a slot lent to it would make Tune give up a trial's process (its CUDA
-        context, its data on the GPU) for a new one afterwards."""
+        """The search's slots the end phase holds now (``search.searcher.lend_slots``: the searcher starts that many
+        fewer trials): one while the finisher works, on a CPU search; finished calls are collected first. On GPUs
+        none: there Ray counts each task's GPU share, and a slot lent to it would make Tune give up a trial's
+        process (its CUDA context, its data on the GPU) for a new one afterwards."""
         self.collect()
-        if self.settings.gpus:
+        if self.finisher is None:
             return 0
-        return sum(1 for what, _ in self.pending.values() if what == "finish")
+        return 1 if any(what in ("finish", "baselines") for what, _ in self.pending.values()) else 0
 
     def _take(self, ref: ray.ObjectRef, what: str, model: str) -> None:
         try:

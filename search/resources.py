@@ -46,10 +46,12 @@ def concurrency(plans: list[ModelPlan], nodes: list[Mapping[str, float]], use_gp
     """Trials the search admits at once, and each model's own slots.
 
     Per model: what the nodes hold of its trials, at most its ``num_samples``. Across models: the
-    most any one model can fill, so that the machine stays full whichever models still have trials
-    to run (trials beyond what fits wait as pending, which costs nothing). ``cap`` (``--max-concurrent``)
-    bounds both. At least 1, even on a cluster still waiting for its autoscaler.
+    most any one model could fill, so that the machine stays full whichever models still have trials
+    to run (trials beyond what fits wait as pending, which costs nothing), but no more than the models'
+    own slots together (six models of two trials each fill four slots, though none fills more than two).
+    ``cap`` (``--max-concurrent``) bounds both. At least 1, even on a cluster still waiting for its autoscaler.
     """
-    per_model = {p.name: max(1, min(trial_slots(p, nodes, use_gpu), p.num_samples, cap or 10**9)) for p in plans}
-    admitted = max(per_model.values())
+    fits = {p.name: trial_slots(p, nodes, use_gpu) for p in plans}
+    per_model = {p.name: max(1, min(fits[p.name], p.num_samples, cap or 10**9)) for p in plans}
+    admitted = max(1, min(max(fits.values()), sum(per_model.values()), cap or 10**9))
     return admitted, per_model

@@ -33,6 +33,9 @@ def test_slots_follow_the_resources_of_each_node():
     assert concurrency([plan("cnn", samples=3)], [{"CPU": 8}], use_gpu=False)[0] == 3
     assert concurrency([plan("cnn")], [{"CPU": 8}], use_gpu=False, cap=2)[0] == 2
     assert concurrency([plan("cnn", cpus=4)], [{"CPU": 2}], use_gpu=False)[0] == 1  # never 0
+    # Several models of few trials each: together they fill the machine, though none alone could.
+    few = [plan(name, gpus=1, samples=2) for name in ("cnn", "vit", "vgg16")]
+    assert concurrency(few, [{"CPU": 16, "GPU": 4}], use_gpu=True) == (4, {"cnn": 2, "vit": 2, "vgg16": 2})
 
 
 def test_tpe_start_covers_the_first_wave_but_at_most_half_the_budget():
