@@ -92,6 +92,7 @@ def run_search(flags: list[str], storage: Path, name: str, declare_gpus: int = 0
         processes_per_trial=figures["processes"] / max(1, figures["trials"]),
         after_search_s=start + wall - search_end,  # the last trial's last report to the command's end
         end_phase=end_phase(finalists, search_end),
+        timeline=timeline(trials, finalists, start),
         best_test_acc=float(finalists["test_acc"].max()) if len(finalists) else None,
         gpu_busy_pct=gpu.mean_between(first, float(trials["ended_at"].max())) if gpu.available else None,
         leaderboard=leaderboard_of(proc.stdout),
@@ -109,9 +110,21 @@ def end_phase(finalists: pd.DataFrame, search_end: float) -> dict:
     return {"per_model": {m: {"end_s": float(r["end_s"]), "cost_s": float(r["cost_s"]),
                               "began_before_search_end_s": float(search_end - r["end_started_at"])}
                           for m, r in rows.iterrows()},
+            # end-phase seconds inside the trials' span: slots lent to it are busy, not the idle gaps they look like
+            "during_search_s": float((ended.clip(upper=search_end) - rows["end_started_at"]).clip(lower=0).sum()),
             "span_s": float(ended.max() - rows["end_started_at"].min()),
             "slowest_model_s": float(rows["end_s"].max()),
             "span_over_slowest": float((ended.max() - rows["end_started_at"].min()) / rows["end_s"].max())}
+
+
+def timeline(trials: pd.DataFrame, finalists: pd.DataFrame, start: float) -> list[list]:
+    """[what, model, began, ended] in seconds from the command's start: each trial (setup included) and each
+    model's end phase, in order of their start."""
+    rows = [["trial", r.model, r.train_started_at - r.setup_s - start, r.ended_at - start] for r in trials.itertuples()]
+    if "end_started_at" in finalists:
+        rows += [["end phase", r.model, r.end_started_at - start, r.end_started_at + r.end_s - start]
+                 for r in finalists.itertuples() if pd.notna(r.end_started_at)]
+    return [[what, model, round(float(b), 1), round(float(e), 1)] for what, model, b, e in sorted(rows, key=lambda r: r[2])]
 
 
 def leaderboard_of(stdout: str) -> str:

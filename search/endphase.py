@@ -68,7 +68,7 @@ def finish_model(settings: Settings, data: Dataset, winner: dict[str, Any], conf
     from trainables.runtime import Runtime, set_threads
     from trainables.tune_trial import trial_device
 
-    set_threads(cpus)
+    set_threads(min(cpus, os.cpu_count() or 1))
     runtime = Runtime(trial_device(), amp=settings.amp, channels_last=settings.channels_last)
     lines: list[str] = []
     started = time.time()
@@ -96,12 +96,12 @@ def measure_cost(folder: Path, weights_dir: str | None, cpus: float) -> tuple[di
     return columns, line, time.perf_counter() - started
 
 
-def fit_baselines(data: Dataset, seed: int, folds: int, refit: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A Ray task: the classical baselines (``search.baseline``)."""
+def fit_baselines(data: Dataset, seed: int, folds: int, refit: bool, cpus: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A Ray task: the classical baselines (``search.baseline``), on ``cpus`` threads (its features' pooling)."""
     from search.baseline import run_baselines
     from trainables.runtime import set_threads
 
-    set_threads(1)
+    set_threads(min(cpus, os.cpu_count() or 1))
     return run_baselines(data, seed, folds, refit)
 
 
@@ -147,15 +147,32 @@ class EndPhase:
         self.errors: dict[str, str] = {}
         self.pending: dict[ray.ObjectRef, tuple[str, str]] = {}  # task -> (what, model)
         self.baselines: tuple[pd.DataFrame, pd.DataFrame] | None = None
-        # A CPU search's end phase runs in one warm process (Finisher); a GPU search's in tasks with a GPU share
+        # A CPU search's end phase runs in one warm process (Finisher), its calls queued here and handed over one at
+        # a time, so that each gets the threads of the moment (a slot's while trials run, every core after them).
+        # A GPU search's runs in tasks with a GPU share.
         self.finisher = None if settings.gpus else ray.remote(num_cpus=0)(Finisher).remote()
+        self.queue: list[tuple[str, str, Any, tuple[Any, ...]]] = []
+        self._in_finisher: set[ray.ObjectRef] = set()
+        self.searching = True  # until the driver collects (``finish``): trials may still run
 
     def _submit(self, what: str, model: str, function: Any, resources: dict[str, float], *args: Any) -> None:
-        """``function(*args)`` in the finisher (a CPU search), else as a task asking Ray for ``resources``."""
-        if self.finisher is not None:
-            ref = self.finisher.call.remote(function, *args)
-        else:
-            ref = ray.remote(function).options(**resources).remote(*args)
+        """``function(*args, threads)`` in the finisher (a CPU search), else a task asking Ray for ``resources``."""
+        if self.finisher is None:
+            ref = ray.remote(function).options(**resources).remote(*args, resources["num_cpus"])
+            self.pending[ref] = (what, model)
+            return
+        self.queue.append((what, model, function, args))
+        self._pump()
+
+    def _pump(self) -> None:
+        """Hand the finisher its next call, once it is done with the last one."""
+        if self.finisher is None or not self.queue or self.pending.keys() & self._in_finisher:
+            return
+        what, model, function, args = self.queue.pop(0)
+        slot = self.settings.plans[0].cpus  # one process shape: every trial's CPUs
+        threads = slot if self.searching else float(max_node_cpus())
+        ref = self.finisher.call.remote(function, *args, threads)
+        self._in_finisher.add(ref)
         self.pending[ref] = (what, model)
 
     # What Tune tells (through EndPhaseCallback)
@@ -203,7 +220,7 @@ class EndPhase:
         plan = self.plans[model]
         # On GPUs, the model's GPU share from Ray: it runs where a trial leaves one free.
         self._submit("finish", model, finish_model, {"num_cpus": plan.cpus, "num_gpus": plan.gpus}, self.settings,
-                     self.data, winner.to_dict(), config, checkpoint, plan.cpus)
+                     self.data, winner.to_dict(), config, checkpoint)
         self.say(f"  {model}: its study is done; testing and bundling its winner {trial_id} beside the other trials")
 
     def _start_cost(self, model: str) -> None:
@@ -211,19 +228,21 @@ class EndPhase:
         its node as threads (a CPU search), or a task holding a whole GPU (a GPU search)."""
         from search.bundles import bundle_folder
 
-        cpus = float(max_node_cpus()) if self.finisher is not None else self.plans[model].cpus
-        self._submit("cost", model, measure_cost, {"num_cpus": cpus, "num_gpus": 1},
-                     bundle_folder(self.settings.folder, model), self.settings.weights_dir, cpus)
+        self._submit("cost", model, measure_cost, {"num_cpus": self.plans[model].cpus, "num_gpus": 1},
+                     bundle_folder(self.settings.folder, model), self.settings.weights_dir)
 
     def collect(self, wait: bool = False) -> None:
-        """Save what finished tasks returned; with ``wait``, until no task is left."""
+        """Save what finished calls returned and hand the finisher its next; with ``wait``, until none is left."""
+        self._pump()
         while self.pending:
             ready, _ = ray.wait(list(self.pending), num_returns=1 if wait else len(self.pending),
                                 timeout=None if wait else 0)
             if not ready:
                 return
             for ref in ready:
+                self._in_finisher.discard(ref)
                 self._take(ref, *self.pending.pop(ref))
+            self._pump()
 
     def slots_held(self) -> int:
         """The search's slots the end phase holds now (``search.searcher.lend_slots``: the searcher starts that many
@@ -233,7 +252,8 @@ class EndPhase:
         self.collect()
         if self.finisher is None:
             return 0
-        return 1 if any(what in ("finish", "baselines") for what, _ in self.pending.values()) else 0
+        working = [what for what, _ in self.pending.values()] + [what for what, *_ in self.queue]
+        return 1 if any(what in ("finish", "baselines") for what in working) else 0
 
     def _take(self, ref: ray.ObjectRef, what: str, model: str) -> None:
         try:
@@ -270,6 +290,7 @@ class EndPhase:
         """Every model's winner tested and bundled, its cost to run measured: the end phases started during the
         search, and those of the models whose end phase has not started (the search stopped by a budget, or
         resumed) started now; the finalists and predictions in the winners' order."""
+        self.searching = False  # the trials are done: what the finisher does next gets every core
         winners = pick_winners(trials)
         for _, winner in winners.iterrows():
             if self.started.get(winner["model"]) != winner["trial_id"]:
