@@ -202,7 +202,9 @@ class EndPhase:
     # Starting and collecting tasks
 
     def start_baselines(self) -> None:
-        """The classical baselines, beside the first trials (one CPU); kept from an earlier run on --resume."""
+        """The classical baselines, beside the first trials, on one thread and no slot of the search's own (they take
+        seconds to a minute, and a slot lent to them for that long would cost a trial's process); kept from an
+        earlier run on --resume."""
         if all((self.settings.folder / f"{name}.parquet").exists() for name in BASELINE_FILES):
             self.baselines = tuple(pd.read_parquet(self.settings.folder / f"{name}.parquet") for name in BASELINE_FILES)
             return
@@ -246,14 +248,14 @@ class EndPhase:
 
     def slots_held(self) -> int:
         """The search's slots the end phase holds now (``search.searcher.lend_slots``: the searcher starts that many
-        fewer trials): one while the finisher works, on a CPU search; finished calls are collected first. On GPUs
+        fewer trials): one while the finisher works on a model's end phase, on a CPU search; finished calls are collected first. On GPUs
         none: there Ray counts each task's GPU share, and a slot lent to it would make Tune give up a trial's
         process (its CUDA context, its data on the GPU) for a new one afterwards."""
         self.collect()
         if self.finisher is None:
             return 0
         working = [what for what, _ in self.pending.values()] + [what for what, *_ in self.queue]
-        return 1 if any(what in ("finish", "baselines") for what in working) else 0
+        return 1 if "finish" in working else 0
 
     def _take(self, ref: ray.ObjectRef, what: str, model: str) -> None:
         try:
