@@ -1,16 +1,16 @@
 """Everything after a model's search, as Ray work on the search's own resources, started as soon as it can.
 
 - **Each model's end phase** (its winner's test, ``--refit``, bundle and ONNX check: ``search.finalists`` and
-  ``search.bundles``) is one Ray task in a slot of the search (the trials' CPUs and GPU share), started the moment
-  the model's last trial ends, beside the other models' trials: on four GPUs six winners finish on four GPUs, not
-  one after another in the driver, and on two cores the first models' winners are bundled while the slowest model
-  still trains. On CPUs the searcher starts one trial fewer for each end phase under way
-  (``search.searcher.lend_slots``); on GPUs the task asks Ray for the model's GPU share and starts where one is
-  free (at the latest in the search's tail, where slots free up).
-- **Cost to run** is then measured on the bundle as written, once the trials and every end phase are done, by a
-  task that holds its whole device (every CPU of its node on a CPU search, a whole GPU on a GPU search), so that no
-  neighbour's load enters its latency: Ray starts nothing beside it on that device.
-- **The classical baselines** need only the data: their task starts with the first trial.
+  ``search.bundles``) is started the moment the model's last trial ends, beside the other models' trials: on four
+  GPUs six winners finish on four GPUs, not one after another in the driver, and on two cores the first models'
+  winners are bundled while the slowest model still trains. On a CPU search it runs in one long-lived actor
+  (``Finisher``: imports paid once), one call at a time, in a slot the searcher leaves free while it works
+  (``search.searcher.lend_slots``); on a GPU search it is a task with the model's GPU share, started by Ray where
+  one is free (at the latest in the search's tail, where slots free up).
+- **Cost to run** is then measured on the bundle as written, once the trials and every end phase are done, alone
+  on its device: in the finisher with every core of its node (nothing else runs then), or, on a GPU search, by a
+  task holding a whole GPU.
+- **The classical baselines** need only the data: they start with the first trial, on one thread.
 
 The driver only collects (``EndPhase.collect``, called at each step of Tune's loop through ``EndPhaseCallback``),
 and writes each model's outcome to ``<results>/ended/`` as it arrives: a kill loses nothing that finished, and
