@@ -56,7 +56,8 @@ class Ended:
 
     @property
     def needs_cost(self) -> bool:
-        return self.row is not None and pd.isna(self.row.get("bundle_error")) and pd.isna(self.row.get("cost_latency_ms"))
+        row = self.row
+        return row is not None and pd.isna(row.get("bundle_error")) and pd.isna(row.get("cost_latency_ms"))
 
 
 def finish_model(settings: Settings, data: Dataset, winner: dict[str, Any], config: dict[str, Any], checkpoint: Any,
@@ -248,9 +249,9 @@ class EndPhase:
 
     def slots_held(self) -> int:
         """The search's slots the end phase holds now (``search.searcher.lend_slots``: the searcher starts that many
-        fewer trials): one while the finisher works on a model's end phase, on a CPU search; finished calls are collected first. On GPUs
-        none: there Ray counts each task's GPU share, and a slot lent to it would make Tune give up a trial's
-        process (its CUDA context, its data on the GPU) for a new one afterwards."""
+        fewer trials): one while the finisher works on a model's end phase, on a CPU search; finished calls are
+        collected first. On GPUs none: there Ray counts each task's GPU share, and a slot lent to it would make Tune
+        give up a trial's process (its CUDA context, its data on the GPU) for a new one afterwards."""
         self.collect()
         if self.finisher is None:
             return 0

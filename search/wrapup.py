@@ -4,7 +4,6 @@ during the search); every file written atomically."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
