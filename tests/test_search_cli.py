@@ -120,11 +120,13 @@ def test_smoke_search_end_to_end(tmp_path, data_dir):
         assert (own["trial_id"] == winner.trial_id).all()
         assert (own["label"] == own["predicted"]).mean() == pytest.approx(winner.test_acc)
 
-    # Every step after the trials says when it starts and ends; each winner's test has its own lines.
-    for step in ("Writing trials.parquet, epochs.parquet and classes.parquet", "Testing each model's winner once",
+    # Every step after the trials says when it starts and ends; each winner's test has its own lines, and each
+    # model's end phase says when it began (as soon as its study was done, beside the other model's trials).
+    for step in ("Writing trials.parquet, epochs.parquet and classes.parquet", "Each model's winner tested once",
                  "Writing the report"):
         assert step in proc.stdout and "done in" in proc.stdout[proc.stdout.index(step):]
     assert "  cnn (" in proc.stdout and "testing on 512 images ..." in proc.stdout
+    assert "  cnn: its study is done; testing and bundling its winner" in proc.stdout
     assert "test accuracy" in proc.stdout
     board = proc.stdout[proc.stdout.index("test_acc"):]  # the leaderboard
     assert "\ncnn " in board and "\nvit " in board
