@@ -53,7 +53,8 @@ def test_every_model_searches_a_folder_of_colour_images(tmp_path):
 def test_every_model_searches_scikit_learns_digits(tmp_path):
     proc, folder = smoke(tmp_path, "digits", "--dataset", "digits")
     assert "Data: digits (1x8x8, 10 classes)" in proc.stdout
-    assert "Each model's winner tested once" not in proc.stdout and "its study is done" not in proc.stdout  # --verbose 0 keeps the steps quiet too
+    # --verbose 0 keeps the steps quiet too
+    assert "Each model's winner tested once" not in proc.stdout and "its study is done" not in proc.stdout
     trials = pd.read_parquet(folder / "trials.parquet")
     assert sorted(trials["model"]) == sorted(models.names()) and set(trials["status"]) == {"completed"}
     finalists = pd.read_parquet(folder / "finalists.parquet").set_index("model")
