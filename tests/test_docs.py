@@ -4,6 +4,8 @@ README, in --help and in its docs page, and every flag --help lists has a row in
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import imagesets
@@ -41,3 +43,18 @@ def test_the_readme_is_a_page():
     assert len(lines) <= 180, f"README.md has {len(lines)} lines: move details to docs/"
     for link in re.findall(r"\]\((docs/[^)#]+)", "\n".join(lines)):
         assert (ROOT / link).is_file(), link
+
+
+def test_ci_runs_the_readmes_first_two_blocks_whole_however_many_lines_they_span(tmp_path):
+    """CI runs what README's first two ```bash blocks say; a second line in the first block must not push the
+    test command out (it used to: CI took the first two lines)."""
+    (tmp_path / ".ci").mkdir()
+    shutil.copy(ROOT / ".ci" / "run", tmp_path / ".ci" / "run")
+    (tmp_path / "README.md").write_text("# x\n\n```bash\npip install -e .\npython -m search.run --smoke\n```\n\n"
+                                        "```bash\npython -m pytest -q\n```\n\n```bash\npython -m search.run\n```\n")
+    listed = subprocess.run(["bash", str(tmp_path / ".ci" / "run"), "--list"], capture_output=True, check=True)
+    assert listed.stdout.decode().split("\0")[:-1] == ["pip install -e .\npython -m search.run --smoke\n",
+                                                        "python -m pytest -q\n"]
+    real = subprocess.run(["bash", str(ROOT / ".ci" / "run"), "--list"], capture_output=True, check=True)
+    first, tests = real.stdout.decode().split("\0")[:2]
+    assert "search.run" in first and "pytest" in tests
