@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +13,7 @@ from analysis.load import Results
 from analysis.tables import (SIGNIFICANCE, at_common_budget, baseline_tests, best_so_far, class_balance, comparison,
                              confusion, importance, paired_tests, pareto_fronts, per_class, rank, seed_tests,
                              succeeded, winning_ranges)
+from imagesets.atomic import staged_folder
 
 
 def _cell(value) -> str:
@@ -236,18 +234,9 @@ def write_report(results: Results, out: Path, metric: str = "val_acc", top_k: in
     Everything is written into a temporary folder first and then moved into place, so an
     interrupted run leaves the previous report, not half of a new one.
     """
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".report-", dir=out.parent))
-    try:
+    with staged_folder(Path(out)) as staging:
         _write(results, staging, metric, top_k, pool)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return out / "report.md"
+    return Path(out) / "report.md"
 
 
 def _importances(results: Results) -> tuple[dict[str, pd.Series], dict[str, int]]:

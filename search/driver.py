@@ -13,6 +13,7 @@ from ray import tune
 from ray.tune.trainable import wrap_function
 
 from analysis.leaderboard import leaderboard
+from imagesets.atomic import write_text
 from search import storage
 from search.plans import METRIC, MODE, ModelPlan
 from search.resources import concurrency, resources_for
@@ -23,10 +24,9 @@ from search.export import record_from_result, trial_dirname, trials_table, write
 from analysis.schema import succeeded
 from search.bundles import MODELS_FOLDER
 from search.finalists import test_runs
-from search.progress import Progress
+from search.progress import Progress, mark
 from search.endphase import EndPhase, EndPhaseCallback, set_live
 from search.wrapup import best_checkpoints, export, test_runtime
-from search.ray_session import start_ray
 from search.repeats import (FixedConfigs, RepeatsScheduler, repeat_configs, repeats_name, repeats_table,
                             with_repeat_statistics)
 from search.settings import COMMAND_FILE, Settings
@@ -214,8 +214,8 @@ def tuner_for(settings: Settings, data: Dataset, slots: tuple[int, dict[str, int
     settings.folder.mkdir(parents=True, exist_ok=True)
     # The command line (--resume --num-samples grows it) and each model's number of trials, which the
     # restored searcher reads; the data's record, which a resume is checked against (search.resume).
-    (settings.folder / COMMAND_FILE).write_text(json.dumps({"argv": list(settings.argv)}))
-    (settings.folder / BUDGET_FILE).write_text(json.dumps({p.name: p.num_samples for p in settings.plans}))
+    write_text(settings.folder / COMMAND_FILE, json.dumps({"argv": list(settings.argv)}))
+    write_text(settings.folder / BUDGET_FILE, json.dumps({p.name: p.num_samples for p in settings.plans}))
     if not settings.resume:
         write_dataset_record(data, settings.folder)
     if settings.remote:  # --resume reads them there, from any machine
@@ -225,9 +225,9 @@ def tuner_for(settings: Settings, data: Dataset, slots: tuple[int, dict[str, int
 
 
 def run_search(settings: Settings, data: Dataset) -> int:
-    """Run the search and export it; non-zero if a model had no successful trial."""
+    """Run the search on the Ray this process started (``start_ray``) and export it; non-zero if a model had
+    no successful trial."""
     progress = Progress(quiet=settings.verbose == 0)
-    start_ray(settings)
     try:
         slots = search_slots(settings)
         print(f"Trials at once: up to {slots[0]} ("
@@ -240,6 +240,7 @@ def run_search(settings: Settings, data: Dataset) -> int:
         ending = EndPhase(settings, data, progress.say)  # each model's winner finished as soon as its study is done
         set_live(ending)
         ending.start_baselines()  # they need only the data: beside the first trials
+        mark("tuner started")
         results = tuner.fit()
         if budget_spent(settings, time.monotonic() - started):
             settle_stopped(optuna_storage(settings.folder), settings.plans,

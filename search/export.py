@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
@@ -19,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 import models
+from imagesets.atomic import staged_files, write_text
 from analysis.schema import (CLASS_COLUMNS, CONFIG_PREFIX, COMPLETED, DATASET_FILE, EPOCH_COLUMNS, ERROR,
                              SCHEMA_VERSION, STOPPED_EARLY, TRIAL_COLUMNS, config_names)
 from models.config import MODEL_KEY, ConfigError, TrainConfig, from_flat
@@ -162,27 +162,15 @@ def epochs_table(records: Iterable[TrialRecord]) -> pd.DataFrame:
 
 
 def write_atomic(tables: Mapping[str, pd.DataFrame], folder: Path) -> list[Path]:
-    """Write each table to ``folder/<name>.parquet`` via a temporary file and a rename.
-
-    All temporaries are written before any rename, so a failure while writing leaves the
-    previous files untouched; the schema version is stored in each file's metadata.
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    staged = []
-    try:
-        for name, table in tables.items():
-            tmp = folder / f".{name}.parquet.tmp"
+    """Write each table to ``folder/<name>.parquet``, all whole (``imagesets.atomic``): every file is staged before
+    any is renamed into place, so a failure while writing leaves the previous files untouched; the schema version
+    is stored in each file's metadata."""
+    finals = [folder / f"{name}.parquet" for name in tables]
+    with staged_files(finals) as staging:
+        for tmp, table in zip(staging, tables.values()):
             table.attrs["schema_version"] = SCHEMA_VERSION
             table.to_parquet(tmp, index=False)
-            staged.append((tmp, folder / f"{name}.parquet"))
-    except BaseException:
-        for tmp, _ in staged:
-            tmp.unlink(missing_ok=True)
-        (folder / f".{name}.parquet.tmp").unlink(missing_ok=True)
-        raise
-    for tmp, final in staged:
-        os.replace(tmp, final)
-    return [final for _, final in staged]
+    return finals
 
 
 def classes_table(data: Dataset) -> pd.DataFrame:
@@ -204,8 +192,4 @@ def dataset_record(data: Dataset) -> dict[str, Any]:
 
 def write_dataset_record(data: Dataset, folder: Path) -> Path:
     """``dataset.json`` (``dataset_record``), written atomically like the tables."""
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp, final = folder / f".{DATASET_FILE}.tmp", folder / DATASET_FILE
-    tmp.write_text(json.dumps(dataset_record(data), indent=2))
-    os.replace(tmp, final)
-    return final
+    return write_text(folder / DATASET_FILE, json.dumps(dataset_record(data), indent=2))

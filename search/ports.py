@@ -1,4 +1,8 @@
-"""The Ray dashboard's port: Ray's own (8265), or the next free one when another search holds it."""
+"""The Ray dashboard's port: Ray's own (8265) or, when another search holds it, the next one Ray could bind.
+
+By default Ray's dashboard binds the port itself and, finding it taken, tries the next ones (Ray's
+``port_retries``): the bind is the check, so two searches started together cannot both pick one port (probing a
+port before Ray binds it could: both saw it free). A port the user chose is checked now, and again by Ray."""
 
 from __future__ import annotations
 
@@ -7,7 +11,6 @@ import socket
 from search.settings import Settings, UsageError
 
 RAY_DASHBOARD_PORT = 8265
-TRIED = 20  # ports tried above Ray's before giving up
 
 
 def port_free(host: str, port: int) -> bool:
@@ -20,28 +23,35 @@ def port_free(host: str, port: int) -> bool:
             return False
 
 
-def choose_dashboard_port(settings: Settings) -> tuple[int | None, str | None]:
-    """The port the dashboard will listen on and a note to print (or None). ``--dashboard-port`` is taken
-    as given, and refused at once where something listens there (Ray would end the search with a traceback
-    once it had started); by default Ray's port, or the next free one, which the note names with what the
-    two searches share."""
-    if not settings.dashboard or settings.address:
-        return settings.dashboard_port, None
-    host = settings.dashboard_host
-    if settings.dashboard_port is not None:
-        if not port_free(host, settings.dashboard_port):
-            raise UsageError(f"--dashboard-port {settings.dashboard_port} is taken on {host} (another search's "
-                             "dashboard?): choose a free port, or --no-dashboard")
-        return settings.dashboard_port, None
-    for port in range(RAY_DASHBOARD_PORT, RAY_DASHBOARD_PORT + TRIED):
-        if port_free(host, port):
-            break
-    else:
-        raise UsageError(f"ports {RAY_DASHBOARD_PORT}-{RAY_DASHBOARD_PORT + TRIED - 1} are all taken on {host}: pass "
-                         "--dashboard-port PORT, or --no-dashboard")
-    if port == RAY_DASHBOARD_PORT:
-        return port, None
-    return port, (f"note: port {RAY_DASHBOARD_PORT} is taken (another search on this machine?): this search's "
-                  f"dashboard is on port {port}. Each search uses the CPUs and GPUs it was given "
-                  f"({settings.cpus or 'all the'} CPUs, {settings.gpus} GPUs here) as if it had the machine to itself: "
-                  "give each a share with --cpus and --gpus")
+def check_chosen_port(settings: Settings) -> None:
+    """Refuse a ``--dashboard-port`` that is not a port, or that something listens on now (Ray would end the search
+    with a traceback once it had started)."""
+    port = settings.dashboard_port
+    if port is None or not settings.dashboard or settings.address:
+        return
+    if not 1 <= port <= 65_535:
+        raise UsageError(f"--dashboard-port {port} is not a port: choose one from 1 to 65535 (Ray's is "
+                         f"{RAY_DASHBOARD_PORT}), or leave it out")
+    if not port_free(settings.dashboard_host, port):
+        raise UsageError(f"--dashboard-port {port} is taken on {settings.dashboard_host} (another search's "
+                         "dashboard?): choose a free port, leave it out (Ray then takes the next free one), or "
+                         "--no-dashboard")
+
+
+def taken_port_error(settings: Settings, error: ValueError) -> UsageError | None:
+    """Ray's refusal of a chosen port taken between our check and its bind, as a usage error (else None)."""
+    if "already occupied" not in str(error):
+        return None
+    return UsageError(f"--dashboard-port {settings.dashboard_port} was taken on {settings.dashboard_host} as the "
+                      "search started: choose a free port, leave it out, or --no-dashboard")
+
+
+def port_note(settings: Settings, port: int) -> str | None:
+    """What to say when Ray's dashboard is not on Ray's own port (another search holds it): where it is, and that
+    the two searches share the machine."""
+    if settings.dashboard_port is not None or port == RAY_DASHBOARD_PORT:
+        return None
+    return (f"note: port {RAY_DASHBOARD_PORT} is taken (another search on this machine?): this search's "
+            f"dashboard is on port {port}. Each search uses the CPUs and GPUs it was given "
+            f"({settings.cpus or 'all the'} CPUs, {settings.gpus} GPUs here) as if it had the machine to itself: "
+            "give each a share with --cpus and --gpus")

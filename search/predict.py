@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import glob
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -29,6 +30,7 @@ EXIT_SOME_FAILED, EXIT_BAD_INPUT = 1, 2
 MAX_NAMED = 10  # unreadable files named one by one; the rest are counted
 SHOWN_ROWS = 10  # rows of the printed table
 WEAKEST = 5  # classes listed as the weakest when the images are labelled
+DEVICE = re.compile(r"cpu|cuda(:\d+)?")
 
 
 class PredictError(ValueError):
@@ -163,12 +165,24 @@ def scored_lines(table: pd.DataFrame, labels: np.ndarray, class_names: Sequence[
             f"Confusion matrix (rows: true class): {confusion}"]
 
 
+def load_bundle(folder: Path, device: str | None):
+    """The bundle in ``folder`` on ``device``; a bundle whose files are damaged is a ``PredictError`` naming it."""
+    from trainables.bundle import Bundle
+
+    try:
+        return Bundle.load(folder, device)
+    except Exception as e:  # safetensors' and torch's errors for a truncated or mismatched weights file
+        raise PredictError(f"the bundle in {folder} could not be loaded ({type(e).__name__}: {str(e)[:300]}): its "
+                           "files are damaged or from another version; pick another --model, or rerun the "
+                           "search") from None
+
+
 def write_csv(table: pd.DataFrame, path: Path, index: bool = False) -> None:
     """Write ``table`` to ``path`` through a temporary file: a reader never sees half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    table.to_csv(tmp, index=index)
-    os.replace(tmp, path)
+    from imagesets.atomic import staged_file
+
+    with staged_file(path) as tmp:
+        table.to_csv(tmp, index=index)
 
 
 def shown(table: pd.DataFrame) -> str:
@@ -180,10 +194,44 @@ def shown(table: pd.DataFrame) -> str:
     return text + (f"\n... {len(table) - SHOWN_ROWS:,} more rows in the CSV" if len(table) > SHOWN_ROWS else "")
 
 
+def check_out(text: str) -> Path:
+    """``--out`` as a path the CSV can be written to, checked before any image is decoded (its folder is made)."""
+    out = Path(text).expanduser()
+    if out.is_dir():
+        raise PredictError(f"--out {text} is a folder: name a file in it, e.g. --out {out / 'predictions.csv'}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        probe = out.with_name(f".{out.name}.probe")
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise PredictError(f"--out {text}: cannot write there ({e.strerror or e}); choose a file in a folder you "
+                           "can write to") from None
+    return out
+
+
+def check_device(text: str | None) -> None:
+    """Refuse a ``--device`` this machine cannot run on, before any image is decoded."""
+    if text is None or text == "cpu":
+        return
+    if not DEVICE.fullmatch(text):
+        raise PredictError(f"--device {text}: not a device; use cpu, cuda or cuda:N (N counts from 0)")
+    import torch
+
+    count = torch.cuda.device_count()  # 0 without a driver, without raising
+    index = int(text.partition(":")[2] or 0)
+    if index >= count:
+        have = f"{count} GPU(s) torch can use (cuda:0 to cuda:{count - 1})" if count else "no GPU torch can use"
+        raise PredictError(f"--device {text}: this machine has {have}; use " + ("--device cpu" if not count else
+                                                                                  "one of those, or --device cpu"))
+
+
 def run(args: argparse.Namespace) -> int:
     from imagesets.decode import decode_files
 
     started = time.perf_counter()
+    out = check_out(args.out)
+    check_device(args.device)
     folder, card = choose_bundle(Path(args.results).expanduser(), args.model)
     names = card["class_names"]
     inputs = gather(args.paths, names)
@@ -198,18 +246,16 @@ def run(args: argparse.Namespace) -> int:
         print("\n".join(failure_lines(failed)), file=sys.stderr)
     if not kept:
         print("error: no image could be read" + ("" if inputs.files or failed else
-              ": the paths hold no files named like images (.png, .jpg, ...)"), file=sys.stderr)
+              f": {', '.join(args.paths)} hold(s) no files named like images (.png, .jpg, ...)"), file=sys.stderr)
         return EXIT_BAD_INPUT
-    from trainables.bundle import Bundle
-
-    bundle = Bundle.load(folder, args.device)
+    bundle = load_bundle(folder, args.device)
     table = bundle.table([inputs.files[i] for i in kept], bundle.predict(images), args.top_k)
     lines = []
     if inputs.labels is not None:
         labels = np.asarray(inputs.labels)[kept]
         table.insert(1, "label", [names[c] for c in labels])
-        lines = scored_lines(table, labels, names, Path(args.out))
-    write_csv(table, Path(args.out))
+        lines = scored_lines(table, labels, names, out)
+    write_csv(table, out)
     seconds = time.perf_counter() - started
     print(f"{bundle.card['model']} ({folder}): {len(table):,} images classified in {seconds:.1f} s "
           f"({len(table) / seconds:,.0f} images/s, decoding and start-up included) on {bundle.device}")

@@ -8,6 +8,8 @@ each winner, the repeats, writing the exports and the report), and a user should
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import time
 from collections.abc import Iterator
 
@@ -33,3 +35,15 @@ class Progress:
             self.say(f"{what}: failed after {time.perf_counter() - started:.1f} s")
             raise
         self.say(f"{what}: done in {time.perf_counter() - started:.1f} s")
+
+
+TIMELINE = "HPSEARCH_TIMELINE"  # a file where a benchmark (benchmarks/startup_steps.py) reads when each start-up step ended
+
+
+def mark(event: str) -> None:
+    """Append ``event`` and the time to the file ``$HPSEARCH_TIMELINE`` names, if it names one: the steps of a
+    search's start, as the benchmark measures them (trial processes append theirs too)."""
+    path = os.environ.get(TIMELINE)
+    if path:
+        with open(path, "a") as f:  # one short appended line: whole even with several processes writing
+            f.write(json.dumps({"event": event, "at": time.time(), "pid": os.getpid()}) + "\n")

@@ -8,6 +8,7 @@ import os
 import ray
 
 from search.cluster import AUTH_MODE, join_refused
+from search.ports import port_note, taken_port_error
 from search.settings import Settings
 from search.studies import OPTUNA_FILE
 
@@ -33,16 +34,28 @@ def start_ray(settings: Settings) -> None:
         if os.environ.get("RAY_ADDRESS"):
             print(f"note: RAY_ADDRESS is set ({os.environ['RAY_ADDRESS']}) but --address is not: starting a "
                   "separate Ray here; pass --address auto to run on that cluster")
-        context = ray.init(
-            address="local",  # a new Ray here, even if this machine also runs a cluster (`ray start`)
-            num_cpus=settings.cpus,
-            num_gpus=settings.gpus,
-            include_dashboard=settings.dashboard,
-            dashboard_host=settings.dashboard_host,
-            dashboard_port=settings.dashboard_port,
-            log_to_driver=settings.verbose > 1,
-        )
-    print(monitoring_help(settings, context.dashboard_url if settings.dashboard or settings.address else None))
+        try:
+            context = ray.init(
+                address="local",  # a new Ray here, even if this machine also runs a cluster (`ray start`)
+                num_cpus=settings.cpus,
+                num_gpus=settings.gpus,
+                include_dashboard=settings.dashboard,
+                dashboard_host=settings.dashboard_host,
+                # None: Ray's dashboard binds 8265 or, taken, the next free port itself (no race with a search
+                # starting beside this one); a chosen port was checked, but may be taken since.
+                dashboard_port=settings.dashboard_port,
+                log_to_driver=settings.verbose > 1,
+            )
+        except ValueError as e:
+            taken = taken_port_error(settings, e)
+            if taken is None:
+                raise
+            raise taken from None
+    url = context.dashboard_url if settings.dashboard or settings.address else None
+    note = port_note(settings, int(url.rsplit(":", 1)[-1])) if url and not settings.address else None
+    if note:
+        print(note)
+    print(monitoring_help(settings, url))
 
 
 def describe_cluster(settings: Settings) -> str:

@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import os
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,7 +26,8 @@ from imagesets.options import add_data_arguments
 from search.cluster import prepare_join
 from search.resume.command import absolute_dataset, resumed_args
 from search.plans import SAMPLERS
-from search.ports import choose_dashboard_port
+from search.ports import check_chosen_port
+from search.progress import mark
 from search.data_plan import fit_to_data
 from search.settings import SMALL_TRAIN, SMOKE, UsageError, settings_from_args
 
@@ -143,20 +145,20 @@ def process_start_time() -> float:
         return time.time()
 
 
-def describe_data(data) -> str:
+def describe_data(carved) -> str:
     """Two lines: what the search will train on and where its decoded images came from; what the cache holds."""
-    info = data.info
-    sizes = " / ".join(f"{len(split):,} {name}" for name, split in (("train", data.train), ("val", data.val),
-                                                                    ("test", data.test)))
-    skipped = f"; {info.skipped} file(s) that are not images skipped" if info.skipped else ""
-    return (f"Data: {info.name} ({info.channels}x{info.image_size}x{info.image_size}, {info.num_classes} classes): "
-            f"{sizes} images{' (test carved from the training images)' if info.test_carved else ''}; "
-            f"{'read from the cache' if info.from_cache else 'decoded'} in {info.prepare_s:.1f} s ({info.cache})"
+    decoded, sizes = carved.decoded, carved.sizes
+    shown = " / ".join(f"{sizes[split]:,} {split}" for split in ("train", "val", "test"))
+    skipped = f"; {decoded.skipped} file(s) that are not images skipped" if decoded.skipped else ""
+    return (f"Data: {decoded.name} ({decoded.channels}x{decoded.image_size}x{decoded.image_size}, "
+            f"{len(decoded.class_names)} classes): {shown} images"
+            f"{' (test carved from the training images)' if carved.test_carved else ''}; "
+            f"{'read from the cache' if decoded.from_cache else 'decoded'} in {decoded.seconds:.1f} s ({decoded.cache})"
             f"{skipped}" + ("; larger than the memory available: trials read it from disk in blocks"
-                            if data.train.streamed else "") + f"\n      {describe_usage(Path(info.cache).parent)}")
+                            if carved.streamed else "") + f"\n      {describe_usage(Path(decoded.cache).parent)}")
 
 
-def check_folds(settings, data) -> None:
+def check_folds(settings, carved) -> None:
     """Cross-validation needs every class in every fold, and the pool in memory (each fold's splits are copies)."""
     import numpy as np
 
@@ -164,30 +166,77 @@ def check_folds(settings, data) -> None:
 
     if settings.folds <= 1:
         return
-    if data.train.streamed:
+    if carved.streamed:
         raise UsageError(f"--folds {settings.folds}: the training images are larger than memory, and cross-validation "
                          "copies them into each fold; use --folds 1 (one validation split) or --train-size")
-    labels = np.concatenate([data.train.labels.numpy(), data.val.labels.numpy()])
+    labels = np.concatenate([carved.labels("train"), carved.labels("val")])
     fold_ids(labels, settings.folds, settings.seed)  # a class with fewer images than folds: FoldsError
 
 
-def describe_selection(settings, data, refit_asked: bool | None) -> str:
+def describe_selection(settings, carved, refit_asked: bool | None) -> str:
     """How trials are scored, how long each model trains, and whether winners are refit, as decided for this data."""
-    pool = len(data.train) + len(data.val)
+    val = carved.sizes["val"]
+    pool = carved.sizes["train"] + val
     if settings.folds > 1:
         lines = [f"Selection: {settings.folds}-fold stratified cross-validation over the {pool:,} training + "
-                 f"validation images (seed {settings.seed}; {len(data.val):,} validation images alone would move "
-                 f"accuracy by {100 / max(len(data.val), 1):.2f} points an image)"]
+                 f"validation images (seed {settings.seed}; {val:,} validation images alone would move "
+                 f"accuracy by {100 / max(val, 1):.2f} points an image)"]
     else:
-        lines = [f"Selection: on the {len(data.val):,} validation images"]
+        lines = [f"Selection: on the {val:,} validation images"]
     lines.append("Budgets: " + ", ".join(f"{p.name} {p.max_epochs} epochs (first rung {p.grace_period})"
                                         for p in settings.plans))
     if settings.refit and refit_asked is None:
-        lines.append(f"Small data set ({data.full_sizes['train']:,} training images, under {SMALL_TRAIN:,})"
+        lines.append(f"Small data set ({carved.full_sizes['train']:,} training images, under {SMALL_TRAIN:,})"
                      + (" and cross-validation" if settings.folds > 1 else "") + ": each winner is refit on training "
                      "+ validation images before it is tested and bundled"
                      + ("" if settings.folds > 1 else " (--no-refit: keep the trial's own checkpoint)"))
     return "\n".join(lines)
+
+
+def fit_settings(settings, train_size: int | None):
+    """The data ``settings`` name, decoded (or read from the cache) and carved into splits, torch-free, and
+    ``settings`` fitted to it (folds, refit, each model's epochs), what it says printed; ``UsageError``,
+    ``DataError`` or ``FoldsError`` where the data cannot serve the flags. Returns (settings, the carved data)."""
+    from imagesets.carving import carve_data
+
+    carved = carve_data(settings.data)
+    print(describe_data(carved))
+    decoded, sizes = carved.decoded, carved.sizes
+    shape = models.DataShape(decoded.channels, decoded.image_size, len(decoded.class_names), sizes["train"])
+    refit_asked = settings.refit
+    settings = fit_to_data(settings, shape, sizes["val"], carved.full_sizes["train"])
+    check_folds(settings, carved)
+    print(describe_selection(settings, carved, refit_asked))
+    if train_size and carved.full_sizes["train"] < train_size:
+        raise UsageError(f"--train-size {train_size}: only {carved.full_sizes['train']} training images remain "
+                         f"after the {carved.full_sizes['val']} validation images; ask for fewer")
+    return settings, carved
+
+
+class Loading(threading.Thread):
+    """The carved splits as tensors, beside Ray's start: torch's import (seconds on a small machine) and the split
+    files' writing or mapping overlap Ray's processes starting. ``result()`` gives the ``Dataset`` or raises what
+    loading raised."""
+
+    def __init__(self, carved) -> None:
+        super().__init__(name="data", daemon=True)  # a refusal from Ray's side must not wait for the splits
+        self.carved, self.data, self.error = carved, None, None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            from trainables.data import dataset_from
+
+            self.data = dataset_from(self.carved)
+            mark("data loaded")
+        except BaseException as e:  # handed to the main thread, which reports it
+            self.error = e
+
+    def result(self):
+        self.join()
+        if self.error is not None:
+            raise self.error
+        return self.data
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -198,42 +247,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.resume:
             args, argv = resumed_args(args, build_parser())
         settings = settings_from_args(args)
-        port, note = choose_dashboard_port(settings)
-        settings = dataclasses.replace(settings, dashboard_port=port)
-        for line in (note, prepare_join(settings.address)):  # before Ray loads: it reads its auth mode once
-            if line:
-                print(line)
+        check_chosen_port(settings)
+        line = prepare_join(settings.address)  # before Ray loads: it reads its auth mode once
+        if line:
+            print(line)
         named = argv if "--name" in argv else [*argv, "--name", settings.name]  # a generated name is kept
         named = absolute_dataset(named)  # --resume finds a folder from any working directory
         settings = dataclasses.replace(settings, argv=tuple(named), started_at=started_at)
-        from trainables.data import (
-            load_data,  # torch: only once the flags are known to be good
-        )
+        settings, carved = fit_settings(settings, args.train_size)  # every refusal the data can give: before Ray
+    except (UsageError, imagesets.DataError, FoldsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    mark("data carved")
+    loading = Loading(carved)
+    import ray
 
-        data = load_data(settings.data)
-        print(describe_data(data))
-        refit_asked = settings.refit
-        settings = fit_to_data(settings, data.shape, len(data.val), data.full_sizes["train"])
-        check_folds(settings, data)
-        print(describe_selection(settings, data, refit_asked))
+    from search.ray_session import ClusterJoinError, start_ray  # not torch: the loading thread imports it
+
+    try:
+        start_ray(settings)
+        mark("ray started")
+        data = loading.result()
         if settings.resume:
             from search.resume.checks import check_resume
 
             check_resume(settings, data)
-        if args.train_size and data.full_sizes["train"] < args.train_size:
-            raise UsageError(f"--train-size {args.train_size}: only {data.full_sizes['train']} training images remain "
-                             f"after the {data.full_sizes['val']} validation images; ask for fewer")
-    except (UsageError, imagesets.DataError, FoldsError) as e:
+        from search.driver import run_search
+    except (UsageError, imagesets.DataError, ClusterJoinError) as e:
+        ray.shutdown()
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    from search.driver import run_search
-    from search.ray_session import ClusterJoinError
-
-    try:
-        return run_search(settings, data)
-    except ClusterJoinError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    except BaseException:
+        ray.shutdown()
+        raise
+    return run_search(settings, data)
 
 
 if __name__ == "__main__":

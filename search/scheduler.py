@@ -14,6 +14,7 @@ import numpy as np
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.stopper import Stopper
 
+from imagesets.atomic import write_text
 from models.config import MODEL_KEY, params_to_config
 from search.plans import METRIC, MODE, TIME_ATTR, ModelPlan, default_params, rung_epochs
 from search.resume.state import adopt_trial, reconcile_search
@@ -200,9 +201,7 @@ class EpochBudget(Stopper):
         if TIME_ATTR in result and result[TIME_ATTR] > epochs.get(trial_id, 0):
             epochs[trial_id] = int(result[TIME_ATTR])
             if self.record:
-                tmp = Path(f"{self.record}.tmp")
-                tmp.write_text(json.dumps(epochs))
-                os.replace(tmp, self.record)  # a kill leaves the old count or the new, never half a file
+                write_text(Path(self.record), json.dumps(epochs))  # a kill leaves the old count or the new
         return False  # no trial is stopped on its own: the budget is the experiment's
 
     def stop_all(self) -> bool:

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from imagesets.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
-from trainables.data import DataError, Split, load_dataset, resolve_data_dir, stratified_split
+from imagesets.carving import stratified_split
+from trainables.data import DataError, Split, load_dataset, resolve_data_dir
 from trainables.batches import iterate, random_flip, random_shift
 
 

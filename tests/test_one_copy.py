@@ -15,7 +15,8 @@ import torch
 from helpers import ROOT, run_cli
 from imagesets.splits import copy_rows
 from trainables.batches import block_order, iterate
-from trainables.data import Split, channel_stats, load_dataset
+from imagesets.carving import channel_stats
+from trainables.data import Split, load_dataset
 
 
 @pytest.mark.parametrize("chunk_bytes", [1, 3 * 8 * 8 * 7, 32 * 2**20])

@@ -3,12 +3,14 @@ writes the three Parquet files with the documented columns."""
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 
 import pandas as pd
 import pytest
 
-from helpers import run_cli, search_command
+from helpers import ROOT, run_cli, search_command
 from analysis.schema import EPOCH_COLUMNS, FINALIST_COLUMNS, PREDICTION_COLUMNS, TRIAL_COLUMNS
 
 
@@ -228,37 +230,43 @@ def test_set_epochs_is_refused_for_max_epochs(tmp_path, capsys):
     assert proc.returncode == 2 and "--set epochs" in proc.stderr and "--max-epochs" in proc.stderr
 
 
-def test_a_second_search_takes_the_next_free_dashboard_port_and_a_taken_chosen_one_is_refused(tmp_path, capsys):
+def test_a_chosen_dashboard_port_that_is_taken_or_no_port_is_refused_before_ray_starts(tmp_path, capsys):
     import socket
 
-    from search.ports import RAY_DASHBOARD_PORT, choose_dashboard_port, port_free
+    from search.ports import RAY_DASHBOARD_PORT, port_note
     from search.run import build_parser
-    from search.settings import UsageError, settings_from_args
+    from search.settings import settings_from_args
 
-    def settings(*flags):
-        return settings_from_args(build_parser().parse_args(["--model", "cnn", "--storage-path", str(tmp_path),
-                                                              "--cpus", "2", *flags]))
+    with socket.socket() as holder:  # another search's dashboard
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        proc = search_command(capsys, "--model", "cnn", "--dashboard-port", str(taken), "--storage-path", str(tmp_path))
+        assert proc.returncode == 2 and f"--dashboard-port {taken} is taken" in proc.stderr
+    for port in ("99999", "0"):
+        proc = search_command(capsys, "--model", "cnn", "--dashboard-port", port, "--storage-path", str(tmp_path))
+        assert proc.returncode == 2 and f"--dashboard-port {port} is not a port" in proc.stderr
+    assert not any(tmp_path.iterdir())
+    settings = settings_from_args(build_parser().parse_args(["--model", "cnn", "--cpus", "2"]))
+    note = port_note(settings, RAY_DASHBOARD_PORT + 1)  # Ray took the next port: where, and what is shared
+    assert f"dashboard is on port {RAY_DASHBOARD_PORT + 1}" in note and "--cpus and --gpus" in note and "2 CPUs" in note
+    assert port_note(settings, RAY_DASHBOARD_PORT) is None
 
-    holders = []
-    try:  # a first search's dashboard: Ray's port held (and the next, if this machine already holds Ray's)
-        for port in range(RAY_DASHBOARD_PORT, RAY_DASHBOARD_PORT + 3):
-            if port_free("127.0.0.1", port):
-                holder = socket.socket()
-                holder.bind(("127.0.0.1", port))
-                holder.listen()
-                holders.append(holder)
-                if port > RAY_DASHBOARD_PORT:
-                    break
-        port, note = choose_dashboard_port(settings())
-        assert port > RAY_DASHBOARD_PORT and port_free("127.0.0.1", port)
-        assert f"dashboard is on port {port}" in note and "--cpus and --gpus" in note and "2 CPUs" in note
-        taken = holders[0].getsockname()[1]
-        with pytest.raises(UsageError, match=f"--dashboard-port {taken} is taken"):
-            choose_dashboard_port(settings("--dashboard-port", str(taken)))
-        proc = search_command(capsys, "--model", "cnn", "--dashboard-port", str(taken), "--storage-path",
-                              str(tmp_path))
-        assert proc.returncode == 2 and "--no-dashboard" in proc.stderr
-        assert choose_dashboard_port(settings("--no-dashboard")) == (None, None)
-    finally:
-        for holder in holders:
-            holder.close()
+
+@pytest.mark.integration
+def test_two_searches_started_together_each_get_a_dashboard_port_and_finish(tmp_path, data_dir):
+    """A script that starts two searches with ``&``: both exit 0, each naming its own dashboard port (Ray binds
+    the port itself and takes the next on a clash; a port probed free before Ray bound it was lost to the other)."""
+    import re
+    import subprocess
+
+    command = [sys.executable, "-m", "search.run", "--model", "cnn", "--gpus", "0", "--cpus", "1", "--smoke",
+               "--num-samples", "1", "--max-epochs", "1", "--set", "channels=16", "--data-dir", str(data_dir),
+               "--verbose", "0"]
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    procs = [subprocess.Popen([*command, "--storage-path", str(tmp_path / str(i))], cwd=ROOT, env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for i in range(2)]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    ports = [re.search(r"Ray dashboard: http://127\.0\.0\.1:(\d+)", out).group(1) for out in outputs]
+    assert ports[0] != ports[1], outputs

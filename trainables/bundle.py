@@ -20,8 +20,6 @@ import copy
 import io
 import os
 import platform
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +30,7 @@ import pandas as pd
 import torch
 
 import models
+from imagesets.atomic import staged_folder
 from trainables.card import (BUNDLE_FORMAT, BUNDLE_VERSION, CARD_FILE, DECODING, ONNX_FILE, WEIGHTS_FILE,  # noqa: F401
                              BundleError, read_card, write_card)
 from trainables.batches import eval_batch
@@ -152,10 +151,7 @@ def write_bundle(folder: Path, classifier: Classifier, card: dict[str, Any], tes
     """Write the bundle of ``classifier`` to ``folder`` (replacing an earlier one only once the new one is
     complete); ``card`` is completed with the files, the ONNX check (against ``reference``, the test's CPU
     logits, where given) and the versions, and returned."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    try:
+    with staged_folder(Path(folder)) as staging:
         save_weights(copy.deepcopy(classifier.network).cpu(), staging / WEIGHTS_FILE)
         channels, size = card["input"]["channels"], card["input"]["image_size"]
         card = {**card, "onnx": export_checked(classifier, staging, channels, size, test_images, reference),
@@ -164,12 +160,6 @@ def write_bundle(folder: Path, classifier: Classifier, card: dict[str, Any], tes
                          "weights_mb": (staging / WEIGHTS_FILE).stat().st_size / 2**20,
                          "onnx_mb": (staging / ONNX_FILE).stat().st_size / 2**20 if card["onnx"]["exported"] else None}
         write_card(card, staging)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return card
 
 

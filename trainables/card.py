@@ -8,11 +8,12 @@ cards to choose one and to decode images before torch is loaded.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from imagesets.atomic import write_text
 
 WEIGHTS_FILE, CARD_FILE, ONNX_FILE, README_FILE = "weights.safetensors", "card.json", "model.onnx", "README.md"
 BUNDLE_FORMAT = "hpsearch-bundle"
@@ -30,9 +31,7 @@ class BundleError(ValueError):
 def write_card(card: dict[str, Any], folder: Path) -> None:
     """``card.json`` and the ``README.md`` rendered from it."""
     for name, text in ((README_FILE, render_readme(card)), (CARD_FILE, json.dumps(card, indent=2, default=_plain))):
-        tmp = folder / f".{name}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, folder / name)  # a reader sees the old card or the new one, never half of one
+        write_text(folder / name, text)  # a reader sees the old card or the new one, never half of one
 
 
 def _plain(value: Any) -> Any:

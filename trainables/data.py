@@ -18,16 +18,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from imagesets import DataError, Decoded, prepare, resolve_data_dir  # noqa: F401  (re-exported: one error type)
-from imagesets.cache import fits_in_memory
+from imagesets import DataError, Decoded, resolve_data_dir  # noqa: F401  (re-exported: one error type)
+from imagesets.carving import Carved, carve_data, channel_stats
 from imagesets.folds import fold_ids
 from imagesets.options import DataOptions
 from imagesets.splits import write_splits
 from models.registry import DataShape
 
-DEFAULT_VAL_SIZE = 5_000  # validation images at most, when --val-size is not given
-VAL_SHARE = 0.1  # ... and at most this share of the training images (small data sets)
-TEST_SHARE = 0.2  # of a data set without a test split of its own, carved as its test split
 
 
 def _tensor(array: np.ndarray) -> torch.Tensor:
@@ -183,119 +180,20 @@ class Dataset:
                 for name, split in (("train", self.train), ("val", self.val), ("test", self.test))}
 
 
-def _small_classes(counts: np.ndarray, needed: int, class_names: tuple[str, ...]) -> list[tuple[str, int]]:
-    """(name, count) of each class with fewer than ``needed`` images."""
-    return [(class_names[c], int(n)) for c, n in enumerate(counts) if n < needed]
-
-
-def stratified_split(labels: np.ndarray, size: int, seed: int, class_names: tuple[str, ...],
-                     what: str) -> tuple[np.ndarray, np.ndarray]:
-    """(held-out indices, the rest): about ``size`` held out, each class in proportion and at least one of
-    each, both parts shuffled (so that the first n of either is a fair subset). A class too small to
-    give one image to each part is a ``DataError`` naming it."""
-    rng = np.random.default_rng(seed)
-    counts = np.bincount(labels, minlength=len(class_names))
-    small = _small_classes(counts, 2, class_names)
-    if small:
-        listed = ", ".join(f"{name!r} ({n})" for name, n in small)
-        raise DataError(f"class(es) {listed} have too few images to carve a {what} split from them: each class needs "
-                        "at least 2 images there (3 when the test split is carved too); add images or remove the class")
-    exact = counts * size / len(labels)
-    take = np.floor(exact).astype(int)
-    for c in np.argsort(-(exact - take), kind="stable")[: max(size - take.sum(), 0)]:  # largest remainders
-        take[c] += 1
-    take = np.clip(take, 1, counts - 1)
-    held, rest = [], []
-    for c in range(len(class_names)):
-        members = rng.permutation(np.flatnonzero(labels == c))
-        held.append(members[: take[c]])
-        rest.append(members[take[c]:])
-    return rng.permutation(np.concatenate(held)), rng.permutation(np.concatenate(rest))
-
-
-STATS_CHUNK_BYTES = 8 * 2**20  # uint8 read at once for the statistics
-
-
-def channel_stats(images: np.ndarray, chunk_bytes: int = STATS_CHUNK_BYTES) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and standard deviation of uint8 (N, C, H, W) images scaled to [0, 1], streamed over
-    chunks of at most ``chunk_bytes`` (so a memory-mapped split is read once, front to back, and never held
-    whole): a histogram of the 256 values per channel, from which the sums and sums of squares are exact
-    integers, so any chunking gives the same answer, and no chunk is ever widened to a larger type."""
-    channels = images.shape[1]
-    counts = np.zeros((channels, 256), dtype=np.int64)
-    rows = max(1, chunk_bytes // max(1, int(np.prod(images.shape[1:]))))
-    for start in range(0, len(images), rows):
-        chunk = np.asarray(images[start:start + rows])
-        for c in range(channels):
-            counts[c] += np.bincount(chunk[:, c].reshape(-1), minlength=256)
-    values = np.arange(256, dtype=np.int64)
-    n = counts.sum(axis=1).astype(np.float64)
-    mean = (counts @ values) / (255.0 * n)
-    std = np.sqrt(np.clip((counts @ values ** 2) / (255.0 ** 2 * n) - mean ** 2, 0.0, None))
-    std = np.where(std > 0, std, 1.0)  # a constant channel: nothing to scale
-    return tuple(round(float(m), 6) for m in mean), tuple(round(float(v), 6) for v in std)
-
-
-def check_class_sizes(decoded: Decoded, needed: int) -> None:
-    """Each class of the training images must give one image to each split carved from it."""
-    counts = np.bincount(decoded.splits["train"][1], minlength=len(decoded.class_names))
-    small = _small_classes(counts, needed, decoded.class_names)
-    if small:
-        listed = ", ".join(f"{name!r} has only {n} image{'s' if n != 1 else ''}" for name, n in small)
-        carved = "the test and validation splits" if needed == 3 else "the validation split"
-        raise DataError(f"{decoded.source}: class {listed}: carving {carved} from the training images needs at least "
-                        f"{needed} per class (one for each split); add images or remove the class")
-
-
-def default_val_size(train_size: int, num_classes: int) -> int:
-    return max(num_classes, min(DEFAULT_VAL_SIZE, round(VAL_SHARE * train_size)))
-
-
-def carve(decoded: Decoded, val_size: int | None, split_seed: int) -> tuple[dict[str, tuple[str, np.ndarray]], bool]:
-    """Where each split's images come from: ``{split: (the decoded split it is drawn from, indices into it)}``,
-    and whether the test split was carved. The test split is carved first where the data set has none, then
-    validation from what remains (``val_size`` images, or the data set's own ``val`` split); the training
-    indices are shuffled with the split seed, so that its first n images are a fair subset."""
-    names = decoded.class_names
-    labels = decoded.splits["train"][1]
-    carved_test = "test" not in decoded.splits
-    check_class_sizes(decoded, 1 + carved_test + ("val" not in decoded.splits))
-    pool, index = np.arange(len(labels)), {}
-    if carved_test:
-        test_idx, rest = stratified_split(labels, max(len(names), round(TEST_SHARE * len(labels))), split_seed,
-                                          names, f"test (from {decoded.source})")
-        index["test"], pool = ("train", np.sort(test_idx)), np.sort(rest)
-    if "val" in decoded.splits:
-        index["train"] = ("train", np.random.default_rng(split_seed + 1).permutation(pool))
-    else:
-        size = val_size or default_val_size(len(pool), len(names))
-        if not 0 < size < len(pool):
-            raise DataError(f"--val-size {size}: the training split of {decoded.name} has {len(pool)} images; "
-                            f"choose between 1 and {len(pool) - 1}")
-        val_idx, train_idx = stratified_split(labels[pool], size, split_seed + 1, names,
-                                              f"validation (from {decoded.source})")
-        index["val"], index["train"] = ("train", pool[val_idx]), ("train", pool[train_idx])
-    for split in ("test", "val"):
-        if split not in index:  # the data set's own, in its own order
-            index[split] = (split, np.arange(len(decoded.splits[split][1])))
-    return index, carved_test
-
-
-def carved(decoded: Decoded, index: dict[str, tuple[str, np.ndarray]]) -> dict[str, Split]:
-    """The splits ``index`` describes, as memory maps of files carved once into the cache
-    (``imagesets.splits``); the training split is read in blocks when the data is larger than memory. Where
-    the cache folder is read-only, they are picked into memory instead (a copy of the data), with a note."""
+def carved_splits(carved: Carved) -> dict[str, Split]:
+    """The splits ``carved`` describes, as memory maps of files carved once into the cache (``imagesets.splits``);
+    the training split is read in blocks when the data is larger than memory. Where the cache folder is
+    read-only, they are picked into memory instead (a copy of the data), with a note."""
+    decoded = carved.decoded
     try:
-        files = write_splits(decoded, index)
+        files = write_splits(decoded, carved.index)
     except OSError as e:
         print(f"note: the splits cannot be written into {decoded.cache} ({e.strerror}); they are held in memory "
               "instead, a second copy of the data: give a writable --cache-dir to avoid it", file=sys.stderr)
         return {split: Split(_tensor(np.ascontiguousarray(decoded.splits[source][0][rows])),
                              _tensor(decoded.splits[source][1][rows].astype(np.int64)))
-                for split, (source, rows) in index.items()}
-    total = sum(images.nbytes for images, _, _ in files.values())
-    streamed = not fits_in_memory(total)
-    return {split: Split(_tensor(images), _tensor(labels), str(path), streamed and split == "train")
+                for split, (source, rows) in carved.index.items()}
+    return {split: Split(_tensor(images), _tensor(labels), str(path), carved.streamed and split == "train")
             for split, (images, labels, path) in files.items()}
 
 
@@ -319,21 +217,27 @@ def load_dataset(
     sizes, for smoke runs and tests; the splits are carved from the whole data set first, so a limited run
     validates and tests on the same images as a full one.
     """
-    decoded = prepare(name, data_dir, cache_dir, image_size, channels, download)
-    index, carved_test = carve(decoded, val_size, split_seed)
-    splits = carved(decoded, index)
+    options = DataOptions(name, None if data_dir is None else str(data_dir), image_size, channels,
+                          None if cache_dir is None else str(cache_dir), val_size, limit)
+    return dataset_from(carve_data(options, download, split_seed))
+
+
+def dataset_from(carved: Carved) -> Dataset:
+    """The splits ``carved`` describes as tensors (memory maps of files carved once into the cache), normalized by
+    the training split's statistics."""
+    splits = carved_splits(carved)
     mean, std = channel_stats(splits["train"].images.numpy())
-    info = DatasetInfo.of(decoded, mean, std, split_seed, carved_test)
+    info = DatasetInfo.of(carved.decoded, mean, std, carved.split_seed, carved.test_carved)
     for split in splits.values():
         split.norm = info.normalization
+    limit = carved.limit
     return Dataset(info, splits["train"].subset(limit[0]), splits["val"].subset(limit[1]),
-                   splits["test"].subset(limit[2]), {k: len(s) for k, s in splits.items()})
+                   splits["test"].subset(limit[2]), carved.full_sizes)
 
 
-__all__ = ["DataError", "Dataset", "DatasetInfo", "Normalization", "Split", "load_dataset", "resolve_data_dir", "stratified_split"]
+__all__ = ["DataError", "Dataset", "DatasetInfo", "Normalization", "Split", "load_dataset", "resolve_data_dir"]
 
 
 def load_data(options: DataOptions, download: bool = True) -> Dataset:
-    """``load_dataset`` for the data options a command was given (``imagesets.options``)."""
-    return load_dataset(options.dataset, options.data_dir, options.val_size, limit=options.limit, download=download,
-                        image_size=options.image_size, channels=options.channels, cache_dir=options.cache_dir)
+    """The data set the data options a command was given name (``imagesets.options``)."""
+    return dataset_from(carve_data(options, download))
