@@ -42,7 +42,7 @@ def make_trainable(settings: Settings, data: Dataset):
     train, val = (data.train.in_memory(), data.val.in_memory()) if settings.address else (data.train, data.val)
     trial_data = TrialData(train, val, data.shape, settings.seed, amp=settings.amp,
                            channels_last=settings.channels_last, weights_dir=settings.weights_dir,
-                           folds=settings.folds or 1, fold_seed=settings.seed)
+                           folds=settings.folds, fold_seed=settings.seed)
     function = tune.with_resources(
         tune.with_parameters(train_trial, data=trial_data),  # one copy in the object store for all trials
         resources_for(settings.plans, use_gpu=settings.gpus > 0),

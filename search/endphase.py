@@ -210,7 +210,7 @@ class EndPhase:
             self.baselines = tuple(pd.read_parquet(self.settings.folder / f"{name}.parquet") for name in BASELINE_FILES)
             return
         self._submit("baselines", "", fit_baselines, {"num_cpus": 1, "num_gpus": 0}, self.data, self.settings.seed,
-                     self.settings.folds or 1, bool(self.settings.refit))
+                     self.settings.folds, self.settings.refit)
 
     def start(self, winner: pd.Series, config: dict[str, Any], checkpoint: Any) -> None:
         """The end phase of ``winner``'s model: nothing where an earlier run saved it for this winner (but its cost

@@ -22,8 +22,25 @@ SAMPLERS = ("tpe", "random")  # how a study picks configurations: TPE, or random
 
 
 @dataclass(frozen=True)
+class ModelAsk:
+    """What the command line asks of one model, before the data is known."""
+
+    name: str
+    num_samples: int
+    max_epochs: int | None  # --max-epochs (or --smoke's); None: the model's own for the data (ModelSpec.budget)
+    grace_period: int | None  # --grace-period (or --smoke's); None: the model's own for the data
+    cpus: float
+    gpus: float
+    # For models fine-tuned from pretrained weights: the values ``pretrained`` may take. (True,) by
+    # default, (False,) with --no-pretrained, (True, False) with --compare-scratch; () otherwise.
+    pretrained: tuple[bool, ...] = ()
+    fixed: dict[str, Any] = field(default_factory=dict)  # settings every trial gets (--set; --smoke pins some)
+
+
+@dataclass(frozen=True)
 class ModelPlan:
-    """How one model is searched: how many trials, for how many epochs, cut at which rungs."""
+    """How one model is searched: how many trials, for how many epochs, cut at which rungs, on data of which
+    shape (``search.data_plan.plan`` makes it from the model's ``ModelAsk`` and the data)."""
 
     name: str
     num_samples: int
@@ -31,18 +48,12 @@ class ModelPlan:
     grace_period: int
     cpus: float
     gpus: float
-    # For models fine-tuned from pretrained weights: the values ``pretrained`` may take. (True,) by
-    # default, (False,) with --no-pretrained, (True, False) with --compare-scratch; () otherwise.
-    pretrained: tuple[bool, ...] = ()
-    fixed: dict[str, Any] = field(default_factory=dict)  # settings every trial gets (--smoke pins some)
+    pretrained: tuple[bool, ...] = ()  # as ``ModelAsk.pretrained``
+    fixed: dict[str, Any] = field(default_factory=dict)  # settings every trial gets (--set; --smoke pins some)
     shape: models.DataShape = models.DataShape()  # the data's: the space and the default adapt to it
-    # Whether max_epochs / grace_period are the model's own (``ModelSpec.budget``), which follow the data's size
-    # (``search.settings.fit_to_data``); False where --max-epochs / --grace-period or --smoke set them.
-    own_epochs: bool = True
-    own_rung: bool = True
 
 
-def one_shape(plans: list[ModelPlan]) -> tuple[list[ModelPlan], str]:
+def one_shape(plans: list[ModelAsk]) -> tuple[list[ModelAsk], str]:
     """Every plan given the same CPUs and GPU share a trial, the largest any of them asks for, and a line saying
     what that costs ("" where they already agree).
 

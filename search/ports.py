@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import socket
 
-from search.settings import Settings, UsageError
+from search.settings import Options, UsageError
 
 RAY_DASHBOARD_PORT = 8265
 
@@ -23,7 +23,7 @@ def port_free(host: str, port: int) -> bool:
             return False
 
 
-def check_chosen_port(settings: Settings) -> None:
+def check_chosen_port(settings: Options) -> None:
     """Refuse a ``--dashboard-port`` that is not a port, or that something listens on now (Ray would end the search
     with a traceback once it had started)."""
     port = settings.dashboard_port
@@ -38,7 +38,7 @@ def check_chosen_port(settings: Settings) -> None:
                          "--no-dashboard")
 
 
-def taken_port_error(settings: Settings, error: ValueError) -> UsageError | None:
+def taken_port_error(settings: Options, error: ValueError) -> UsageError | None:
     """Ray's refusal of a chosen port taken between our check and its bind, as a usage error (else None)."""
     if "already occupied" not in str(error):
         return None
@@ -46,7 +46,7 @@ def taken_port_error(settings: Settings, error: ValueError) -> UsageError | None
                       "search started: choose a free port, leave it out, or --no-dashboard")
 
 
-def port_note(settings: Settings, port: int) -> str | None:
+def port_note(settings: Options, port: int) -> str | None:
     """What to say when Ray's dashboard is not on Ray's own port (another search holds it): where it is, and that
     the two searches share the machine."""
     if settings.dashboard_port is not None or port == RAY_DASHBOARD_PORT:

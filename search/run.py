@@ -28,8 +28,8 @@ from search.resume.command import absolute_dataset, resumed_args
 from search.plans import SAMPLERS
 from search.ports import check_chosen_port
 from search.progress import mark
-from search.data_plan import fit_to_data
-from search.settings import SMALL_TRAIN, SMOKE, UsageError, settings_from_args
+from search.data_plan import plan
+from search.settings import SMALL_TRAIN, SMOKE, UsageError, ask
 
 EXIT_BAD_INPUT = 2
 
@@ -193,20 +193,19 @@ def describe_selection(settings, carved, refit_asked: bool | None) -> str:
     return "\n".join(lines)
 
 
-def fit_settings(settings, train_size: int | None):
-    """The data ``settings`` name, decoded (or read from the cache) and carved into splits, torch-free, and
-    ``settings`` fitted to it (folds, refit, each model's epochs), what it says printed; ``UsageError``,
-    ``DataError`` or ``FoldsError`` where the data cannot serve the flags. Returns (settings, the carved data)."""
+def planned(asked, train_size: int | None):
+    """The data ``asked`` names, decoded (or read from the cache) and carved into splits, torch-free, and the
+    search's plan for it (``search.data_plan.plan``), what they are printed; ``UsageError``, ``DataError`` or
+    ``FoldsError`` where the data cannot serve the flags. Returns (the settings, the carved data)."""
     from imagesets.carving import carve_data
 
-    carved = carve_data(settings.data)
+    carved = carve_data(asked.data)
     print(describe_data(carved))
     decoded, sizes = carved.decoded, carved.sizes
     shape = models.DataShape(decoded.channels, decoded.image_size, len(decoded.class_names), sizes["train"])
-    refit_asked = settings.refit
-    settings = fit_to_data(settings, shape, sizes["val"], carved.full_sizes["train"])
+    settings = plan(asked, shape, sizes["val"], carved.full_sizes["train"])
     check_folds(settings, carved)
-    print(describe_selection(settings, carved, refit_asked))
+    print(describe_selection(settings, carved, asked.refit))
     if train_size and carved.full_sizes["train"] < train_size:
         raise UsageError(f"--train-size {train_size}: only {carved.full_sizes['train']} training images remain "
                          f"after the {carved.full_sizes['val']} validation images; ask for fewer")
@@ -246,15 +245,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.resume:
             args, argv = resumed_args(args, build_parser())
-        settings = settings_from_args(args)
-        check_chosen_port(settings)
-        line = prepare_join(settings.address)  # before Ray loads: it reads its auth mode once
+        asked = ask(args)
+        check_chosen_port(asked)
+        line = prepare_join(asked.address)  # before Ray loads: it reads its auth mode once
         if line:
             print(line)
-        named = argv if "--name" in argv else [*argv, "--name", settings.name]  # a generated name is kept
+        named = argv if "--name" in argv else [*argv, "--name", asked.name]  # a generated name is kept
         named = absolute_dataset(named)  # --resume finds a folder from any working directory
-        settings = dataclasses.replace(settings, argv=tuple(named), started_at=started_at)
-        settings, carved = fit_settings(settings, args.train_size)  # every refusal the data can give: before Ray
+        asked = dataclasses.replace(asked, argv=tuple(named), started_at=started_at)
+        settings, carved = planned(asked, args.train_size)  # every refusal the data can give: before Ray
     except (UsageError, imagesets.DataError, FoldsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -1,8 +1,11 @@
-"""The search's settings: everything the command line asks for, checked before Ray starts.
+"""The search's settings, in two steps: what the command line asks, checked before any data is read; then, once
+the data is carved, the complete plan, made once and never changed.
 
-``settings_from_args`` turns parsed flags into ``Settings`` (one ``ModelPlan`` per model) or raises
-``UsageError`` with a message that says what is wrong and how to fix it. ``search.run`` is the
-command line around it; ``search.driver`` runs what it describes.
+``ask`` turns parsed flags into ``Asked`` (each model's requests: ``ModelAsk``) or raises ``UsageError`` with a
+message that says what is wrong and how to fix it. ``search.data_plan.plan`` then makes ``Settings``: every
+model's ``ModelPlan`` (its epochs and first rung for this data), how trials are scored (``folds``) and whether the
+winners are refit. ``search.run`` is the command line around both; ``search.driver`` runs what ``Settings``
+describes.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import imagesets
 import models
 from imagesets.options import DataOptions
 from search import storage
-from search.plans import ModelPlan, one_shape
+from search.plans import ModelAsk, ModelPlan, one_shape
 
 # The whole path, not accuracy: the models whose epochs cost minutes on a CPU also pin max_train_images
 # (models.registry.SMOKE_TRAIN_IMAGES), so that a smoke search of every model takes minutes on 2 cores.
@@ -32,12 +35,11 @@ class UsageError(ValueError):
     """Bad input found before any trial starts; the message says what is wrong and how to fix it."""
 
 
-@dataclass(frozen=True)
-class Settings:
-    """The validated command line."""
+@dataclass(frozen=True, kw_only=True)
+class Options:
+    """How the search runs, as the command line asked: the same before and after the data is known."""
 
     models: list[str]
-    plans: list[ModelPlan]
     gpus: int
     cpus: int
     data: DataOptions  # which images, decoded how, split how, capped where (--dataset ... --train-size, --smoke)
@@ -55,7 +57,7 @@ class Settings:
     retries: int = 0
     address: str | None = None  # a running Ray cluster ("auto" or HOST:PORT); None starts Ray here
     dashboard_host: str = "127.0.0.1"
-    dashboard_port: int | None = None  # search.ports chooses it before Ray starts
+    dashboard_port: int | None = None  # --dashboard-port; None: Ray's, or the next it can bind (search.ports)
     # --storage-path as a URI (s3://, gs://, file://): Tune's state and checkpoints go there, and this
     # project's files are written under ``storage`` (./results) and uploaded at the end.
     remote: str | None = None
@@ -66,11 +68,6 @@ class Settings:
     sampler: str = "tpe"  # each study's sampler: "tpe", or "random" for a baseline
     repeats: int = 0  # --repeats: each winner trained this many more times at other seeds, each run tested
     epoch_budget: int | None = None  # --epoch-budget: training epochs the whole search may spend
-    refit: bool | None = False  # --refit: each winner trained again on train + validation images before it is bundled;
-    # None (the flag not given) until the data is known: on for small data (SMALL_TRAIN)
-    folds: int | None = None  # --folds: trials scored by k-fold cross-validation (1: on the validation split);
-    # None until the data is known: imagesets.folds.folds_for
-    shape_note: str = ""  # what one process shape for every model costs (search.plans.one_shape), if anything
 
     @property
     def folder(self) -> Path:
@@ -85,6 +82,26 @@ class Settings:
     def tune_folder(self) -> str:
         """Where Tune keeps this experiment: the folder, or its place under the storage URI."""
         return storage.join(self.remote, self.name) if self.remote else str(self.folder)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Asked(Options):
+    """The command line, checked: each model's requests, and what the data will decide unless a flag did."""
+
+    asks: list[ModelAsk]
+    folds: int | None  # --folds; None: not given (cross-validation where the validation split is small)
+    refit: bool | None  # --refit / --no-refit; None: not given (on for small data, SMALL_TRAIN)
+    shape_note: str = ""  # what one process shape for every model costs (search.plans.one_shape), if anything
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings(Options):
+    """The complete plan of a search, made once the data is known (``search.data_plan.plan``)."""
+
+    plans: list[ModelPlan]  # one per model, in --model's order
+    folds: int  # trials scored by k-fold cross-validation; 1: on the validation split
+    refit: bool  # each winner trained again on train + validation images before it is bundled
+    shape_note: str = ""  # what one process shape for every model costs (search.plans.one_shape), if anything
 
 
 def _positive(value: float | None, flag: str) -> None:
@@ -176,8 +193,8 @@ def _gpus_found() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def settings_from_args(args: argparse.Namespace) -> Settings:
-    """Check every flag and turn the command line into ``Settings``, or raise ``UsageError``."""
+def ask(args: argparse.Namespace) -> Asked:
+    """Check every flag and turn the command line into ``Asked``, or raise ``UsageError``; no data is read."""
     try:
         chosen = models.parse_models(args.model)
     except models.UnknownModelError as e:
@@ -218,14 +235,12 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     pinned = pinned_settings(args.set, chosen, pretrained)
     cpus = args.cpus or os.cpu_count() or 1
     num_samples = args.num_samples or (SMOKE["num_samples"] if args.smoke else DEFAULT_SAMPLES)
-    plans = []
+    asks = []
     for name in chosen:
         spec = models.get(name)
-        own_epochs, own_rung = spec.budget(on_gpu=args.gpus > 0)  # each kind of device its own default
-        epochs = max_epochs.get(name) or (SMOKE["max_epochs"] if args.smoke else own_epochs)
-        first_rung = grace.get(name) or (SMOKE["grace_period"] if args.smoke else min(own_rung, epochs))
-        own_epochs = not (args.smoke or name in max_epochs)  # a model's own epochs may grow with the data (fit_to_data)
-        if first_rung > epochs and not own_epochs:
+        epochs = max_epochs.get(name) or (SMOKE["max_epochs"] if args.smoke else None)  # None: the model's own
+        first_rung = grace.get(name) or (SMOKE["grace_period"] if args.smoke else None)
+        if epochs and first_rung and first_rung > epochs:
             raise UsageError(f"--grace-period {first_rung} is longer than {name}'s budget of {epochs} epochs; "
                              f"lower it or raise --max-epochs")
         trial_cpus = cpu_share.get(name, spec.cpus)
@@ -233,19 +248,17 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             raise UsageError(f"{name} trials need {trial_cpus} CPUs but only {cpus} are available (--cpus)")
         trial_gpus = gpu_share.get(name, spec.gpus) if args.gpus else 0.0
         check_gpu_share(trial_gpus, name, args.gpus)
-        plans.append(ModelPlan(name, num_samples, epochs, first_rung, trial_cpus, trial_gpus,
-                               pretrained if spec.pretrained_weights is not None else (),
-                               {**(spec.smoke_config if args.smoke else {}), **pinned[name]},
-                               own_epochs=own_epochs,
-                               own_rung=not (args.smoke or name in grace)))
-    plans, shape_note = one_shape(plans)
+        asks.append(ModelAsk(name, num_samples, epochs, first_rung, trial_cpus, trial_gpus,
+                             pretrained if spec.pretrained_weights is not None else (),
+                             {**(spec.smoke_config if args.smoke else {}), **pinned[name]}))
+    asks, shape_note = one_shape(asks)
     remote = args.storage_path if storage.is_uri(args.storage_path) else None
     local = Path("results" if remote else args.storage_path).expanduser().resolve()
     name = args.name or f"{'-'.join(chosen)}-{data.label}-{time.strftime('%Y%m%d-%H%M%S')}"
     if not name or "/" in name or name.startswith("."):
         raise UsageError(f"--name {name!r} must be a plain folder name")
-    settings = Settings(
-        models=chosen, plans=plans, gpus=args.gpus, cpus=cpus, data=data,
+    asked = Asked(
+        models=chosen, asks=asks, gpus=args.gpus, cpus=cpus, data=data,
         storage=local, name=name, seed=args.seed, weights_dir=args.weights_dir, time_budget=args.time_budget,
         epoch_budget=args.epoch_budget, sampler=args.sampler, repeats=args.repeats,
         reduction_factor=args.reduction_factor, dashboard=not args.no_dashboard,
@@ -256,12 +269,12 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         # --smoke caps the validation split for speed, not because the data is small: one split, unless asked
         folds=1 if args.smoke and args.folds is None else args.folds, shape_note=shape_note,
     )
-    check_storage(settings)
-    check_weights(settings)
-    return settings
+    check_storage(asked)
+    check_weights(asked)
+    return asked
 
 
-def check_storage(settings: Settings) -> None:
+def check_storage(settings: Options) -> None:
     """The results folder (and the storage URI) must be writable and must not hold an earlier experiment of that
     name (``storage.check_experiment_place``)."""
     try:
@@ -271,13 +284,13 @@ def check_storage(settings: Settings) -> None:
         raise UsageError(str(e)) from None
 
 
-def check_weights(settings: Settings) -> None:
+def check_weights(settings: Asked) -> None:
     """Every pretrained file a trial may load must be here (or downloadable) before any trial starts."""
     from models.finetune import WeightsError, ensure_weights
 
     if settings.weights_dir and not Path(settings.weights_dir).expanduser().is_dir():
         raise UsageError(f"--weights-dir {settings.weights_dir} is not a folder")
-    for plan in settings.plans:
+    for plan in settings.asks:
         if True not in plan.pretrained:
             continue
         spec = models.get(plan.name)

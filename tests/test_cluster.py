@@ -19,10 +19,9 @@ import ray
 from ray import tune
 
 import search.settings as settings
-from helpers import run_cli, search_command
+from helpers import planned, run_cli, search_command
 from search.resources import resources_for
-from search.run import build_parser
-from search.settings import UsageError, settings_from_args
+from search.settings import UsageError
 
 GPUS = 4
 
@@ -30,8 +29,7 @@ GPUS = 4
 def plans_for(tmp_path, monkeypatch, *flags):
     """The per-model plans ``search.run`` makes from a command line, on a machine with 4 GPUs."""
     monkeypatch.setattr(settings, "_gpus_found", lambda: GPUS)
-    args = build_parser().parse_args([*flags, "--gpus", str(GPUS), "--no-pretrained", "--storage-path", str(tmp_path)])
-    return settings_from_args(args).plans
+    return planned(*flags, "--gpus", str(GPUS), "--no-pretrained", "--storage-path", str(tmp_path)).plans
 
 
 @ray.remote(num_cpus=0)
@@ -109,8 +107,7 @@ def test_models_with_different_gpu_needs_share_one_process_per_slot(four_gpus_de
     """CNN (0.25 of a GPU) and VGG16 (a whole one) in one search: one shape, the largest, so that a freed slot
     takes the next trial of either model in the same worker process; the line says what it costs."""
     monkeypatch.setattr(settings, "_gpus_found", lambda: GPUS)
-    chosen = settings_from_args(build_parser().parse_args(
-        ["--model", "cnn,vgg16", "--gpus", str(GPUS), "--no-pretrained", "--storage-path", str(tmp_path)]))
+    chosen = planned("--model", "cnn,vgg16", "--gpus", str(GPUS), "--no-pretrained", "--storage-path", str(tmp_path))
     assert {p.name: p.gpus for p in chosen.plans} == {"cnn": 1.0, "vgg16": 1.0}
     assert "One process shape for every model" in chosen.shape_note and "cnn 0.25" in chosen.shape_note
     peak, gpu_ids, processes = run_packed(chosen.plans, ["cnn", "vgg16"], trials=12, expect_together=GPUS)

@@ -186,12 +186,10 @@ def test_max_epochs_is_one_budget_asha_max_t_the_trials_epochs_and_its_schedules
 
     import models
     from models.config import TrainConfig, split_config
-    from search.run import build_parser
-    from search.settings import settings_from_args
+    from helpers import planned
     from trainables.loop import make_scheduler
 
-    args = build_parser().parse_args(["--model", "cnn", "--max-epochs", "7", "--storage-path", str(tmp_path)])
-    (plan,) = settings_from_args(args).plans
+    (plan,) = planned("--model", "cnn", "--max-epochs", "7", "--storage-path", str(tmp_path)).plans
     rungs = build_scheduler([plan], reduction_factor=2)._schedulers["cnn"]
     config = build_searcher([plan], seed=0).suggest("t0")
     assert plan.max_epochs == rungs.max_t == config["epochs"] == 7
@@ -216,13 +214,11 @@ def test_under_asha_every_trials_schedule_ends_a_cycle_at_each_rung_and_starts_a
 
     import models
     from models.config import split_config
-    from search.run import build_parser
-    from search.settings import settings_from_args
+    from helpers import planned
     from trainables.loop import make_scheduler
 
-    args = build_parser().parse_args(["--model", "cnn", "--max-epochs", "9", "--grace-period", "1",
-                                      "--reduction-factor", "3", "--storage-path", str(tmp_path)])
-    settings = settings_from_args(args)
+    settings = planned("--model", "cnn", "--max-epochs", "9", "--grace-period", "1", "--reduction-factor", "3",
+                       "--storage-path", str(tmp_path))
     config = build_searcher(settings.plans, seed=0, reduction_factor=settings.reduction_factor).suggest("t0")
     assert config["restarts"] == "1,3" and config["epochs"] == 9
     for schedule in ("cosine", "onecycle"):
@@ -239,7 +235,5 @@ def test_under_asha_every_trials_schedule_ends_a_cycle_at_each_rung_and_starts_a
         assert max(rates[20:60]) == pytest.approx(1.0, abs=0.05) and max(rates[60:]) == pytest.approx(1.0, abs=0.05)
         if schedule == "cosine":
             assert rates[20] == pytest.approx(1.0)  # promoted at epoch 1: back to the peak at once
-    whole = build_parser().parse_args(["--model", "cnn", "--max-epochs", "9", "--grace-period", "9",
-                                       "--storage-path", str(tmp_path)])
-    settings = settings_from_args(whole)
+    settings = planned("--model", "cnn", "--max-epochs", "9", "--grace-period", "9", "--storage-path", str(tmp_path))
     assert build_searcher(settings.plans, seed=0, reduction_factor=settings.reduction_factor).suggest("t0")["restarts"] == ""

@@ -59,10 +59,10 @@ def test_training_subset_larger_than_the_training_images_is_refused(tmp_path, da
 
 def test_training_subset_and_sampler_reach_the_settings(tmp_path):
     from search.run import build_parser
-    from search.settings import settings_from_args
+    from search.settings import ask
 
     def settings(*flags):
-        return settings_from_args(build_parser().parse_args(["--storage-path", str(tmp_path), *flags]))
+        return ask(build_parser().parse_args(["--storage-path", str(tmp_path), *flags]))
 
     assert settings().data.limit == (None, None, None) and settings().sampler == "tpe"
     assert settings("--train-size", "10000", "--sampler", "random").data.limit == (10_000, None, None)
@@ -162,12 +162,12 @@ def test_unwritable_storage_is_refused(tmp_path, capsys):
 
 
 def test_per_model_budgets_on_the_command_line(tmp_path):
-    from search.run import build_parser
-    from search.settings import UsageError, settings_from_args
+    from helpers import planned
+    from search.settings import UsageError
 
     def plans(*flags):
-        args = build_parser().parse_args(["--model", "cnn,vit", "--storage-path", str(tmp_path), *flags])
-        return {p.name: (p.max_epochs, p.grace_period) for p in settings_from_args(args).plans}
+        return {p.name: (p.max_epochs, p.grace_period)
+                for p in planned("--model", "cnn,vit", "--storage-path", str(tmp_path), *flags).plans}
 
     import models
     assert plans() == {n: (models.get(n).max_epochs, models.get(n).grace_period) for n in ("cnn", "vit")}
@@ -178,11 +178,10 @@ def test_per_model_budgets_on_the_command_line(tmp_path):
     with pytest.raises(UsageError, match="grace-period 4 is longer than cnn's budget of 2"):
         plans("--grace-period", "4", "--max-epochs", "vit=20,cnn=2")
     # The model's own epochs follow the data's size, so a first rung beyond them is judged once the data is known.
-    from search.data_plan import fit_to_data
-    args = build_parser().parse_args(["--model", "cnn", "--storage-path", str(tmp_path), "--grace-period", "4"])
+    flags = ("--model", "cnn", "--storage-path", str(tmp_path), "--grace-period", "4")
     with pytest.raises(UsageError, match="grace-period 4 is longer than cnn's budget of 3"):
-        fit_to_data(settings_from_args(args), models.DataShape(train_images=55_000), 5_000, 55_000)
-    small = fit_to_data(settings_from_args(args), models.DataShape(train_images=20_000), 5_000, 20_000)
+        planned(*flags)
+    small = planned(*flags, full_train=20_000)
     assert (small.plans[0].max_epochs, small.plans[0].grace_period) == (9, 4)
 
 
@@ -235,7 +234,7 @@ def test_a_chosen_dashboard_port_that_is_taken_or_no_port_is_refused_before_ray_
 
     from search.ports import RAY_DASHBOARD_PORT, port_note
     from search.run import build_parser
-    from search.settings import settings_from_args
+    from search.settings import ask
 
     with socket.socket() as holder:  # another search's dashboard
         holder.bind(("127.0.0.1", 0))
@@ -247,7 +246,7 @@ def test_a_chosen_dashboard_port_that_is_taken_or_no_port_is_refused_before_ray_
         proc = search_command(capsys, "--model", "cnn", "--dashboard-port", port, "--storage-path", str(tmp_path))
         assert proc.returncode == 2 and f"--dashboard-port {port} is not a port" in proc.stderr
     assert not any(tmp_path.iterdir())
-    settings = settings_from_args(build_parser().parse_args(["--model", "cnn", "--cpus", "2"]))
+    settings = ask(build_parser().parse_args(["--model", "cnn", "--cpus", "2"]))
     note = port_note(settings, RAY_DASHBOARD_PORT + 1)  # Ray took the next port: where, and what is shared
     assert f"dashboard is on port {RAY_DASHBOARD_PORT + 1}" in note and "--cpus and --gpus" in note and "2 CPUs" in note
     assert port_note(settings, RAY_DASHBOARD_PORT) is None

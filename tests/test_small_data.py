@@ -92,32 +92,30 @@ def test_budgets_follow_the_training_images():
     assert vit.budget(on_gpu=False, train_images=1_151) == (vit.max_epochs, vit.grace_period)  # no min_images
 
 
-def _settings(tmp_path, *flags):
-    from search.run import build_parser
-    from search.settings import settings_from_args
+def _planned(tmp_path, shape, val_images, full_train, *flags):
+    from helpers import planned
 
-    return settings_from_args(build_parser().parse_args(["--storage-path", str(tmp_path), "--model", "cnn,vit",
-                                                         *flags]))
+    return planned("--storage-path", str(tmp_path), "--model", "cnn,vit", *flags, shape=shape, val_images=val_images,
+                   full_train=full_train)
 
 
 def test_small_data_gets_folds_refit_and_longer_budgets_large_data_keeps_its_own(tmp_path):
-    from search.data_plan import fit_to_data
     from search.settings import UsageError
 
     shape = models.DataShape(1, 8, 10, train_images=1_294)
-    small = fit_to_data(_settings(tmp_path), shape, val_images=144, full_train=1_294)
+    small = _planned(tmp_path, shape, 144, 1_294)
     assert small.folds == 5 and small.refit is True
     assert {p.name: (p.max_epochs, p.grace_period) for p in small.plans} == {"cnn": (100, 33), "vit": (15, 3)}
     assert small.plans[0].shape.train_images == 1_151  # a fold's training images size the batches
-    pinned = fit_to_data(_settings(tmp_path, "--max-epochs", "cnn=4", "--folds", "1"), shape, 144, 1_294)
+    pinned = _planned(tmp_path, shape, 144, 1_294, "--max-epochs", "cnn=4", "--folds", "1")
     assert pinned.folds == 1 and {p.name: p.max_epochs for p in pinned.plans} == {"cnn": 4, "vit": 15}
-    rung = fit_to_data(_settings(tmp_path, "--grace-period", "cnn=5"), shape, 144, 1_294)
+    rung = _planned(tmp_path, shape, 144, 1_294, "--grace-period", "cnn=5")
     assert (rung.plans[0].max_epochs, rung.plans[0].grace_period) == (100, 5)
-    mnist = fit_to_data(_settings(tmp_path), models.DataShape(train_images=55_000), 5_000, 55_000)
+    mnist = _planned(tmp_path, models.DataShape(train_images=55_000), 5_000, 55_000)
     assert mnist.folds == 1 and mnist.refit is False
     assert {p.name: (p.max_epochs, p.grace_period) for p in mnist.plans} == {"cnn": (3, 1), "vit": (15, 3)}
     with pytest.raises(UsageError, match="--no-refit with 5-fold cross-validation.*--folds 1"):
-        fit_to_data(_settings(tmp_path, "--no-refit"), shape, 144, 1_294)
+        _planned(tmp_path, shape, 144, 1_294, "--no-refit")
 
 
 def test_folds_flag_is_checked(tmp_path, capsys):

@@ -118,7 +118,7 @@ def test_ray_tune_gives_schedulers_the_search_algorithm_and_the_trial_list_and_r
         tune.report({"score": config["x"]})
 
     log = _Log(tmp_path / "events")
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
         marker = tmp_path / "second-run"
         config = tune.TuneConfig(search_alg=_TwoTrials(log, str(marker)), scheduler=_scheduler(log),
@@ -168,7 +168,7 @@ def test_ray_tune_asks_the_searcher_again_while_no_trial_runs_or_waits(tmp_path)
         tune.report({"score": config["x"]})
 
     searcher = _Late()
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
         results = tune.Tuner(_score, tune_config=tune.TuneConfig(search_alg=searcher, num_samples=1),
                              run_config=tune.RunConfig(storage_path=str(tmp_path), name="late", verbose=0)).fit()
