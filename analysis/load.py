@@ -38,7 +38,7 @@ class Results:
     datasets: dict[str, dict] = dataclasses.field(default_factory=dict)
     # With --refit, each winner's refit's test predictions (``predictions`` holds the search winners' own).
     refit_predictions: pd.DataFrame = dataclasses.field(default_factory=lambda: pd.DataFrame(columns=PREDICTION_COLUMNS))
-    # The classical baselines (search.baseline) and their test predictions (empty before schema version 7).
+    # The classical baselines (search.finish.baseline) and their test predictions (empty before schema version 7).
     baselines: pd.DataFrame = dataclasses.field(default_factory=lambda: pd.DataFrame(columns=BASELINE_COLUMNS))
     baseline_predictions: pd.DataFrame = dataclasses.field(
         default_factory=lambda: pd.DataFrame(columns=PREDICTION_COLUMNS))

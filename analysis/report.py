@@ -215,7 +215,7 @@ def _deployment(results: Results, folder: Path) -> list[str]:
     if not notes:
         return []
     lines = ["## Using the winners", "", "Each winner is bundled (`models/<model>/`: safetensors weights, `card.json`, "
-             "`model.onnx`); `python -m search.predict <results> IMAGES...` classifies new images with the best one.", "",
+             "`model.onnx`); `python -m trainables.predict <results> IMAGES...` classifies new images with the best one.", "",
              *notes, ""]
     costs = cost_table(results)
     if len(costs):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pandas as pd
 
 # 10: the end phase's clock in finalists (``end_started_at``, ``end_s``, ``cost_s``): each model's winner tested and
-# bundled as Ray work as soon as its study is done (search.endphase);
+# bundled as Ray work as soon as its study is done (search.finish.endphase);
 # 9: how each classical baseline was chosen and fitted, as the search's networks were: ``folds`` (1: on the
 # validation split; k: by the mean over the search's k folds) and ``refit`` (fitted on training + validation
 # for its test) in baselines;
@@ -44,7 +44,7 @@ BUNDLE_COLUMNS = ["bundle", "bundled", "bundle_s", "bundle_error", "weights_mb",
                   "onnx_reason", "refit_epochs", "refit_train_images", "refit_train_s", "refit_test_acc",
                   "refit_test_f1", "refit_test_loss",
                   # schema 10: when the model's end phase (test, refit, bundle) began on the search's clock, its
-                  # seconds, and the seconds its cost-to-run task took (search.endphase)
+                  # seconds, and the seconds its cost-to-run task took (search.finish.endphase)
                   "end_started_at", "end_s", "cost_s"]
 COST_COLUMNS = ["cost_device", "cost_threads", "cost_latency_ms", "cost_latency_p90_ms", "cost_throughput_ips",
                 "cost_bulk_batch", "cost_peak_memory_mb", "cost_memory_kind"]
@@ -58,7 +58,7 @@ REPEAT_STAT_COLUMNS = ["repeats"] + [f"{metric}_{stat}" for metric in ("test_acc
 # One row per tested winner and test image: what it predicted (paired comparisons of the winners).
 PREDICTION_COLUMNS = ["model", "trial_id", "index", "label", "predicted", "stage"]
 SEARCH_STAGE, REFIT_STAGE = "search", "refit"  # a prediction's model: the search's winner, or its refit (--refit)
-BASELINE_STAGE = "baseline"  # ... or a classical baseline (search.baseline), model named after it
+BASELINE_STAGE = "baseline"  # ... or a classical baseline (search.finish.baseline), model named after it
 # One row per classical baseline (scikit-learn on the raw pixels): its grid's choice (params, JSON) on the
 # validation split or over ``folds`` folds, whether it was refit on training + validation, the images it was fitted
 # on (capped: fewer than those) and features, its metrics.

@@ -6,7 +6,7 @@
 Runs ``python -m search.run`` with the given flags (the dashboard on, as a user runs it; ``--verbose 0`` and a
 fresh ``--name`` added) ``--repeats`` times, alternating with revision REV's code where ``--against`` names one
 (a temporary worktree: both from one machine, interleaved, so the machine's drift touches both alike). The
-search writes when each of its steps ended to ``$HPSEARCH_TIMELINE`` (``search.progress.mark``): the data carved
+search writes when each of its steps ended to ``$HPSEARCH_TIMELINE`` (``search.engine.progress.mark``): the data carved
 (torch-free, before Ray), its splits as tensors (a thread, beside Ray's start), Ray started, Tune started; the
 exports say when the first trial's function began (its process started and imported) and when its first batch did. A revision without the
 marks gives the first batch and the whole command only. Prints each step's median in seconds from the start.

@@ -11,7 +11,7 @@ Two figures, each in fresh processes as a user meets them, median of --repeats:
   cost-to-run measurement the search adds (``trainables.cost.measure``, ``cost_s``) are timed apart. The weights are the
   default configuration's initialization: the work (export, parity over the test split, timing) does not
   depend on what they learnt.
-- predicting: ``python -m search.predict`` on the 10,000 MNIST test images written as 28x28 PNG files in class
+- predicting: ``python -m trainables.predict`` on the 10,000 MNIST test images written as 28x28 PNG files in class
   folders (so it also scores them), with the CNN's bundle, wall clock of the whole command (start-up, decoding,
   prediction, the CSV and the confusion matrix).
 
@@ -91,7 +91,7 @@ def write_pngs(root: Path) -> int:
 
 def predict_once(bundle: Path, images: Path, out: Path) -> tuple[float, str]:
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "search.predict", str(bundle), str(images), "--out", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "trainables.predict", str(bundle), str(images), "--out", str(out)],
                           cwd=ROOT, capture_output=True, text=True, check=True)
     return time.perf_counter() - started, proc.stdout.splitlines()[0]
 

@@ -87,7 +87,7 @@ def _decode(paths: Sequence[str], start: int, out_file: str, channels: int, size
 
 def decode_file(path: str, channels: int, size: int) -> np.ndarray:
     """One image file as uint8 (channels, size, size), the way a search decodes its data (``conform``):
-    the one path from a file to a model's input, for training and for ``search.predict`` alike."""
+    the one path from a file to a model's input, for training and for ``trainables.predict`` alike."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # a folder's headers were judged already
         with Image.open(path) as image:

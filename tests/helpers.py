@@ -31,11 +31,11 @@ def search_command(capsys, *args: str) -> SimpleNamespace:
 
 def planned(*flags: str, shape=None, val_images: int = 5_000, full_train: int = 55_000):
     """The settings ``search.run`` plans from FLAGS for MNIST-sized data (55,000 training and 5,000 validation
-    images), or for ``shape``, without reading any data (``search.settings.ask``, then ``search.data_plan.plan``)."""
+    images), or for ``shape``, without reading any data (``search.command.settings.ask``, then ``search.command.plan.plan``)."""
     import models
-    from search.data_plan import plan
-    from search.run import build_parser
-    from search.settings import ask
+    from search.command.plan import plan
+    from search.command.parser import build_parser
+    from search.command.settings import ask
 
     shape = shape or models.DataShape(train_images=full_train)
     return plan(ask(build_parser().parse_args(list(flags))), shape, val_images, full_train)

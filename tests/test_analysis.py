@@ -14,7 +14,7 @@ from analysis.load import AnalysisError, load
 from analysis.tables import (at_common_budget, best_so_far, comparison, importance, pareto_front, pareto_fronts, rank,
                              succeeded, winning_ranges)
 from analysis.schema import SCHEMA_VERSION
-from search.export import TrialRecord, epochs_table, trials_table, write_atomic
+from search.finish.export import TrialRecord, epochs_table, trials_table, write_atomic
 
 T0 = 1_700_000_000.0
 

@@ -10,10 +10,11 @@ import pytest
 from ray.tune.search import SearchGenerator, Searcher
 
 import models
-from search.plans import ModelPlan
+from search.command.plans import ModelPlan
 from search.resume.state import sync_generator
-from search.searcher import BUDGET_FILE, PerModelSearcher, build_searcher
-from search.studies import optuna_storage, space_changes
+from search.engine.searcher import BUDGET_FILE, PerModelSearcher, build_searcher
+from search.engine.studies import optuna_storage
+from search.resume.space import space_changes
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -89,7 +90,7 @@ def test_each_optimizers_learning_rate_is_a_parameter_of_its_own(sampler):
 
 
 def test_an_epoch_budget_ends_the_experiment_once_its_epochs_are_spent():
-    from search.scheduler import EpochBudget
+    from search.engine.scheduler import EpochBudget
 
     budget = EpochBudget(3)
     for epoch in (1, 2):
@@ -103,7 +104,7 @@ def test_an_epoch_budget_ends_the_experiment_once_its_epochs_are_spent():
 def test_a_resumed_epoch_budget_goes_on_from_the_epochs_already_spent(tmp_path):
     import pickle
 
-    from search.scheduler import EpochBudget
+    from search.engine.scheduler import EpochBudget
 
     budget = EpochBudget(5, tmp_path / "epoch_budget.json")
     as_tune_keeps_it = pickle.dumps(budget)  # Tune pickles the stopper once, when the experiment begins

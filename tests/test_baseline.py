@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-import search.baseline as baseline
+import search.finish.baseline as baseline
 from analysis.load import Results
 from analysis.tables import baseline_tests
 from trainables.data import Split, load_dataset

@@ -1,5 +1,5 @@
 """A winner as a model people use, without Ray: the bundle's files and card, its reload in another process,
-its ONNX graph against torch, its cost to run, and the choice and scoring that ``search.predict`` makes."""
+its ONNX graph against torch, its cost to run, and the choice and scoring that ``trainables.predict`` makes."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import torch
 import models
 from analysis.deployment import cost_table, recommend
 from analysis.load import Results
-from search.predict import PredictError, choose_bundle, gather
+from trainables.predict import PredictError, choose_bundle, gather
 from helpers import ROOT
 from trainables import cost
 from trainables.batches import normalize

@@ -18,10 +18,10 @@ import pytest
 import ray
 from ray import tune
 
-import search.settings as settings
+import search.command.settings as settings
 from helpers import planned, run_cli, search_command
-from search.resources import resources_for
-from search.settings import UsageError
+from search.engine.resources import resources_for
+from search.command.settings import UsageError
 
 GPUS = 4
 

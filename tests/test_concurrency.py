@@ -11,9 +11,9 @@ from ray import tune
 
 import models
 from helpers import run_cli
-from search.plans import ModelPlan
-from search.resources import concurrency
-from search.studies import full_trials, startup_trials
+from search.command.plans import ModelPlan
+from search.engine.resources import concurrency
+from search.engine.studies import full_trials, startup_trials
 from trainables.tune_trial import DeviceData, TrialData, train_trial
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import imagesets
 import models
-from search.run import build_parser
+from search.command.parser import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 

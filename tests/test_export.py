@@ -10,8 +10,8 @@ import torch
 
 from analysis.leaderboard import leaderboard
 from analysis.schema import EPOCH_COLUMNS, TRIAL_COLUMNS
-from search.export import TrialRecord, epochs_table, short_error, trials_table, write_atomic
-from search.finalists import pick_winners
+from search.finish.export import TrialRecord, epochs_table, short_error, trials_table, write_atomic
+from search.finish.finalists import pick_winners
 
 
 def history(accs, epoch_s=2.0):
@@ -84,7 +84,7 @@ def test_short_error_keeps_the_last_meaningful_line():
 
 def test_a_winner_that_cannot_be_tested_is_reported_and_the_others_still_are(tmp_path, mnist_small):
     import models
-    from search.finalists import evaluate_finalists
+    from search.finish.finalists import evaluate_finalists
     from trainables.runtime import Runtime
     from trainables.tune_trial import CHECKPOINT_FILE
 
@@ -120,7 +120,7 @@ def test_each_trial_is_tested_from_the_last_checkpoint_it_reported_even_where_tu
 
     from ray import tune
 
-    from search.wrapup import best_checkpoints
+    from search.finish.wrapup import best_checkpoints
 
     def trial(name: str, names: list, on_disk: list, registered=None):
         for folder in on_disk:

@@ -59,3 +59,11 @@ def test_no_module_imports_itself_back():
         if node not in state:
             visit(node, [node])
     assert not cycles, f"import cycles: {cycles}"
+
+
+def test_every_module_of_the_search_package_reads_in_one_sitting():
+    """``search/`` is grouped by what each part does (command, engine, finish, resume), and no module of it grows
+    past 250 lines: a newcomer follows a flag through modules that each fit a screen or two."""
+    long = {str(p.relative_to(ROOT)): n for p in (ROOT / "search").rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > 250}
+    assert not long, f"split these: {long}"

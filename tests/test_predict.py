@@ -1,4 +1,4 @@
-"""``search.predict`` given bad input: every case exits 2 (1 where some images were still classified) with a
+"""``trainables.predict`` given bad input: every case exits 2 (1 where some images were still classified) with a
 message naming the file or flag at fault, before any work where the flag alone is wrong, and never a
 traceback. The bundle is written here (an untrained CNN), so no search runs."""
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from search.predict import main
+from trainables.predict import main
 from test_bundles import card_for, cnn_classifier
 from trainables.bundle import write_bundle
 from trainables.card import CARD_FILE, WEIGHTS_FILE

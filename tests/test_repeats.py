@@ -13,7 +13,7 @@ from helpers import run_cli
 
 
 def test_repeat_seeds_are_new_and_the_statistics_follow_the_runs():
-    from search.repeats import interval, repeat_seeds, with_repeat_statistics
+    from search.finish.repeats import interval, repeat_seeds, with_repeat_statistics
 
     assert repeat_seeds(7, 3) == [1007, 2007, 3007]  # never the search's own seed
     runs = pd.DataFrame({"model": ["cnn"] * 3 + ["vit"], "test_acc": [0.990, 0.992, 0.994, 0.98],

@@ -115,8 +115,8 @@ def test_a_pinned_setting_no_model_has_is_refused(tmp_path, capsys):
 def test_searcher_state_survives_a_save_and_restore(tmp_path):
     import optuna
 
-    from search.plans import ModelPlan
-    from search.searcher import PerModelSearcher, build_searcher
+    from search.command.plans import ModelPlan
+    from search.engine.searcher import PerModelSearcher, build_searcher
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     searcher = build_searcher([ModelPlan("cnn", 4, 3, 1, 1.0, 0.0)], seed=0)
@@ -140,9 +140,9 @@ def test_asha_rungs_are_saved_with_the_searcher_and_restored_into_tunes_schedule
 
     from ray.tune.schedulers import TrialScheduler
 
-    from search.plans import ModelPlan
-    from search.scheduler import build_scheduler
-    from search.searcher import build_searcher
+    from search.command.plans import ModelPlan
+    from search.engine.scheduler import build_scheduler
+    from search.engine.searcher import build_searcher
 
     plans = [ModelPlan("cnn", 6, 4, 1, 1.0, 0.0)]
     scheduler = build_scheduler(plans, reduction_factor=2)
@@ -166,7 +166,7 @@ def test_asha_rungs_are_saved_with_the_searcher_and_restored_into_tunes_schedule
 
 def _restore(path):
     """The searcher as Tune restores it from a saved state file."""
-    from search.searcher import PerModelSearcher
+    from search.engine.searcher import PerModelSearcher
 
     restored = PerModelSearcher.__new__(PerModelSearcher)
     restored.restore(str(path))
@@ -177,7 +177,7 @@ def _journal_states(folder) -> dict[str, str]:
     """Each study trial's state, by the Tune trial it was drawn for (read anew from the journal)."""
     import optuna
 
-    from search.studies import optuna_storage
+    from search.engine.studies import optuna_storage
 
     study = optuna.load_study(study_name="cnn", storage=optuna_storage(folder))
     return {t.user_attrs["trial_id"]: t.state.name for t in study.trials}
@@ -188,9 +188,9 @@ def test_a_searcher_saved_before_tune_listed_its_last_trials_counts_them_on_resu
     older than the list. It adopts what the list holds and suggests only what is still missing."""
     import optuna
 
-    from search.plans import ModelPlan
-    from search.searcher import build_searcher
-    from search.studies import optuna_storage
+    from search.command.plans import ModelPlan
+    from search.engine.searcher import build_searcher
+    from search.engine.studies import optuna_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     searcher = build_searcher([ModelPlan("cnn", 4, 3, 1, 1.0, 0.0)], seed=0, storage=optuna_storage(tmp_path))
@@ -224,10 +224,10 @@ def test_a_searcher_newer_than_tunes_trial_list_gives_back_the_trials_that_will_
     import optuna
     from ray.tune.search import SearchGenerator
 
-    from search.plans import ModelPlan
+    from search.command.plans import ModelPlan
     from search.resume.state import reconcile_search
-    from search.searcher import build_searcher
-    from search.studies import optuna_storage
+    from search.engine.searcher import build_searcher
+    from search.engine.studies import optuna_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     searcher = build_searcher([ModelPlan("cnn", 4, 3, 1, 1.0, 0.0)], seed=0, storage=optuna_storage(tmp_path))
@@ -249,8 +249,8 @@ def test_a_searcher_newer_than_tunes_trial_list_gives_back_the_trials_that_will_
 
 
 def test_a_search_short_of_its_trials_says_how_many_are_missing():
-    from search.driver import missing_trials
-    from search.plans import ModelPlan
+    from search.engine.driver import missing_trials
+    from search.command.plans import ModelPlan
 
     plans = [ModelPlan("cnn", 6, 3, 1, 1.0, 0.0), ModelPlan("vit", 2, 3, 1, 1.0, 0.0)]
     trials = pd.DataFrame({"model": ["cnn"] + ["vit"] * 2})
@@ -306,7 +306,7 @@ def test_a_finished_search_grows_by_the_trials_added_and_refuses_other_data_or_a
     the exports then hold every trial once. Data or a space that changed since are refused, named."""
     import optuna
 
-    from search.studies import optuna_storage
+    from search.engine.studies import optuna_storage
     from test_imagesets import write_folder
 
     root = write_folder(tmp_path / "shapes", classes=2, per_class=30, size=(16, 16))

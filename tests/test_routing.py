@@ -9,10 +9,10 @@ import pytest
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
 
-from search.plans import ModelPlan
-from search.resources import resources_for
-from search.scheduler import IsDefault, PerModelScheduler, Rungs, build_scheduler
-from search.searcher import build_searcher
+from search.command.plans import ModelPlan
+from search.engine.resources import resources_for
+from search.engine.scheduler import IsDefault, PerModelScheduler, Rungs, build_scheduler
+from search.engine.searcher import build_searcher
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -58,8 +58,8 @@ def test_training_subset_larger_than_the_training_images_is_refused(tmp_path, da
 
 
 def test_training_subset_and_sampler_reach_the_settings(tmp_path):
-    from search.run import build_parser
-    from search.settings import ask
+    from search.command.parser import build_parser
+    from search.command.settings import ask
 
     def settings(*flags):
         return ask(build_parser().parse_args(["--storage-path", str(tmp_path), *flags]))
@@ -73,7 +73,7 @@ def test_training_subset_and_sampler_reach_the_settings(tmp_path):
 def test_the_search_and_the_train_command_take_the_same_data_flags(tmp_path, capsys):
     """One set of data options (imagesets.options): the same flags, read the same way, refused the same way."""
     from imagesets.options import DataOptions
-    from search.run import build_parser as search_parser
+    from search.command.parser import build_parser as search_parser
     from trainables.train import build_parser as train_parser
     from trainables.train import main as train_main
 
@@ -144,7 +144,7 @@ def test_smoke_search_end_to_end(tmp_path, data_dir):
 
 def test_help_says_what_the_smoke_run_pins_for_each_model():
     import models
-    from search.run import build_parser
+    from search.command.parser import build_parser
 
     text = " ".join(build_parser().format_help().split())
     smoke = text[text.index("--smoke"):]
@@ -163,7 +163,7 @@ def test_unwritable_storage_is_refused(tmp_path, capsys):
 
 def test_per_model_budgets_on_the_command_line(tmp_path):
     from helpers import planned
-    from search.settings import UsageError
+    from search.command.settings import UsageError
 
     def plans(*flags):
         return {p.name: (p.max_epochs, p.grace_period)
@@ -232,9 +232,9 @@ def test_set_epochs_is_refused_for_max_epochs(tmp_path, capsys):
 def test_a_chosen_dashboard_port_that_is_taken_or_no_port_is_refused_before_ray_starts(tmp_path, capsys):
     import socket
 
-    from search.ports import RAY_DASHBOARD_PORT, port_note
-    from search.run import build_parser
-    from search.settings import ask
+    from search.command.ports import RAY_DASHBOARD_PORT, port_note
+    from search.command.parser import build_parser
+    from search.command.settings import ask
 
     with socket.socket() as holder:  # another search's dashboard
         holder.bind(("127.0.0.1", 0))

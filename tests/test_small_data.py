@@ -100,7 +100,7 @@ def _planned(tmp_path, shape, val_images, full_train, *flags):
 
 
 def test_small_data_gets_folds_refit_and_longer_budgets_large_data_keeps_its_own(tmp_path):
-    from search.settings import UsageError
+    from search.command.settings import UsageError
 
     shape = models.DataShape(1, 8, 10, train_images=1_294)
     small = _planned(tmp_path, shape, 144, 1_294)

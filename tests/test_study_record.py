@@ -105,14 +105,14 @@ def test_optuna_dashboard_lists_the_trials_that_way(pinned_search):
     ("vgg16", ["pretrained=false"], "use --no-pretrained"),
 ])
 def test_settings_that_cannot_train_are_refused_before_the_search(model, pairs, needle):
-    from search.settings import UsageError, pinned_settings
+    from search.command.checks import UsageError, pinned_settings
 
     with pytest.raises(UsageError, match=needle):
         pinned_settings(pairs, [model], (False,))
 
 
 def test_a_pin_is_checked_against_the_from_scratch_config_when_training_from_scratch():
-    from search.settings import UsageError, pinned_settings
+    from search.command.checks import UsageError, pinned_settings
 
     assert pinned_settings(["strategy=head"], ["vgg16"], (True,)) == {"vgg16": {"strategy": "head"}}
     with pytest.raises(UsageError, match="strategy='head' with pretrained=False"):
@@ -122,8 +122,8 @@ def test_a_pin_is_checked_against_the_from_scratch_config_when_training_from_scr
 def test_draws_the_pins_make_invalid_are_failed_in_the_study_and_drawn_again():
     import optuna
 
-    from search.plans import ModelPlan
-    from search.searcher import build_searcher
+    from search.command.plans import ModelPlan
+    from search.engine.searcher import build_searcher
     from models.config import split_config
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -145,8 +145,8 @@ def test_random_search_baseline_samples_the_same_space_after_the_default():
     import optuna
 
     import models
-    from search.plans import ModelPlan
-    from search.searcher import build_searcher
+    from search.command.plans import ModelPlan
+    from search.engine.searcher import build_searcher
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     plan = ModelPlan("cnn", 6, 3, 1, 1.0, 0.0, fixed={"optimizer": "sgd"})

@@ -1,5 +1,5 @@
 """After a search, its winners as models people use: every registered model's bundle reloads in a fresh
-process with its test predictions, ONNX graphs agree with torch, ``search.predict`` scores new labelled
+process with its test predictions, ONNX graphs agree with torch, ``trainables.predict`` scores new labelled
 images, names bad files, and exits as documented; the README's ONNX lines run without this project;
 ``--refit`` end to end."""
 
@@ -19,7 +19,7 @@ import models
 from helpers import ROOT, run_cli
 
 pytestmark = pytest.mark.integration
-SMOKE_TEST_IMAGES = 512  # search.settings.SMOKE's test cap
+SMOKE_TEST_IMAGES = 512  # search.command.settings.SMOKE's test cap
 
 
 def smoke(out, name: str, data_dir, *flags: str):
@@ -56,7 +56,7 @@ def write_image_folder(root, split, names) -> None:
 def test_every_model_is_bundled_and_reloads_in_a_fresh_process_with_its_test_predictions(searched, data_dir):
     folder, proc = searched
     assert sorted(p.name for p in (folder / "models").iterdir()) == sorted(models.names())
-    assert f"python -m search.predict {folder}" in proc.stdout
+    assert f"python -m trainables.predict {folder}" in proc.stdout
     code = f"""
 import json, numpy as np, pandas as pd
 from trainables.bundle import Bundle
@@ -118,7 +118,7 @@ def test_predict_scores_the_test_split_as_an_image_folder_with_the_finalists_acc
     best = finalists.loc[finalists["best_val_acc"].idxmax()]  # the default: chosen on validation
     names = pd.read_parquet(folder / "classes.parquet")["name"].tolist()
     write_image_folder(tmp_path / "labelled", test_split, names)
-    proc = run_cli("search.predict", str(folder), str(tmp_path / "labelled"), "--out", str(tmp_path / "p.csv"))
+    proc = run_cli("trainables.predict", str(folder), str(tmp_path / "labelled"), "--out", str(tmp_path / "p.csv"))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"Accuracy {best['test_acc']:.4f}" in proc.stdout and proc.stdout.startswith(best["model"])
     table = pd.read_csv(tmp_path / "p.csv")
@@ -135,12 +135,12 @@ def test_predict_names_bad_files_predicts_the_rest_and_exits_as_documented(searc
     good = sorted((tmp_path / "mixed").rglob("*.png"))[0]
     (tmp_path / "mixed" / "truncated.png").write_bytes(good.read_bytes()[:40])
     (tmp_path / "mixed" / "text.png").write_text("not an image")
-    proc = run_cli("search.predict", str(folder), str(tmp_path / "mixed"), "--model", "cnn", "--top-k", "2",
+    proc = run_cli("trainables.predict", str(folder), str(tmp_path / "mixed"), "--model", "cnn", "--top-k", "2",
                    "--out", str(tmp_path / "mixed.csv"))
     assert proc.returncode == 1
     assert "truncated.png" in proc.stderr and "text.png" in proc.stderr and "2 of 22" in proc.stderr
     assert len(pd.read_csv(tmp_path / "mixed.csv")) == 20
-    only_bad = run_cli("search.predict", str(folder), str(tmp_path / "mixed" / "*.png"),
+    only_bad = run_cli("trainables.predict", str(folder), str(tmp_path / "mixed" / "*.png"),
                        "--out", str(tmp_path / "none.csv"))
     assert only_bad.returncode == 2 and "no image could be read" in only_bad.stderr
 

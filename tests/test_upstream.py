@@ -11,9 +11,9 @@ from optuna.trial import TrialState
 from ray.tune import Callback
 from ray.tune.search import SearchGenerator, Searcher
 
-from search.plans import ModelPlan
-from search.scheduler import build_scheduler
-from search.studies import optuna_storage
+from search.command.plans import ModelPlan
+from search.engine.scheduler import build_scheduler
+from search.engine.studies import optuna_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -88,7 +88,7 @@ def _scheduler(log: _Log):
 
 
 class _Recorder(Callback):
-    """A stateless callback (as ``search.endphase.EndPhaseCallback``) that logs the trials it is told ended."""
+    """A stateless callback (as ``search.finish.callback.EndPhaseCallback``) that logs the trials it is told ended."""
 
     def __init__(self, log: _Log) -> None:
         self.log = log
@@ -159,7 +159,7 @@ class _Late(Searcher):
 
 
 def test_ray_tune_asks_the_searcher_again_while_no_trial_runs_or_waits(tmp_path):
-    """``search.searcher.lend_slots``: while the end phase holds every slot, the searcher gives Tune no trial, and
+    """``search.engine.searcher.lend_slots``: while the end phase holds every slot, the searcher gives Tune no trial, and
     collects the end phase's finished tasks each time Tune asks; Tune must go on asking while nothing runs."""
     import ray
     from ray import tune

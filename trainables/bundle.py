@@ -10,7 +10,7 @@
   dynamic batch; checked against torch on the test split when written. Where a model cannot be exported
   (Faster R-CNN's detector), the card says why and the safetensors bundle serves everything else.
 
-``Bundle.load(folder)`` is the Python entry point; ``search.predict`` the command line.
+``Bundle.load(folder)`` is the Python entry point; ``trainables.predict`` the command line.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """A model bundle's card: what it is and how to feed it, readable without torch.
 
 ``card.json`` (and the ``README.md`` rendered from it) say everything another program needs to use the
-bundle's weights or ONNX graph; ``trainables.bundle`` writes and loads bundles, and ``search.predict`` reads
+bundle's weights or ONNX graph; ``trainables.bundle`` writes and loads bundles, and ``trainables.predict`` reads
 cards to choose one and to decode images before torch is loaded.
 """
 

@@ -2,7 +2,7 @@
 
 ``Classifier`` wraps a network with the data's normalization, so what it takes is exactly what
 ``imagesets`` decodes (uint8, N x C x S x S) and nothing else about the training run needs to travel
-with it. The finalists' test, the bundles (``trainables.bundle``), their ONNX graphs and ``search.predict``
+with it. The finalists' test, the bundles (``trainables.bundle``), their ONNX graphs and ``trainables.predict``
 all run images through it, so a bundle's predictions are the ones its test reported.
 """
 

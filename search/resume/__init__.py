@@ -1,7 +1,7 @@
 """Continuing an experiment (``--resume``), in one place:
 
 - ``command``: the saved command line (what a resume continues), growing it (``--num-samples``);
-- ``checks``: refusing a resume whose data or search space changed;
+- ``checks``: refusing a resume whose data or search space changed (``space``: the space's check);
 - ``state``: whether Tune saved a state, restoring it, and bringing the restored searcher and Tune's trial
   generator in line with the restored trial list (adopting trials, reconciling, the generator's count).
 

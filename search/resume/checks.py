@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from analysis.schema import DATASET_FILE
-from search.export import dataset_record
-from search.settings import Settings, UsageError
+from search.finish.export import dataset_record
+from search.command.settings import Settings, UsageError
 from trainables.data import Dataset
 
 # What makes two data sets the same for a search: not where the cache was, nor how long it took.
@@ -60,10 +60,11 @@ def check_resume(settings: Settings, data: Dataset) -> None:
 
 
 def space_changes(settings: Settings) -> list[str]:
-    """Per model with a study in the search's journal, how its space differs now (``studies.space_changes``)."""
+    """Per model with a study in the search's journal, how its space differs now (``search.resume.space``)."""
     import optuna
 
-    from search.studies import OPTUNA_FILE, optuna_storage, space_changes as study_changes
+    from search.engine.studies import OPTUNA_FILE, optuna_storage
+    from search.resume.space import space_changes as study_changes
 
     if not (settings.folder / OPTUNA_FILE).is_file():
         return []

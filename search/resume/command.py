@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 
 import imagesets
-from search import storage
-from search.settings import COMMAND_FILE, DEFAULT_SAMPLES, SMOKE, UsageError
+from search.command import storage
+from search.command.settings import COMMAND_FILE, DEFAULT_SAMPLES, SMOKE, UsageError
 
 
 def resumed_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[argparse.Namespace, list[str]]:

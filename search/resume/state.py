@@ -18,8 +18,8 @@ from ray import tune
 from ray.tune.experiment import Trial
 
 from models.config import MODEL_KEY
-from search import storage
-from search.searcher import PerModelSearcher
+from search.command import storage
+from search.engine.searcher import PerModelSearcher
 
 
 def tune_state_saved(folder: str) -> bool:

@@ -1,7 +1,7 @@
 """The searcher Tune asks for trials: each model's own study, in turn, within each model's slots.
 
 Running every model in ONE experiment keeps the cluster packed; routing each trial to its own
-model's study (and, in ``search.scheduler``, its own ASHA) keeps the comparison fair: a model never
+model's study (and, in ``search.engine.scheduler``, its own ASHA) keeps the comparison fair: a model never
 competes for another's TPE samples, and a slow-starting model is never cut by a fast one's curve.
 """
 
@@ -21,11 +21,11 @@ from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
 
 import models
-from search.plans import METRIC, MODE, TIME_ATTR, ModelPlan, schedule_restarts
-from search.studies import ModelStudy, ended_state, full_trials, make_sampler
+from search.command.plans import METRIC, MODE, TIME_ATTR, ModelPlan, schedule_restarts
+from search.engine.studies import ModelStudy, ended_state, full_trials, make_sampler
 
 BUDGET_FILE = "budget.json"  # trials per model: rewritten when --resume grows the search
-_LENDER: Callable[[], int] | None = None  # how many slots the search's end phase holds now (search.endphase)
+_LENDER: Callable[[], int] | None = None  # how many slots the search's end phase holds now (search.finish.endphase)
 
 
 def lend_slots(lender: Callable[[], int] | None) -> None:

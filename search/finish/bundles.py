@@ -1,10 +1,10 @@
 """From a search's winners to models people use: refit (``--refit``), bundle, and cost to run.
 
-Runs on each winner right after its test (``search.finalists``'s ``after``): with ``--refit`` the winner's
+Runs on each winner right after its test (``search.finish.finalists``'s ``after``): with ``--refit`` the winner's
 configuration is trained again from scratch on the training and validation images for the epochs at which
 its trial peaked and tested once; then the model (the refit, or the trial's best checkpoint) is written as a
 bundle (``trainables.bundle``) to ``<results>/models/<model>/``. Its cost to run is measured later, on the bundle
-as written and alone on its device (``bundle_cost``; ``search.endphase`` decides when). A winner whose bundle fails
+as written and alone on its device (``bundle_cost``; ``search.finish.endphase`` decides when). A winner whose bundle fails
 keeps its test figures; the finalists' ``bundle_error`` says why.
 """
 
@@ -24,9 +24,9 @@ import torch
 
 import models
 from analysis.schema import REFIT_STAGE, SEARCH_STAGE
-from search.export import dataset_record
-from search.finalists import WinnerTest, prediction_rows, test_scores
-from search.settings import Settings
+from search.finish.export import dataset_record
+from search.finish.finalists import WinnerTest, prediction_rows, test_scores
+from search.command.settings import Settings
 from trainables import cost
 from trainables.bundle import Bundle, write_bundle
 from trainables.card import BUNDLE_FORMAT, BUNDLE_VERSION, DECODING, write_card

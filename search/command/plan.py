@@ -1,7 +1,7 @@
 """The search's complete plan, made once the data is carved: how trials are scored, how long each model trains,
 and whether the winners are refit.
 
-``search.settings.ask`` checks the command line before any data is read; ``plan`` then makes ``Settings`` from
+``search.command.settings.ask`` checks the command line before any data is read; ``plan`` then makes ``Settings`` from
 what it asked and the data: cross-validation for a validation split too small to select on (``imagesets.folds``),
 each model's epochs for the number of images an epoch trains on (``models.ModelSpec.budget``) unless
 ``--max-epochs`` set them, a refit on small data. Nothing changes the plan afterwards.
@@ -12,8 +12,8 @@ from __future__ import annotations
 import dataclasses
 
 import models
-from search.plans import ModelAsk, ModelPlan
-from search.settings import SMALL_TRAIN, Asked, Options, Settings, UsageError
+from search.command.plans import ModelAsk, ModelPlan
+from search.command.settings import SMALL_TRAIN, Asked, Options, Settings, UsageError
 
 
 def plan(asked: Asked, shape: models.DataShape, val_images: int, full_train: int) -> Settings:

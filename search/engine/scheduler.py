@@ -16,9 +16,9 @@ from ray.tune.stopper import Stopper
 
 from imagesets.atomic import write_text
 from models.config import MODEL_KEY, params_to_config
-from search.plans import METRIC, MODE, TIME_ATTR, ModelPlan, default_params, rung_epochs
+from search.command.plans import METRIC, MODE, TIME_ATTR, ModelPlan, default_params, rung_epochs
 from search.resume.state import adopt_trial, reconcile_search
-from search.searcher import restore_scheduler, scheduler_state
+from search.engine.searcher import restore_scheduler, scheduler_state
 
 EPOCH_BUDGET_FILE = "epoch_budget.json"  # --epoch-budget's count: each trial's highest epoch (EpochBudget)
 

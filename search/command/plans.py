@@ -40,7 +40,7 @@ class ModelAsk:
 @dataclass(frozen=True)
 class ModelPlan:
     """How one model is searched: how many trials, for how many epochs, cut at which rungs, on data of which
-    shape (``search.data_plan.plan`` makes it from the model's ``ModelAsk`` and the data)."""
+    shape (``search.command.plan.plan`` makes it from the model's ``ModelAsk`` and the data)."""
 
     name: str
     num_samples: int

@@ -1,133 +1,40 @@
 """Everything after a model's search, as Ray work on the search's own resources, started as soon as it can.
 
-- **Each model's end phase** (its winner's test, ``--refit``, bundle and ONNX check: ``search.finalists`` and
-  ``search.bundles``) is started the moment the model's last trial ends, beside the other models' trials: on four
+- **Each model's end phase** (its winner's test, ``--refit``, bundle and ONNX check: ``search.finish.finalists`` and
+  ``search.finish.bundles``) is started the moment the model's last trial ends, beside the other models' trials: on four
   GPUs six winners finish on four GPUs, not one after another in the driver, and on two cores the first models'
   winners are bundled while the slowest model still trains. On a CPU search it runs in one long-lived actor
   (``Finisher``: imports paid once), one call at a time, in a slot the searcher leaves free while it works
-  (``search.searcher.lend_slots``); on a GPU search it is a task with the model's GPU share, started by Ray where
+  (``search.engine.searcher.lend_slots``); on a GPU search it is a task with the model's GPU share, started by Ray where
   one is free (at the latest in the search's tail, where slots free up).
 - **Cost to run** is then measured on the bundle as written, once the trials and every end phase are done, alone
   on its device: in the finisher with every core of its node (nothing else runs then), or, on a GPU search, by a
   task holding a whole GPU.
 - **The classical baselines** need only the data: they start with the first trial, on one thread.
 
-The driver only collects (``EndPhase.collect``, called at each step of Tune's loop through ``EndPhaseCallback``),
+The driver only collects (``EndPhase.collect``, called at each step of Tune's loop through ``search.finish.callback``),
 and writes each model's outcome to ``<results>/ended/`` as it arrives: a kill loses nothing that finished, and
 ``--resume`` runs only what is missing (a saved outcome counts while its winner is still the model's winner).
 """
 
 from __future__ import annotations
 
-import os
-import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import ray
-from ray.tune import Callback
 
 from analysis.schema import FINALIST_COLUMNS, PREDICTION_COLUMNS, config_names
 from models.config import MODEL_KEY
-from search.export import effective_config, record_from_history, trials_table, write_atomic
-from search.finalists import Tested, pick_winners
-from search.searcher import lend_slots
-from search.settings import Settings
+from search.finish.export import effective_config, record_from_history, trials_table, write_atomic
+from search.finish.finalists import Tested, pick_winners
+from search.command.settings import Settings
+from search.finish.work import (ENDED_FOLDER, Ended, Finisher, finish_model, fit_baselines, last_checkpoint, load_ended,
+                                max_node_cpus, measure_cost)
 from trainables.data import Dataset
 
-ENDED_FOLDER = "ended"  # <results>/ended/<model>.parquet (its finalists row), <model>.predictions.parquet
 BASELINE_FILES = ("baselines", "baseline_predictions")
-
-
-@dataclass
-class Ended:
-    """One model's end phase: its finalists row (``None`` where its winner could not be tested, ``problem`` says
-    why), its test predictions (a refit's too) and the lines it printed."""
-
-    model: str
-    trial_id: str
-    row: dict[str, Any] | None
-    predictions: pd.DataFrame
-    problem: str | None = None
-    lines: list[str] = field(default_factory=list)
-
-    @property
-    def needs_cost(self) -> bool:
-        row = self.row
-        return row is not None and pd.isna(row.get("bundle_error")) and pd.isna(row.get("cost_latency_ms"))
-
-
-def finish_model(settings: Settings, data: Dataset, winner: dict[str, Any], config: dict[str, Any], checkpoint: Any,
-                 cpus: float) -> Ended:
-    """A Ray task: test ``winner`` once from ``checkpoint``, refit it where the search refits, and bundle it, on
-    the device Ray gave this task (its GPU share, else the CPU) with ``cpus`` threads."""
-    from search.bundles import Bundler
-    from search.finalists import test_runs
-    from trainables.runtime import Runtime, set_threads
-    from trainables.tune_trial import trial_device
-
-    set_threads(min(cpus, os.cpu_count() or 1))
-    runtime = Runtime(trial_device(), amp=settings.amp, channels_last=settings.channels_last)
-    lines: list[str] = []
-    started = time.time()
-    trial_id, model = winner["trial_id"], winner["model"]
-    tested = test_runs(pd.DataFrame([winner]), {trial_id: checkpoint}, {trial_id: config}, data.test, runtime,
-                       data.info.shape, settings.weights_dir, lines.append, after=Bundler(settings, data, runtime,
-                                                                                           lines.append))
-    if model in tested.problems:
-        return Ended(model, trial_id, None, tested.predictions, tested.problems[model], lines)
-    row = tested.finalists.iloc[0].to_dict()
-    row.update(end_started_at=started, end_s=time.time() - started)
-    return Ended(model, trial_id, row, tested.predictions, None, lines)
-
-
-def measure_cost(folder: Path, weights_dir: str | None, cpus: float) -> tuple[dict[str, Any], str, float]:
-    """A Ray task holding its whole device: the bundle's cost to run (``search.bundles.bundle_cost``), its
-    line, and the seconds it took."""
-    from search.bundles import bundle_cost
-    from trainables.runtime import set_threads
-    from trainables.tune_trial import trial_device
-
-    started = time.perf_counter()
-    set_threads(min(cpus, os.cpu_count() or 1))  # CPUs declared to Ray beyond the machine's cores are not threads
-    columns, line = bundle_cost(folder, trial_device(), weights_dir)
-    return columns, line, time.perf_counter() - started
-
-
-def fit_baselines(data: Dataset, seed: int, folds: int, refit: bool, cpus: float) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A Ray task: the classical baselines (``search.baseline``), on ``cpus`` threads (its features' pooling)."""
-    from search.baseline import run_baselines
-    from trainables.runtime import set_threads
-
-    set_threads(min(cpus, os.cpu_count() or 1))
-    return run_baselines(data, seed, folds, refit)
-
-
-class Finisher:
-    """One long-lived Ray actor that runs a CPU search's end phase, one call at a time: the classical baselines,
-    then each model's end phase as its study is done, then, once nothing else runs, each bundle's cost to run.
-    A task a call would pay a new worker process each time (Python, torch, the ONNX exporter: 8 to 10 s on two
-    cores, more than most models' end phase); here they are paid once. It asks Ray for no CPU: the searcher
-    leaves it a slot while it works (``EndPhase.slots_held``)."""
-
-    def call(self, function: Any, *args: Any) -> Any:
-        return function(*args)
-
-
-def load_ended(folder: Path) -> dict[str, Ended]:
-    """The end phases a run of this search saved (``--resume``), by model."""
-    ended = {}
-    for file in sorted((folder / ENDED_FOLDER).glob("*.parquet")):
-        if file.name.endswith(".predictions.parquet"):
-            continue
-        row = pd.read_parquet(file).iloc[0].to_dict()
-        predictions_file = file.with_name(f"{file.stem}.predictions.parquet")
-        predictions = pd.read_parquet(predictions_file) if predictions_file.exists() else pd.DataFrame()
-        ended[row["model"]] = Ended(row["model"], row["trial_id"], row, predictions)
-    return ended
 
 
 class EndPhase:
@@ -229,7 +136,7 @@ class EndPhase:
     def _start_cost(self, model: str) -> None:
         """The bundle's cost to run, once no trial and no other end phase runs: in the finisher with every core of
         its node as threads (a CPU search), or a task holding a whole GPU (a GPU search)."""
-        from search.bundles import bundle_folder
+        from search.finish.bundles import bundle_folder
 
         self._submit("cost", model, measure_cost, {"num_cpus": self.plans[model].cpus, "num_gpus": 1},
                      bundle_folder(self.settings.folder, model), self.settings.weights_dir)
@@ -248,7 +155,7 @@ class EndPhase:
             self._pump()
 
     def slots_held(self) -> int:
-        """The search's slots the end phase holds now (``search.searcher.lend_slots``: the searcher starts that many
+        """The search's slots the end phase holds now (``search.engine.searcher.lend_slots``: the searcher starts that many
         fewer trials): one while the finisher works on a model's end phase, on a CPU search; finished calls are
         collected first. On GPUs none: there Ray counts each task's GPU share, and a slot lent to it would make Tune
         give up a trial's process (its CUDA context, its data on the GPU) for a new one afterwards."""
@@ -323,54 +230,3 @@ class EndPhase:
         if self.baselines is None:
             raise RuntimeError("the classical baselines' task did not return; see the warning above")
         return self.baselines
-
-
-def last_checkpoint(trial_path: str | None, history: pd.DataFrame, registered: Any) -> Any:
-    """A trial's last reported checkpoint, read from its folder (the trainable checkpoints only when val_acc
-    improves, so it is the trial's best); ``registered`` (what Tune recorded) where the folder cannot be read here.
-    Tune registers a reported checkpoint in a step after the result, and a search stopped in between
-    (--epoch-budget spent by that very result) leaves it on disk, unregistered or with an earlier one registered."""
-    from ray import tune
-
-    if trial_path and "checkpoint_dir_name" in history:
-        names = history["checkpoint_dir_name"].dropna()
-        folder = Path(trial_path) / str(names.iloc[-1]) if not names.empty else None
-        if folder is not None and folder.is_dir():
-            return tune.Checkpoint.from_directory(str(folder))
-    return registered
-
-
-def max_node_cpus() -> int:
-    """The CPUs of the largest live node: a CPU search's cost-to-run task holds all of them."""
-    return int(max((n["Resources"].get("CPU", 1) for n in ray.nodes() if n.get("Alive")), default=1))
-
-
-_LIVE: EndPhase | None = None  # the driver's collector that EndPhaseCallback forwards to
-
-
-def set_live(end_phase: EndPhase | None) -> None:
-    global _LIVE
-    _LIVE = end_phase
-    lend_slots(end_phase.slots_held if end_phase is not None else None)
-
-
-class EndPhaseCallback(Callback):
-    """Tune's side of ``EndPhase``: trial results and ends, and each step of Tune's loop, forwarded to the driver's
-    live collector. It holds no state, because Tune pickles its callbacks with the Tuner: the one a ``--resume``
-    restores forwards to that session's collector."""
-
-    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        if _LIVE is not None:
-            _LIVE.trial_result(trial, result)
-
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        if _LIVE is not None:
-            _LIVE.trial_ended(trial, trials, error=False)
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        if _LIVE is not None:
-            _LIVE.trial_ended(trial, trials, error=True)
-
-    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
-        if _LIVE is not None:
-            _LIVE.collect()

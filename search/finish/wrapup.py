@@ -1,5 +1,5 @@
 """After the trials: the search's record written, each model's winner tested once and bundled, and the
-classical baselines fitted and tested on the same split (the work itself: ``search.endphase``, as Ray tasks begun
+classical baselines fitted and tested on the same split (the work itself: ``search.finish.endphase``, as Ray tasks begun
 during the search); every file written atomically."""
 
 from __future__ import annotations
@@ -9,19 +9,20 @@ from typing import Any
 import pandas as pd
 from ray import tune
 
-from search.bundles import MODELS_FOLDER
-from search.endphase import EndPhase, last_checkpoint
-from search.export import (TrialRecord, classes_table, epochs_table, record_from_result, trials_table, write_atomic,
+from search.finish.bundles import MODELS_FOLDER
+from search.finish.endphase import EndPhase
+from search.finish.work import last_checkpoint
+from search.finish.export import (TrialRecord, classes_table, epochs_table, record_from_result, trials_table, write_atomic,
                            write_dataset_record)
-from search.plans import METRIC, MODE
-from search.progress import Progress
-from search.settings import Settings
+from search.command.plans import METRIC, MODE
+from search.engine.progress import Progress
+from search.command.settings import Settings
 from trainables.data import Dataset
 from trainables.runtime import Runtime, pick_device
 
 
 def best_checkpoints(records: list[TrialRecord], results: tune.ResultGrid) -> dict[str, Any]:
-    """Each trial's best checkpoint: the last one it reported (``search.endphase.last_checkpoint``); where its
+    """Each trial's best checkpoint: the last one it reported (``search.finish.work.last_checkpoint``); where its
     folder cannot be read here (storage on another machine), the best by val_acc that Tune registered, else its
     last."""
     checkpoints = {}

@@ -2,9 +2,9 @@
 the data is carved, the complete plan, made once and never changed.
 
 ``ask`` turns parsed flags into ``Asked`` (each model's requests: ``ModelAsk``) or raises ``UsageError`` with a
-message that says what is wrong and how to fix it. ``search.data_plan.plan`` then makes ``Settings``: every
+message that says what is wrong and how to fix it. ``search.command.plan.plan`` then makes ``Settings``: every
 model's ``ModelPlan`` (its epochs and first rung for this data), how trials are scored (``folds``) and whether the
-winners are refit. ``search.run`` is the command line around both; ``search.driver`` runs what ``Settings``
+winners are refit. ``search.run`` is the command line around both; ``search.engine.driver`` runs what ``Settings``
 describes.
 """
 
@@ -15,13 +15,14 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import imagesets
 import models
 from imagesets.options import DataOptions
-from search import storage
-from search.plans import ModelAsk, ModelPlan, one_shape
+from search.command import storage
+from search.command.checks import (UsageError, check_gpu_share, check_weights, per_model,  # noqa: F401 (UsageError:
+                                   pinned_settings, positive)  # re-exported, the error every check raises)
+from search.command.plans import ModelAsk, ModelPlan, one_shape
 
 # The whole path, not accuracy: the models whose epochs cost minutes on a CPU also pin max_train_images
 # (models.registry.SMOKE_TRAIN_IMAGES), so that a smoke search of every model takes minutes on 2 cores.
@@ -29,10 +30,6 @@ DEFAULT_SAMPLES = 8  # trials per model without --num-samples
 SMALL_TRAIN = 10_000  # below this many training images a data set is small: its winners are refit by default
 SMOKE = dict(limit=(1_024, 256, 512), num_samples=2, max_epochs=2, grace_period=1)
 COMMAND_FILE = "command.json"  # the command line that defined an experiment, saved for --resume
-
-
-class UsageError(ValueError):
-    """Bad input found before any trial starts; the message says what is wrong and how to fix it."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,7 +54,7 @@ class Options:
     retries: int = 0
     address: str | None = None  # a running Ray cluster ("auto" or HOST:PORT); None starts Ray here
     dashboard_host: str = "127.0.0.1"
-    dashboard_port: int | None = None  # --dashboard-port; None: Ray's, or the next it can bind (search.ports)
+    dashboard_port: int | None = None  # --dashboard-port; None: Ray's, or the next it can bind (search.command.ports)
     # --storage-path as a URI (s3://, gs://, file://): Tune's state and checkpoints go there, and this
     # project's files are written under ``storage`` (./results) and uploaded at the end.
     remote: str | None = None
@@ -91,92 +88,17 @@ class Asked(Options):
     asks: list[ModelAsk]
     folds: int | None  # --folds; None: not given (cross-validation where the validation split is small)
     refit: bool | None  # --refit / --no-refit; None: not given (on for small data, SMALL_TRAIN)
-    shape_note: str = ""  # what one process shape for every model costs (search.plans.one_shape), if anything
+    shape_note: str = ""  # what one process shape for every model costs (search.command.plans.one_shape), if anything
 
 
 @dataclass(frozen=True, kw_only=True)
 class Settings(Options):
-    """The complete plan of a search, made once the data is known (``search.data_plan.plan``)."""
+    """The complete plan of a search, made once the data is known (``search.command.plan.plan``)."""
 
     plans: list[ModelPlan]  # one per model, in --model's order
     folds: int  # trials scored by k-fold cross-validation; 1: on the validation split
     refit: bool  # each winner trained again on train + validation images before it is bundled
-    shape_note: str = ""  # what one process shape for every model costs (search.plans.one_shape), if anything
-
-
-def _positive(value: float | None, flag: str) -> None:
-    if value is not None and value <= 0:
-        raise UsageError(f"{flag} must be positive, got {value}")
-
-
-def per_model(text: str | None, flag: str, chosen: list[str], kind: type = int) -> dict[str, Any]:
-    """``"5"`` -> every chosen model gets 5; ``"vit=20,cnn=3"`` -> those models get those values."""
-    if not text:
-        return {}
-    out: dict[str, Any] = {}
-    for part in text.split(","):
-        name, sep, value = part.strip().rpartition("=")
-        targets = [name.strip()] if sep else chosen
-        if sep and name.strip() not in chosen:
-            raise UsageError(f"{flag} {text!r}: {name.strip()!r} is not among the chosen models ({', '.join(chosen)})")
-        try:
-            number = kind(value)
-        except ValueError:
-            what = "a whole number" if kind is int else "a number"
-            raise UsageError(f"{flag} {text!r}: {value!r} is not {what}; write N or model=N,model=N") from None
-        _positive(number, flag)
-        out.update({target: number for target in targets})
-    return out
-
-
-def check_gpu_share(share: float, name: str, gpus: int) -> None:
-    """Ray gives a trial a fraction of one GPU or a whole number of GPUs, never more than there are."""
-    if share > 1 and not float(share).is_integer():
-        raise UsageError(f"--gpu-per-trial {name}={share}: Ray shares out a fraction of one GPU (up to 1) or "
-                         "whole GPUs (2, 3...), not a mix; use e.g. 0.5 or 2")
-    if gpus and share > gpus:
-        raise UsageError(f"--gpu-per-trial {name}={share}: more than the {gpus} GPU(s) given with --gpus; "
-                         f"no {name} trial could ever start")
-
-
-def pinned_settings(pairs: list[str], chosen: list[str],
-                    pretrained: tuple[bool, ...] = (True,)) -> dict[str, dict[str, Any]]:
-    """``--set`` values per chosen model, each checked on top of that model's default config, and
-    on top of its from-scratch config where the search trains from scratch (``pretrained``).
-
-    A key no chosen model has is an error; a key only some models have applies to those.
-    """
-    from models.config import ConfigError, TrainConfig, field_names, from_flat, parse_sets, split_config
-
-    try:
-        wanted = parse_sets(pairs)
-    except ConfigError as e:
-        raise UsageError(str(e)) from None
-    if "epochs" in wanted:
-        raise UsageError("--set epochs: a trial's epochs are its model's budget, which ASHA's rungs and every "
-                         "learning-rate schedule are planned for: use --max-epochs N (or MODEL=N,...) instead")
-    if "pretrained" in wanted:
-        raise UsageError("--set pretrained: use --no-pretrained (train from scratch) or --compare-scratch (search "
-                         "both) instead; they also check the weights and adapt the search space")
-    out = {}
-    for name in chosen:
-        spec = models.get(name)
-        known = field_names(TrainConfig, spec.config_cls)
-        out[name] = {k: v for k, v in wanted.items() if k in known}
-        bases = [spec.default_config]
-        if spec.pretrained_weights is not None and False in pretrained:
-            bases = [{**spec.default_config, **spec.scratch_config}] + (bases if True in pretrained else [])
-        try:
-            for base in bases:
-                merged = {**base, **out[name]}
-                typed = [split_config(merged, spec.config_cls, name), from_flat(spec.config_cls, merged)]
-        except ConfigError as e:
-            raise UsageError(f"--set for {name}: {e}") from None
-        out[name] = {k: getattr(next(c for c in typed if hasattr(c, k)), k) for k in out[name]}  # typed values
-    unused = sorted(set(wanted) - {k for values in out.values() for k in values})
-    if unused:
-        raise UsageError(f"--set {', '.join(unused)}: no chosen model ({', '.join(chosen)}) has such a setting")
-    return out
+    shape_note: str = ""  # what one process shape for every model costs (search.command.plans.one_shape), if anything
 
 
 DECLARE_GPUS = "HPSEARCH_DECLARE_GPUS"  # benchmarks: GPUs declared to Ray on a machine without them
@@ -202,7 +124,7 @@ def ask(args: argparse.Namespace) -> Asked:
     for value, flag in ((args.num_samples, "--num-samples"), (args.time_budget, "--time-budget"),
                         (args.epoch_budget, "--epoch-budget"),
                         (args.cpus, "--cpus"), (args.max_concurrent, "--max-concurrent")):
-        _positive(value, flag)
+        positive(value, flag)
     try:
         data = DataOptions.from_args(args, SMOKE["limit"] if args.smoke else (None, None, None))
     except imagesets.DataError as e:
@@ -270,7 +192,7 @@ def ask(args: argparse.Namespace) -> Asked:
         folds=1 if args.smoke and args.folds is None else args.folds, shape_note=shape_note,
     )
     check_storage(asked)
-    check_weights(asked)
+    check_weights(asked.asks, asked.weights_dir)
     return asked
 
 
@@ -282,22 +204,3 @@ def check_storage(settings: Options) -> None:
                                        settings.name, settings.resume)
     except storage.StorageError as e:
         raise UsageError(str(e)) from None
-
-
-def check_weights(settings: Asked) -> None:
-    """Every pretrained file a trial may load must be here (or downloadable) before any trial starts."""
-    from models.finetune import WeightsError, ensure_weights
-
-    if settings.weights_dir and not Path(settings.weights_dir).expanduser().is_dir():
-        raise UsageError(f"--weights-dir {settings.weights_dir} is not a folder")
-    for plan in settings.asks:
-        if True not in plan.pretrained:
-            continue
-        spec = models.get(plan.name)
-        for weights in spec.weights_needed(plan.fixed):
-            try:
-                ensure_weights(weights, settings.weights_dir)
-            except WeightsError as e:
-                pin = (f" To search one {spec.weights_by} only, pin it with --set {spec.weights_by}=VALUE."
-                       if spec.weights_by and spec.weights_by not in plan.fixed else "")
-                raise UsageError(f"{plan.name}: {e}{pin}") from None

@@ -7,10 +7,10 @@ import os
 
 import ray
 
-from search.cluster import AUTH_MODE, join_refused
-from search.ports import port_note, taken_port_error
-from search.settings import Settings
-from search.studies import OPTUNA_FILE
+from search.command.cluster import AUTH_MODE, join_refused
+from search.command.ports import port_note, taken_port_error
+from search.command.settings import Settings
+from search.engine.studies import OPTUNA_FILE
 
 
 class ClusterJoinError(Exception):

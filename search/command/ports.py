@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import socket
 
-from search.settings import Options, UsageError
+from search.command.settings import Options, UsageError
 
 RAY_DASHBOARD_PORT = 8265
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 import models
 from analysis.schema import FINALIST_COLUMNS, PREDICTION_COLUMNS, SEARCH_STAGE, config_names, succeeded
-from search.export import config_columns
+from search.finish.export import config_columns
 from trainables.data import Normalization, Split
 from trainables.inference import Classifier, Scored, score
 from trainables.loop import macro_f1
@@ -75,7 +75,7 @@ def evaluate_finalists(
     (the other winners are still tested).
 
     ``checkpoints`` maps trial id to a ``ray.tune.Checkpoint`` (or a local folder) of the best epoch.
-    ``after`` runs on each tested winner (``search.bundles``: refit, bundle, cost to run).
+    ``after`` runs on each tested winner (``search.finish.bundles``: refit, bundle, cost to run).
     """
     return test_runs(pick_winners(trials), checkpoints, configs, test, runtime, shape, weights_dir, say, after)
 

@@ -1,6 +1,6 @@
 """Classify image files with a search's winner.
 
-    python -m search.predict results/<name> photo.jpg more/ 'scans/**/*.png' [--model M] [--top-k K] [--out F.csv]
+    python -m trainables.predict results/<name> photo.jpg more/ 'scans/**/*.png' [--model M] [--top-k K] [--out F.csv]
 
 RESULTS is a search's results folder (its bundles are in models/<model>/) or one bundle's folder. The default
 model is the search's best winner by validation accuracy (never by test). Files, folders (recursively) and
@@ -38,7 +38,7 @@ class PredictError(ValueError):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m search.predict", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m trainables.predict", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("results", metavar="RESULTS", help="a search's results folder (<storage-path>/<name>), or a bundle's")
     p.add_argument("paths", metavar="PATH", nargs="+",
