@@ -11,7 +11,7 @@ Not named ``datasets``: that would shadow Hugging Face's library of that name fo
 import importlib
 import pkgutil
 
-from imagesets.cache import Decoded, default_cache_dir, prepare, prepare_options, resolve_data_dir
+from imagesets.cache import Decoded, ImageSet, default_cache_dir, prepare, prepare_options, resolve_data_dir
 from imagesets.registry import DataError, ImageSetSpec, Raw, get, is_registered, names, register, unregister
 
 _INFRASTRUCTURE = {"registry", "cache", "decode", "folder", "options"}
@@ -20,5 +20,5 @@ for _module in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
     if _module.name not in _INFRASTRUCTURE and not _module.name.startswith("_"):
         importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["DataError", "Decoded", "ImageSetSpec", "Raw", "default_cache_dir", "get", "is_registered", "names",
+__all__ = ["DataError", "Decoded", "ImageSet", "ImageSetSpec", "Raw", "default_cache_dir", "get", "is_registered", "names",
            "prepare", "prepare_options", "register", "resolve_data_dir", "unregister"]

@@ -16,7 +16,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -38,21 +38,32 @@ MEMORY_SHARE = 0.8
 PEAK_FACTOR = 1.5
 DISK_MARGIN = 1.05  # free disk space kept beyond what the files take
 
-@dataclass
-class Decoded:
-    """A data set as every trial sees it: per split, uint8 images (N, C, S, S) and int64 labels."""
+@dataclass(frozen=True, kw_only=True)
+class ImageSet:
+    """What a decoded data set is, and where and how fast it came from: what ``Decoded`` (with its images) and a
+    search's record of it (``trainables.data.DatasetInfo``: with its splits and normalization) share."""
 
     name: str  # the registered name, or the folder's name
     source: str  # the registered name, or the folder's absolute path
     class_names: tuple[str, ...]
     channels: int
     image_size: int
+    mirror: bool = False  # a left-right flip keeps the class (augmentation may flip)
+    skipped: int = 0  # files in a folder that were not images
+    cache: Path = Path()  # the cache folder it was read from
+    from_cache: bool = False  # read from a cache an earlier run wrote (else decoded now)
+    prepare_s: float = 0.0  # to prepare it: decoding, or reading the cache
+
+    def image_set(self) -> dict[str, object]:
+        """These fields, to make another ``ImageSet`` of the same data set from."""
+        return {f.name: getattr(self, f.name) for f in fields(ImageSet)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Decoded(ImageSet):
+    """A data set as every trial sees it: per split, uint8 images (N, C, S, S) and int64 labels."""
+
     splits: dict[str, tuple[np.ndarray, np.ndarray]]  # train and test (when the source has one), val
-    mirror: bool  # a left-right flip keeps the class (augmentation may flip)
-    skipped: int  # files in a folder that were not images
-    cache: Path
-    from_cache: bool
-    seconds: float  # to prepare: decoding, or reading the cache
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
@@ -199,8 +210,9 @@ def prepare(dataset: str, data_dir: str | os.PathLike | None = None, cache_dir: 
             commit(staging, final)
     touch(final)
     meta, splits = _read_cache(final)
-    return Decoded(name, source, tuple(meta["class_names"]), meta["channels"], meta["image_size"], splits, mirror,
-                   meta["skipped"], final, hit, time.perf_counter() - started)
+    return Decoded(name=name, source=source, class_names=tuple(meta["class_names"]), channels=meta["channels"],
+                   image_size=meta["image_size"], splits=splits, mirror=mirror, skipped=meta["skipped"], cache=final,
+                   from_cache=hit, prepare_s=round(time.perf_counter() - started, 3))
 
 
 def _write_meta(staging: Path, class_names, channels: int, size: int, splits, skipped: int = 0) -> None:

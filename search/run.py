@@ -51,7 +51,7 @@ def describe_data(carved) -> str:
     return (f"Data: {decoded.name} ({decoded.channels}x{decoded.image_size}x{decoded.image_size}, "
             f"{len(decoded.class_names)} classes): {shown} images"
             f"{' (test carved from the training images)' if carved.test_carved else ''}; "
-            f"{'read from the cache' if decoded.from_cache else 'decoded'} in {decoded.seconds:.1f} s ({decoded.cache})"
+            f"{'read from the cache' if decoded.from_cache else 'decoded'} in {decoded.prepare_s:.1f} s ({decoded.cache})"
             f"{skipped}" + ("; larger than the memory available: trials read it from disk in blocks"
                             if carved.streamed else "") + f"\n      {describe_usage(Path(decoded.cache).parent)}")
 

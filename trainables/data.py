@@ -14,11 +14,12 @@ import os
 import sys
 import warnings
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 
-from imagesets import DataError, Decoded, resolve_data_dir  # noqa: F401  (re-exported: one error type)
+from imagesets import DataError, ImageSet, resolve_data_dir  # noqa: F401  (re-exported: one error type)
 from imagesets.carving import Carved, carve_data, channel_stats
 from imagesets.folds import fold_ids
 from imagesets.options import DataOptions
@@ -119,32 +120,20 @@ def fold_pairs(train: Split, val: Split, k: int, seed: int) -> list[tuple[Split,
              Split(images[ids == f], labels[ids == f], norm=train.norm)) for f in range(k)]
 
 
-@dataclass(frozen=True)
-class DatasetInfo:
-    """What a data set is and how it was split and normalized: recorded with the results."""
+@dataclass(frozen=True, kw_only=True)
+class DatasetInfo(ImageSet):
+    """What a data set is (``imagesets.ImageSet``) and how it was split and normalized: recorded with the results."""
 
-    name: str  # the registered name, or the folder's name
-    source: str  # the registered name, or the folder's absolute path
-    class_names: tuple[str, ...]
-    channels: int
-    image_size: int
     mean: tuple[float, ...]  # per channel, of the training split, in [0, 1]
     std: tuple[float, ...]
-    mirror: bool = False  # a left-right flip keeps the class, so augmentation may flip
     split_seed: int = 0
     test_carved: bool = False  # the test split was carved from the training images (no test split of its own)
-    skipped: int = 0  # files in an image folder that were not images
-    cache: str = ""  # the decoded cache it was read from
-    from_cache: bool = False  # read from a cache an earlier run wrote (else decoded now)
-    prepare_s: float = 0.0  # seconds to decode it, or to read the cache
 
     @classmethod
-    def of(cls, decoded: Decoded, mean: tuple[float, ...], std: tuple[float, ...], split_seed: int,
-           test_carved: bool) -> DatasetInfo:
-        """What ``decoded`` says of itself, with how it was split and normalized."""
-        return cls(decoded.name, decoded.source, decoded.class_names, decoded.channels, decoded.image_size, mean, std,
-                   decoded.mirror, split_seed, test_carved, decoded.skipped, str(decoded.cache), decoded.from_cache,
-                   round(decoded.seconds, 3))
+    def of(cls, carved: Carved, mean: tuple[float, ...], std: tuple[float, ...]) -> DatasetInfo:
+        """What the carved data set says of itself, with how it was split and normalized."""
+        return cls(**carved.decoded.image_set(), mean=mean, std=std, split_seed=carved.split_seed,
+                   test_carved=carved.test_carved)
 
     @property
     def num_classes(self) -> int:
@@ -197,19 +186,11 @@ def carved_splits(carved: Carved) -> dict[str, Split]:
             for split, (images, labels, path) in files.items()}
 
 
-def load_dataset(
-    name: str = "mnist",
-    data_dir: str | os.PathLike | None = None,
-    val_size: int | None = None,
-    split_seed: int = 0,
-    limit: tuple[int | None, int | None, int | None] = (None, None, None),
-    download: bool = True,
-    image_size: int | None = None,
-    channels: int | None = None,
-    cache_dir: str | os.PathLike | None = None,
-) -> Dataset:
+def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, split_seed: int = 0, download: bool = True,
+                 **options: Any) -> Dataset:
     """Decode (or read from the cache) a registered data set or a folder of images, carve its splits,
-    and compute its normalization on the training split.
+    and compute its normalization on the training split; ``options``: the other ``DataOptions`` (``val_size``,
+    ``limit``, ``image_size``, ``channels``, ``cache_dir``), whose defaults are theirs.
 
     The splits are written once into the cache beside the decoded images (``carved``) and read back as
     memory maps: the machine holds one copy of the data, in its page cache, shared by every trial process,
@@ -217,9 +198,8 @@ def load_dataset(
     sizes, for smoke runs and tests; the splits are carved from the whole data set first, so a limited run
     validates and tests on the same images as a full one.
     """
-    options = DataOptions(name, None if data_dir is None else str(data_dir), image_size, channels,
-                          None if cache_dir is None else str(cache_dir), val_size, limit)
-    return dataset_from(carve_data(options, download, split_seed))
+    paths = {k: str(v) for k, v in (("data_dir", data_dir), ("cache_dir", options.pop("cache_dir", None))) if v}
+    return dataset_from(carve_data(DataOptions(dataset=name, **paths, **options), download, split_seed))
 
 
 def dataset_from(carved: Carved) -> Dataset:
@@ -227,7 +207,7 @@ def dataset_from(carved: Carved) -> Dataset:
     the training split's statistics."""
     splits = carved_splits(carved)
     mean, std = channel_stats(splits["train"].images.numpy())
-    info = DatasetInfo.of(carved.decoded, mean, std, carved.split_seed, carved.test_carved)
+    info = DatasetInfo.of(carved, mean, std)
     for split in splits.values():
         split.norm = info.normalization
     limit = carved.limit

@@ -185,7 +185,7 @@ def dataset_record(data: Dataset) -> dict[str, Any]:
     """What the search trained and tested on: the data set, its source, its size and channels, its
     per-channel normalization (of the training split), how it was split and with which seed."""
     info = dataclasses.asdict(data.info)
-    return {**info, "class_names": list(info["class_names"]), "mean": list(info["mean"]), "std": list(info["std"]),
+    return {**info, "cache": str(info["cache"]), "class_names": list(info["class_names"]), "mean": list(info["mean"]), "std": list(info["std"]),
             "num_classes": data.info.num_classes, "sizes": {k: len(getattr(data, k)) for k in ("train", "val", "test")},
             "sizes_before_caps": data.full_sizes, "schema_version": SCHEMA_VERSION}
 
