@@ -84,7 +84,7 @@ def test_short_error_keeps_the_last_meaningful_line():
 
 def test_a_winner_that_cannot_be_tested_is_reported_and_the_others_still_are(tmp_path, mnist_small):
     import models
-    from search.finish.finalists import evaluate_finalists
+    from search.finish.finalists import pick_winners, test_runs
     from trainables.runtime import Runtime
     from trainables.tune_trial import CHECKPOINT_FILE
 
@@ -101,8 +101,8 @@ def test_a_winner_that_cannot_be_tested_is_reported_and_the_others_still_are(tmp
              params=1),
     ])
     runtime = Runtime(torch.device("cpu"))
-    tested = evaluate_finalists(trials, {"c1": tmp_path / "c1", "v1": tmp_path / "v1"}, configs,
-                                mnist_small.test, runtime, mnist_small.info.shape)
+    tested = test_runs(pick_winners(trials), {"c1": tmp_path / "c1", "v1": tmp_path / "v1"}, configs,
+                       mnist_small.test, runtime, mnist_small.info.shape)
     table, predictions = tested.finalists, tested.predictions
     assert table["model"].tolist() == ["cnn"] and table["test_acc"].between(0, 1).all()
     assert list(tested.problems) == ["vit"] and "model.pt" in tested.problems["vit"]

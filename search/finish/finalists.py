@@ -59,27 +59,6 @@ class Tested:
     problems: dict[str, str] = field(default_factory=dict)
 
 
-def evaluate_finalists(
-    trials: pd.DataFrame,
-    checkpoints: Mapping[str, Any],
-    configs: Mapping[str, dict[str, Any]],
-    test: Split,
-    runtime: Runtime,
-    shape: models.DataShape,
-    weights_dir: str | None = None,
-    say: Callable[[str], None] = lambda line: None,
-    after: AfterTest | None = None,
-) -> Tested:
-    """Test loss, accuracy and macro F1 of each model's winner, from its best checkpoint, with its
-    prediction for every test image; and, per model whose winner could not be tested, the reason
-    (the other winners are still tested).
-
-    ``checkpoints`` maps trial id to a ``ray.tune.Checkpoint`` (or a local folder) of the best epoch.
-    ``after`` runs on each tested winner (``search.finish.bundles``: refit, bundle, cost to run).
-    """
-    return test_runs(pick_winners(trials), checkpoints, configs, test, runtime, shape, weights_dir, say, after)
-
-
 def test_runs(runs: pd.DataFrame, checkpoints: Mapping[str, Any], configs: Mapping[str, dict[str, Any]],
               test: Split, runtime: Runtime, shape: models.DataShape, weights_dir: str | None = None,
               say: Callable[[str], None] = lambda line: None, after: AfterTest | None = None) -> Tested:
