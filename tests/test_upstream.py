@@ -7,6 +7,7 @@ from __future__ import annotations
 import pickle
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 from ray.tune import Callback
 from ray.tune.search import SearchGenerator, Searcher
@@ -100,6 +101,7 @@ class _Recorder(Callback):
         self.log.add("callback:error")
 
 
+@pytest.mark.integration  # starts Ray
 def test_ray_tune_gives_schedulers_the_search_algorithm_and_the_trial_list_and_restores_the_searcher_first(
         tmp_path):
     """``adopt_trial`` and ``reconcile_search`` use the controller's ``search_alg`` and ``get_trials()`` in a
@@ -158,6 +160,7 @@ class _Late(Searcher):
         pass
 
 
+@pytest.mark.integration  # starts Ray
 def test_ray_tune_asks_the_searcher_again_while_no_trial_runs_or_waits(tmp_path):
     """``search.engine.searcher.lend_slots``: while the end phase holds every slot, the searcher gives Tune no trial, and
     collects the end phase's finished tasks each time Tune asks; Tune must go on asking while nothing runs."""
