@@ -3,8 +3,9 @@
     python -m search.run --model cnn --gpus 0 --num-samples 8 --max-epochs 3
     python -m search.run --model all --gpus 4 --smoke
 
-Everything is checked before Ray starts; results go to <storage-path>/<name>/ as Parquet files
-(trials, epochs, finalists) and a leaderboard is printed at the end.
+The flags are checked, the data carved and the search planned before Ray starts (``search.command``); then Ray
+starts while the splits load, the search runs (``search.engine``), each model's winner is finished as its study
+ends (``search.finish``), and results go to <storage-path>/<name>/ as Parquet files with a leaderboard printed.
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ from imagesets.folds import FoldsError
 from imagesets.housekeeping import describe_usage
 from search.command.cluster import prepare_join
 from search.command.parser import build_parser
-from search.resume.command import absolute_dataset, resumed_args
-from search.command.ports import check_chosen_port
-from search.engine.progress import mark
 from search.command.plan import plan
+from search.command.ports import check_chosen_port
 from search.command.settings import SMALL_TRAIN, UsageError, ask
+from search.engine.progress import mark
+from search.resume.command import absolute_dataset, resumed_args
 
 EXIT_BAD_INPUT = 2
 

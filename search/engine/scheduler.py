@@ -17,8 +17,8 @@ from ray.tune.stopper import Stopper
 from imagesets.atomic import write_text
 from models.config import MODEL_KEY, params_to_config
 from search.command.plans import METRIC, MODE, TIME_ATTR, ModelPlan, default_params, rung_epochs
-from search.resume.state import adopt_trial, reconcile_search
 from search.engine.searcher import restore_scheduler, scheduler_state
+from search.resume.state import adopt_trial, reconcile_search
 
 EPOCH_BUDGET_FILE = "epoch_budget.json"  # --epoch-budget's count: each trial's highest epoch (EpochBudget)
 

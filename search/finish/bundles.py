@@ -24,9 +24,9 @@ import torch
 
 import models
 from analysis.schema import REFIT_STAGE, SEARCH_STAGE
+from search.command.settings import Settings
 from search.finish.export import dataset_record
 from search.finish.finalists import WinnerTest, prediction_rows, test_scores
-from search.command.settings import Settings
 from trainables import cost
 from trainables.bundle import Bundle, write_bundle
 from trainables.card import BUNDLE_FORMAT, BUNDLE_VERSION, DECODING, write_card

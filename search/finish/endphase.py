@@ -27,9 +27,9 @@ import ray
 
 from analysis.schema import FINALIST_COLUMNS, PREDICTION_COLUMNS, config_names
 from models.config import MODEL_KEY
+from search.command.settings import Settings
 from search.finish.export import effective_config, record_from_history, trials_table, write_atomic
 from search.finish.finalists import Tested, pick_winners
-from search.command.settings import Settings
 from search.finish.work import (ENDED_FOLDER, Ended, Finisher, finish_model, fit_baselines, last_checkpoint, load_ended,
                                 max_node_cpus, measure_cost)
 from trainables.data import Dataset

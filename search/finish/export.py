@@ -18,9 +18,9 @@ from typing import Any
 import pandas as pd
 
 import models
-from imagesets.atomic import staged_files, write_text
 from analysis.schema import (CLASS_COLUMNS, CONFIG_PREFIX, COMPLETED, DATASET_FILE, EPOCH_COLUMNS, ERROR,
                              SCHEMA_VERSION, STOPPED_EARLY, TRIAL_COLUMNS, config_names)
+from imagesets.atomic import staged_files, write_text
 from models.config import MODEL_KEY, ConfigError, TrainConfig, from_flat
 from trainables.data import Dataset
 

@@ -1,6 +1,6 @@
 """After the trials: the search's record written, each model's winner tested once and bundled, and the
-classical baselines fitted and tested on the same split (the work itself: ``search.finish.endphase``, as Ray tasks begun
-during the search); every file written atomically."""
+classical baselines fitted and tested on the same split (the work itself: ``search.finish.endphase``, as Ray work
+begun during the search); every file written atomically."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ from typing import Any
 import pandas as pd
 from ray import tune
 
+from search.command.plans import METRIC, MODE
+from search.command.settings import Settings
+from search.engine.progress import Progress
 from search.finish.bundles import MODELS_FOLDER
 from search.finish.endphase import EndPhase
+from search.finish.export import (TrialRecord, classes_table, epochs_table, record_from_result, trials_table,
+                                  write_atomic, write_dataset_record)
 from search.finish.work import last_checkpoint
-from search.finish.export import (TrialRecord, classes_table, epochs_table, record_from_result, trials_table, write_atomic,
-                           write_dataset_record)
-from search.command.plans import METRIC, MODE
-from search.engine.progress import Progress
-from search.command.settings import Settings
 from trainables.data import Dataset
 from trainables.runtime import Runtime, pick_device
 

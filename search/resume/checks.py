@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from analysis.schema import DATASET_FILE
-from search.finish.export import dataset_record
 from search.command.settings import Settings, UsageError
+from search.finish.export import dataset_record
 from trainables.data import Dataset
 
 # What makes two data sets the same for a search: not where the cache was, nor how long it took.
