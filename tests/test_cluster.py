@@ -157,9 +157,16 @@ def test_gpu_share_without_gpus_is_refused(tmp_path, capsys):
 
 
 @pytest.fixture
-def two_node_cluster():
-    """A head and a worker node on loopback, as Ray's own tests start them, one trial slot each."""
+def two_node_cluster(tmp_path, monkeypatch):
+    """A head and a worker node on loopback, as Ray's own tests start them, one trial slot each. In a home of its
+    own: a ~/.ray/auth_token that an earlier Ray on this machine wrote (every embedded ray.init writes one) put the
+    joining search in token mode against nodes that do not take that token, and every trial actor died at once."""
     from ray.cluster_utils import Cluster
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))  # the nodes and the search started below inherit it
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
 
     cluster = Cluster(initialize_head=True, connect=False,
                       head_node_args={"num_cpus": 1, "num_gpus": 0, "include_dashboard": False})
