@@ -10,7 +10,7 @@ import pytest
 from ray.tune.search import SearchGenerator, Searcher
 
 import models
-from search.command.plans import ModelPlan
+from search.command.settings import ModelPlan
 from search.resume.state import sync_generator
 from search.engine.searcher import BUDGET_FILE, PerModelSearcher, build_searcher
 from search.engine.studies import optuna_storage

@@ -18,7 +18,7 @@ import pytest
 import ray
 from ray import tune
 
-import search.command.settings as settings
+import search.command.checks as checks
 from helpers import planned, run_cli, search_command
 from search.engine.resources import resources_for
 from search.command.settings import UsageError
@@ -28,7 +28,7 @@ GPUS = 4
 
 def plans_for(tmp_path, monkeypatch, *flags):
     """The per-model plans ``search.run`` makes from a command line, on a machine with 4 GPUs."""
-    monkeypatch.setattr(settings, "_gpus_found", lambda: GPUS)
+    monkeypatch.setattr(checks, "gpus_found", lambda: GPUS)
     return planned(*flags, "--gpus", str(GPUS), "--no-pretrained", "--storage-path", str(tmp_path)).plans
 
 
@@ -106,7 +106,7 @@ def test_sixteen_quarter_gpu_cnn_trials_run_together_and_vgg16_one_per_gpu(four_
 def test_models_with_different_gpu_needs_share_one_process_per_slot(four_gpus_declared, tmp_path, monkeypatch):
     """CNN (0.25 of a GPU) and VGG16 (a whole one) in one search: one shape, the largest, so that a freed slot
     takes the next trial of either model in the same worker process; the line says what it costs."""
-    monkeypatch.setattr(settings, "_gpus_found", lambda: GPUS)
+    monkeypatch.setattr(checks, "gpus_found", lambda: GPUS)
     chosen = planned("--model", "cnn,vgg16", "--gpus", str(GPUS), "--no-pretrained", "--storage-path", str(tmp_path))
     assert {p.name: p.gpus for p in chosen.plans} == {"cnn": 1.0, "vgg16": 1.0}
     assert "One process shape for every model" in chosen.shape_note and "cnn 0.25" in chosen.shape_note

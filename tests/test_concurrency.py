@@ -11,7 +11,7 @@ from ray import tune
 
 import models
 from helpers import run_cli
-from search.command.plans import ModelPlan
+from search.command.settings import ModelPlan
 from search.engine.resources import concurrency
 from search.engine.studies import full_trials, startup_trials
 from trainables.tune_trial import DeviceData, TrialData, train_trial

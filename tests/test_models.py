@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import models
-from search.command.plans import space_with_pretrained
+from search.command.space import space_with_pretrained
 from models.config import ConfigError, TrainConfig, params_to_config, split_config
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -115,7 +115,7 @@ def test_a_pinned_setting_no_model_has_is_refused(tmp_path, capsys):
 def test_searcher_state_survives_a_save_and_restore(tmp_path):
     import optuna
 
-    from search.command.plans import ModelPlan
+    from search.command.settings import ModelPlan
     from search.engine.searcher import PerModelSearcher, build_searcher
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -140,7 +140,7 @@ def test_asha_rungs_are_saved_with_the_searcher_and_restored_into_tunes_schedule
 
     from ray.tune.schedulers import TrialScheduler
 
-    from search.command.plans import ModelPlan
+    from search.command.settings import ModelPlan
     from search.engine.scheduler import build_scheduler
     from search.engine.searcher import build_searcher
 
@@ -188,7 +188,7 @@ def test_a_searcher_saved_before_tune_listed_its_last_trials_counts_them_on_resu
     older than the list. It adopts what the list holds and suggests only what is still missing."""
     import optuna
 
-    from search.command.plans import ModelPlan
+    from search.command.settings import ModelPlan
     from search.engine.searcher import build_searcher
     from search.engine.studies import optuna_storage
 
@@ -224,7 +224,7 @@ def test_a_searcher_newer_than_tunes_trial_list_gives_back_the_trials_that_will_
     import optuna
     from ray.tune.search import SearchGenerator
 
-    from search.command.plans import ModelPlan
+    from search.command.settings import ModelPlan
     from search.resume.state import reconcile_search
     from search.engine.searcher import build_searcher
     from search.engine.studies import optuna_storage
@@ -250,7 +250,7 @@ def test_a_searcher_newer_than_tunes_trial_list_gives_back_the_trials_that_will_
 
 def test_a_search_short_of_its_trials_says_how_many_are_missing():
     from search.engine.driver import missing_trials
-    from search.command.plans import ModelPlan
+    from search.command.settings import ModelPlan
 
     plans = [ModelPlan("cnn", 6, 3, 1, 1.0, 0.0), ModelPlan("vit", 2, 3, 1, 1.0, 0.0)]
     trials = pd.DataFrame({"model": ["cnn"] + ["vit"] * 2})

@@ -9,7 +9,7 @@ import pytest
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
 
-from search.command.plans import ModelPlan
+from search.command.settings import ModelPlan
 from search.engine.resources import resources_for
 from search.engine.scheduler import IsDefault, PerModelScheduler, Rungs, build_scheduler
 from search.engine.searcher import build_searcher

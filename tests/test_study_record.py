@@ -122,7 +122,7 @@ def test_a_pin_is_checked_against_the_from_scratch_config_when_training_from_scr
 def test_draws_the_pins_make_invalid_are_failed_in_the_study_and_drawn_again():
     import optuna
 
-    from search.command.plans import ModelPlan
+    from search.command.settings import ModelPlan
     from search.engine.searcher import build_searcher
     from models.config import split_config
 
@@ -145,7 +145,7 @@ def test_random_search_baseline_samples_the_same_space_after_the_default():
     import optuna
 
     import models
-    from search.command.plans import ModelPlan
+    from search.command.settings import ModelPlan
     from search.engine.searcher import build_searcher
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -12,7 +12,7 @@ from optuna.trial import TrialState
 from ray.tune import Callback
 from ray.tune.search import SearchGenerator, Searcher
 
-from search.command.plans import ModelPlan
+from search.command.settings import ModelPlan
 from search.engine.scheduler import build_scheduler
 from search.engine.studies import optuna_storage
 

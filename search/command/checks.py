@@ -1,14 +1,14 @@
 """The checks of single flags that ``search.command.settings.ask`` makes, each a ``UsageError`` that says what is
-wrong and how to fix it: positive numbers, per-model values (``--max-epochs vit=20,cnn=3``), GPU shares, ``--set``
-values against each model's config, and the pretrained weights a trial may load."""
+wrong and how to fix it: positive numbers, the GPUs asked for and each model's share, ``--set`` values against each
+model's config, and the pretrained weights a trial may load."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import models
-from search.command.plans import ModelAsk
 
 
 class UsageError(ValueError):
@@ -19,26 +19,6 @@ def positive(value: float | None, flag: str) -> None:
     """A number a flag needs above zero (``None``: the flag was not given)."""
     if value is not None and value <= 0:
         raise UsageError(f"{flag} must be positive, got {value}")
-
-
-def per_model(text: str | None, flag: str, chosen: list[str], kind: type = int) -> dict[str, Any]:
-    """``"5"`` -> every chosen model gets 5; ``"vit=20,cnn=3"`` -> those models get those values."""
-    if not text:
-        return {}
-    out: dict[str, Any] = {}
-    for part in text.split(","):
-        name, sep, value = part.strip().rpartition("=")
-        targets = [name.strip()] if sep else chosen
-        if sep and name.strip() not in chosen:
-            raise UsageError(f"{flag} {text!r}: {name.strip()!r} is not among the chosen models ({', '.join(chosen)})")
-        try:
-            number = kind(value)
-        except ValueError:
-            what = "a whole number" if kind is int else "a number"
-            raise UsageError(f"{flag} {text!r}: {value!r} is not {what}; write N or model=N,model=N") from None
-        positive(number, flag)
-        out.update({target: number for target in targets})
-    return out
 
 
 def check_gpu_share(share: float, name: str, gpus: int) -> None:
@@ -91,20 +71,46 @@ def pinned_settings(pairs: list[str], chosen: list[str],
     return out
 
 
-def check_weights(asks: list[ModelAsk], weights_dir: str | None) -> None:
-    """Every pretrained file a trial may load must be here (or downloadable) before any trial starts."""
+def check_weights(name: str, pretrained: tuple[bool, ...], fixed: dict[str, Any], weights_dir: str | None) -> None:
+    """Every pretrained file a trial of model ``name`` may load (``pretrained`` and ``fixed`` as its ``ModelAsk``'s)
+    must be here (or downloadable) before any trial starts."""
     from models.finetune import WeightsError, ensure_weights
 
     if weights_dir and not Path(weights_dir).expanduser().is_dir():
         raise UsageError(f"--weights-dir {weights_dir} is not a folder")
-    for plan in asks:
-        if True not in plan.pretrained:
-            continue
-        spec = models.get(plan.name)
-        for weights in spec.weights_needed(plan.fixed):
-            try:
-                ensure_weights(weights, weights_dir)
-            except WeightsError as e:
-                pin = (f" To search one {spec.weights_by} only, pin it with --set {spec.weights_by}=VALUE."
-                       if spec.weights_by and spec.weights_by not in plan.fixed else "")
-                raise UsageError(f"{plan.name}: {e}{pin}") from None
+    if True not in pretrained:
+        return
+    spec = models.get(name)
+    for weights in spec.weights_needed(fixed):
+        try:
+            ensure_weights(weights, weights_dir)
+        except WeightsError as e:
+            pin = (f" To search one {spec.weights_by} only, pin it with --set {spec.weights_by}=VALUE."
+                   if spec.weights_by and spec.weights_by not in fixed else "")
+            raise UsageError(f"{name}: {e}{pin}") from None
+
+
+DECLARE_GPUS = "HPSEARCH_DECLARE_GPUS"  # benchmarks: GPUs declared to Ray on a machine without them
+
+
+def gpus_found() -> int:
+    """The machine's CUDA devices; or, where ``$HPSEARCH_DECLARE_GPUS`` is set (benchmarks and tests of the packing
+    on a CPU machine), that many declared to Ray: trials then train on the CPU, while the slots, shapes, process
+    reuse and end phase are those of a machine with that many GPUs."""
+    if os.environ.get(DECLARE_GPUS):
+        return int(os.environ[DECLARE_GPUS])
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def check_gpus(gpus: int, address: str | None) -> None:
+    """``--gpus N``: 0 (CPUs) or up to the GPUs this machine has; a cluster's are counted once connected."""
+    if gpus < 0:
+        raise UsageError(f"--gpus must be 0 (CPU) or more, got {gpus}")
+    # Asking CUDA loads torch, so only when GPUs are asked for.
+    found = gpus_found() if gpus > 0 and address is None else 0
+    if address is None and gpus > found:
+        raise UsageError(f"--gpus {gpus} asked for, but {found} GPU(s) found on this machine "
+                         f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); "
+                         f"use --gpus {found}" + (" to run on CPUs" if found == 0 else ""))

@@ -7,7 +7,7 @@ import argparse
 
 import models
 from imagesets.options import add_data_arguments
-from search.command.plans import SAMPLERS
+from search.command.space import SAMPLERS
 from search.command.settings import SMOKE
 
 DESCRIPTION = "Search every chosen architecture's hyperparameters with Ray Tune, Optuna TPE and ASHA."

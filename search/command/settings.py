@@ -13,16 +13,16 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import imagesets
 import models
 from imagesets.options import DataOptions
 from search.command import storage
-from search.command.checks import (UsageError, check_gpu_share, check_weights, per_model,  # noqa: F401 (UsageError:
-                                   pinned_settings, positive)  # re-exported, the error every check raises)
-from search.command.plans import ModelAsk, ModelPlan, one_shape
+from search.command.checks import (UsageError, check_gpu_share, check_gpus,  # noqa: F401 (UsageError:
+                                   check_weights, pinned_settings, positive)  # re-exported: what every check raises)
 
 # The whole path, not accuracy: the models whose epochs cost minutes on a CPU also pin max_train_images
 # (models.registry.SMOKE_TRAIN_IMAGES), so that a smoke search of every model takes minutes on 2 cores.
@@ -30,6 +30,39 @@ DEFAULT_SAMPLES = 8  # trials per model without --num-samples
 SMALL_TRAIN = 10_000  # below this many training images a data set is small: its winners are refit by default
 SMOKE = dict(limit=(1_024, 256, 512), num_samples=2, max_epochs=2, grace_period=1)
 COMMAND_FILE = "command.json"  # the command line that defined an experiment, saved for --resume
+
+
+@dataclass(frozen=True)
+class ModelAsk:
+    """What the command line asks of one model, before the data is known."""
+
+    name: str
+    num_samples: int
+    max_epochs: int | None  # --max-epochs (or --smoke's); None: the model's own for the data (ModelSpec.budget)
+    grace_period: int | None  # --grace-period (or --smoke's); None: the model's own for the data
+    cpus: float
+    gpus: float
+    # For models fine-tuned from pretrained weights: the values ``pretrained`` may take. (True,) by
+    # default, (False,) with --no-pretrained, (True, False) with --compare-scratch; () otherwise.
+    pretrained: tuple[bool, ...] = ()
+    fixed: dict[str, Any] = field(default_factory=dict)  # settings every trial gets (--set; --smoke pins some)
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    """How one model is searched: how many trials, for how many epochs (``max_epochs``, the ``epochs`` of its
+    trials' ``TrainConfig``), cut at which rungs, on data of which shape (``search.command.plan`` makes it from the
+    model's ``ModelAsk`` and the data)."""
+
+    name: str
+    num_samples: int
+    max_epochs: int
+    grace_period: int
+    cpus: float
+    gpus: float
+    pretrained: tuple[bool, ...] = ()  # as ``ModelAsk.pretrained``
+    fixed: dict[str, Any] = field(default_factory=dict)  # settings every trial gets (--set; --smoke pins some)
+    shape: models.DataShape = models.DataShape()  # the data's: the space and the default adapt to it
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,7 +121,6 @@ class Asked(Options):
     asks: list[ModelAsk]
     folds: int | None  # --folds; None: not given (cross-validation where the validation split is small)
     refit: bool | None  # --refit / --no-refit; None: not given (on for small data, SMALL_TRAIN)
-    shape_note: str = ""  # what one process shape for every model costs (search.command.plans.one_shape), if anything
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,21 +130,27 @@ class Settings(Options):
     plans: list[ModelPlan]  # one per model, in --model's order
     folds: int  # trials scored by k-fold cross-validation; 1: on the validation split
     refit: bool  # each winner trained again on train + validation images before it is bundled
-    shape_note: str = ""  # what one process shape for every model costs (search.command.plans.one_shape), if anything
+    shape_note: str = ""  # what one process shape for every model costs (search.command.plan.one_shape), if anything
 
 
-DECLARE_GPUS = "HPSEARCH_DECLARE_GPUS"  # benchmarks: GPUs declared to Ray on a machine without them
-
-
-def _gpus_found() -> int:
-    """The machine's CUDA devices; or, where ``$HPSEARCH_DECLARE_GPUS`` is set (benchmarks and tests of the packing
-    on a CPU machine), that many declared to Ray: trials then train on the CPU, while the slots, shapes, process
-    reuse and end phase are those of a machine with that many GPUs."""
-    if os.environ.get(DECLARE_GPUS):
-        return int(os.environ[DECLARE_GPUS])
-    import torch
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+def per_model(text: str | None, flag: str, chosen: list[str], kind: type = int) -> dict[str, Any]:
+    """``"5"`` -> every chosen model gets 5; ``"vit=20,cnn=3"`` -> those models get those values."""
+    if not text:
+        return {}
+    out: dict[str, Any] = {}
+    for part in text.split(","):
+        name, sep, value = part.strip().rpartition("=")
+        targets = [name.strip()] if sep else chosen
+        if sep and name.strip() not in chosen:
+            raise UsageError(f"{flag} {text!r}: {name.strip()!r} is not among the chosen models ({', '.join(chosen)})")
+        try:
+            number = kind(value)
+        except ValueError:
+            what = "a whole number" if kind is int else "a number"
+            raise UsageError(f"{flag} {text!r}: {value!r} is not {what}; write N or model=N,model=N") from None
+        positive(number, flag)
+        out.update({target: number for target in targets})
+    return out
 
 
 def ask(args: argparse.Namespace) -> Asked:
@@ -141,14 +179,7 @@ def ask(args: argparse.Namespace) -> Asked:
     pretrained = (False,) if args.no_pretrained else (True, False) if args.compare_scratch else (True,)
     if args.reduction_factor <= 1:
         raise UsageError(f"--reduction-factor must be above 1, got {args.reduction_factor}")
-    if args.gpus < 0:
-        raise UsageError(f"--gpus must be 0 (CPU) or more, got {args.gpus}")
-    # A cluster's GPUs are counted once connected; asking CUDA loads torch, so only when GPUs are asked for.
-    found = _gpus_found() if args.gpus > 0 and args.address is None else 0
-    if args.address is None and args.gpus > found:
-        raise UsageError(f"--gpus {args.gpus} asked for, but {found} GPU(s) found on this machine "
-                         f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); "
-                         f"use --gpus {found}" + (" to run on CPUs" if found == 0 else ""))
+    check_gpus(args.gpus, args.address)
     if args.folds is not None and args.folds < 1:
         raise UsageError(f"--folds must be 1 (the validation split) or more (k-fold cross-validation), got {args.folds}")
     for value, flag in ((args.retries, "--retries"), (args.repeats, "--repeats")):
@@ -173,7 +204,6 @@ def ask(args: argparse.Namespace) -> Asked:
         asks.append(ModelAsk(name, num_samples, epochs, first_rung, trial_cpus, trial_gpus,
                              pretrained if spec.pretrained_weights is not None else (),
                              {**(spec.smoke_config if args.smoke else {}), **pinned[name]}))
-    asks, shape_note = one_shape(asks)
     remote = args.storage_path if storage.is_uri(args.storage_path) else None
     local = Path("results" if remote else args.storage_path).expanduser().resolve()
     name = args.name or f"{'-'.join(chosen)}-{data.label}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -189,10 +219,11 @@ def ask(args: argparse.Namespace) -> Asked:
         dashboard_port=args.dashboard_port, remote=remote, max_concurrent=args.max_concurrent,
         reuse_processes=not args.fresh_processes, refit=args.refit,
         # --smoke caps the validation split for speed, not because the data is small: one split, unless asked
-        folds=1 if args.smoke and args.folds is None else args.folds, shape_note=shape_note,
+        folds=1 if args.smoke and args.folds is None else args.folds,
     )
     check_storage(asked)
-    check_weights(asked.asks, asked.weights_dir)
+    for each in asks:
+        check_weights(each.name, each.pretrained, each.fixed, asked.weights_dir)
     return asked
 
 

@@ -12,7 +12,7 @@ import ray
 from analysis.leaderboard import leaderboard
 from analysis.schema import succeeded
 from search.command import storage
-from search.command.plans import ModelPlan
+from search.command.settings import ModelPlan
 from search.command.settings import Settings
 from search.engine.progress import Progress, mark
 from search.engine.studies import optuna_storage, settle_stopped

@@ -8,7 +8,7 @@ from typing import Any
 from ray.tune import PlacementGroupFactory
 
 from models.config import MODEL_KEY
-from search.command.plans import ModelPlan
+from search.command.settings import ModelPlan
 
 
 def resources_for(plans: list[ModelPlan], use_gpu: bool):

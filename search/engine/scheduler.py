@@ -16,7 +16,8 @@ from ray.tune.stopper import Stopper
 
 from imagesets.atomic import write_text
 from models.config import MODEL_KEY, params_to_config
-from search.command.plans import METRIC, MODE, TIME_ATTR, ModelPlan, default_params, rung_epochs
+from search.command.space import METRIC, MODE, TIME_ATTR, default_params, rung_epochs
+from search.command.settings import ModelPlan
 from search.engine.searcher import restore_scheduler, scheduler_state
 from search.resume.state import adopt_trial, reconcile_search
 

@@ -21,7 +21,8 @@ from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
 
 import models
-from search.command.plans import METRIC, MODE, TIME_ATTR, ModelPlan, schedule_restarts
+from search.command.space import METRIC, MODE, TIME_ATTR, schedule_restarts
+from search.command.settings import ModelPlan
 from search.engine.studies import ModelStudy, ended_state, full_trials, make_sampler
 
 BUDGET_FILE = "budget.json"  # trials per model: rewritten when --resume grows the search

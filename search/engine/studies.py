@@ -19,7 +19,8 @@ from optuna.trial import TrialState
 
 import models
 from models.config import MODEL_KEY, ConfigError, config_to_params, params_to_config, split_config
-from search.command.plans import METRIC, SAMPLERS, TIME_ATTR, ModelPlan, default_params, plan_space
+from search.command.space import METRIC, SAMPLERS, TIME_ATTR, default_params, plan_space
+from search.command.settings import ModelPlan
 
 MAX_REDRAWS = 20  # draws of one trial's config that the pinned settings make invalid, before giving up
 OPTUNA_FILE = "optuna.journal"

@@ -14,7 +14,7 @@ from ray.tune.trainable import wrap_function
 
 from imagesets.atomic import write_text
 from search.command import storage
-from search.command.plans import METRIC, MODE
+from search.command.space import METRIC, MODE
 from search.command.settings import COMMAND_FILE, Settings
 from search.engine.resources import concurrency, resources_for
 from search.engine.scheduler import EPOCH_BUDGET_FILE, EpochBudget, build_scheduler

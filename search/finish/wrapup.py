@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 from ray import tune
 
-from search.command.plans import METRIC, MODE
+from search.command.space import METRIC, MODE
 from search.command.settings import Settings
 from search.engine.progress import Progress
 from search.finish.bundles import MODELS_FOLDER

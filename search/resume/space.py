@@ -10,7 +10,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from search.command.plans import ModelPlan, plan_space
+from search.command.space import plan_space
+from search.command.settings import ModelPlan
 
 
 def space_changes(plan: ModelPlan, trials: list[optuna.trial.FrozenTrial]) -> list[str]:

@@ -1,4 +1,4 @@
-"""What a search runs for each model: its plan, and its space as the model's study asks it.
+"""What each model's study asks and is judged on: its space, and the rungs where ASHA compares its trials.
 
 The space is the model's own (``models/<name>.py``), with ``pretrained`` chosen first where the model
 has pretrained weights, and the settings pinned by ``--set`` or ``--smoke`` answered without asking
@@ -7,72 +7,17 @@ Optuna: every parameter a study holds is one it chose, and the value that traine
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import models
 from models.config import config_key, config_to_params
+from search.command.settings import ModelPlan
 
 METRIC, MODE = "val_acc", "max"  # what every study maximizes: the validation accuracy of an epoch
 TIME_ATTR = "epoch"  # the result key ASHA's rungs and the studies' steps count
 SAMPLERS = ("tpe", "random")  # how a study picks configurations: TPE, or random search (the baseline)
-
-
-@dataclass(frozen=True)
-class ModelAsk:
-    """What the command line asks of one model, before the data is known."""
-
-    name: str
-    num_samples: int
-    max_epochs: int | None  # --max-epochs (or --smoke's); None: the model's own for the data (ModelSpec.budget)
-    grace_period: int | None  # --grace-period (or --smoke's); None: the model's own for the data
-    cpus: float
-    gpus: float
-    # For models fine-tuned from pretrained weights: the values ``pretrained`` may take. (True,) by
-    # default, (False,) with --no-pretrained, (True, False) with --compare-scratch; () otherwise.
-    pretrained: tuple[bool, ...] = ()
-    fixed: dict[str, Any] = field(default_factory=dict)  # settings every trial gets (--set; --smoke pins some)
-
-
-@dataclass(frozen=True)
-class ModelPlan:
-    """How one model is searched: how many trials, for how many epochs, cut at which rungs, on data of which
-    shape (``search.command.plan.plan`` makes it from the model's ``ModelAsk`` and the data)."""
-
-    name: str
-    num_samples: int
-    max_epochs: int
-    grace_period: int
-    cpus: float
-    gpus: float
-    pretrained: tuple[bool, ...] = ()  # as ``ModelAsk.pretrained``
-    fixed: dict[str, Any] = field(default_factory=dict)  # settings every trial gets (--set; --smoke pins some)
-    shape: models.DataShape = models.DataShape()  # the data's: the space and the default adapt to it
-
-
-def one_shape(plans: list[ModelAsk]) -> tuple[list[ModelAsk], str]:
-    """Every plan given the same CPUs and GPU share a trial, the largest any of them asks for, and a line saying
-    what that costs ("" where they already agree).
-
-    Tune hands a finished trial's process only to a trial of the same resource shape (``reuse_actors``): with a
-    shape per model, each trial of another model than the last one in that slot paid a new worker process, its
-    imports, its CUDA context and the data copied to the GPU (18.9 s from a slot freeing to its next trial on an
-    H200). One shape lets any model's next trial take any freed slot; the price is that a model declaring less
-    GPU than the largest runs fewer trials at once (each gets more of a GPU than it needs).
-    """
-    cpus, gpus = max(p.cpus for p in plans), max(p.gpus for p in plans)
-    if all((p.cpus, p.gpus) == (cpus, gpus) for p in plans):
-        return plans, ""
-    smaller = [f"{p.name} {p.gpus:g}" for p in plans if p.gpus < gpus] + \
-              [f"{p.name} {p.cpus:g} CPU" for p in plans if p.cpus < cpus and p.gpus == gpus]
-    note = (f"One process shape for every model ({cpus:g} CPU{'s' if cpus != 1 else ''}"
-            + (f" and {gpus:g} GPU" if gpus else "") + " a trial, the largest any model asks for): a freed slot takes "
-            f"any model's next trial without a new process. Its cost: {', '.join(smaller)} asked for less, so fewer of "
-            "their trials run at once (--gpu-per-trial F sets one share for all)")
-    return [dataclasses.replace(p, cpus=cpus, gpus=gpus) for p in plans], note
 
 
 def rung_epochs(max_t: int, grace_period: int, reduction_factor: float) -> list[float]:
