@@ -156,22 +156,57 @@ def test_gpu_share_without_gpus_is_refused(tmp_path, capsys):
     assert proc.returncode == 2 and "--gpu-per-trial needs GPUs" in proc.stderr
 
 
-@pytest.fixture
-def two_node_cluster(tmp_path, monkeypatch):
-    """A head and a worker node on loopback, as Ray's own tests start them, one trial slot each. In a home of its
-    own: a ~/.ray/auth_token that an earlier Ray on this machine wrote (every embedded ray.init writes one) put the
-    joining search in token mode against nodes that do not take that token, and every trial actor died at once."""
-    from ray.cluster_utils import Cluster
+# The two-node cluster runs in a process of its own, started with a clean environment: a Ray started earlier in
+# the test process (an embedded ray.init writes ~/.ray/auth_token and turns on token authentication) leaves its
+# authentication settings cached there, and a cluster started from it put the nodes in token mode against a search
+# that had no token: every trial actor died at once.
+TWO_NODES = """
+import json, sys
+from ray.cluster_utils import Cluster
+cluster = Cluster(initialize_head=True, connect=False,
+                  head_node_args={"num_cpus": 1, "num_gpus": 0, "include_dashboard": False})
+worker = cluster.add_node(num_cpus=1, num_gpus=0)
+cluster.wait_for_nodes()
+print(json.dumps({"address": cluster.address, "worker": worker.node_id}), flush=True)
+for line in sys.stdin:  # "remove": the worker node dies as a machine does (no graceful drain)
+    cluster.remove_node(worker, allow_graceful=False)
+    print("removed", flush=True)
+cluster.shutdown()
+"""
 
+
+class TwoNodes:
+    """A head and a worker node on loopback, as Ray's own tests start them (``ray.cluster_utils.Cluster``), one
+    trial slot each, in a process of its own; ``env`` is the environment a search joining it runs with."""
+
+    def __init__(self, home) -> None:
+        import json
+
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+        self.env.update(HOME=str(home), RAY_USAGE_STATS_ENABLED="0")  # no ~/.ray/auth_token: no token mode
+        self.proc = subprocess.Popen([sys.executable, "-c", TWO_NODES], env=self.env, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        started = json.loads(self.proc.stdout.readline())
+        self.address, self.worker_id = started["address"], started["worker"]
+
+    def remove_worker(self) -> None:
+        self.proc.stdin.write("remove\n")
+        self.proc.stdin.flush()
+        assert self.proc.stdout.readline().strip() == "removed"
+
+    def shutdown(self) -> None:
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@pytest.fixture
+def two_node_cluster(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
-    monkeypatch.setenv("HOME", str(home))  # the nodes and the search started below inherit it
-    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
-
-    cluster = Cluster(initialize_head=True, connect=False,
-                      head_node_args={"num_cpus": 1, "num_gpus": 0, "include_dashboard": False})
-    cluster.add_node(num_cpus=1, num_gpus=0)
-    cluster.wait_for_nodes()
+    cluster = TwoNodes(home)
     yield cluster
     cluster.shutdown()
 
@@ -256,14 +291,9 @@ def reported_nodes(folder, last_epoch: int) -> dict[str, set[str]]:
 
 @pytest.mark.integration
 def test_a_lost_worker_nodes_trials_are_retried_on_the_remaining_node(two_node_cluster, tmp_path, data_dir):
-    import os
-    import subprocess
-    import sys
-
     from helpers import ROOT
 
-    (worker,) = two_node_cluster.worker_nodes
-    prefix = "/" + worker.node_id[:8]
+    prefix = "/" + two_node_cluster.worker_id[:8]
     folder = tmp_path / "lost"
     # Epochs of a few seconds (8192 training images in batches of 16) and four of them: the node is
     # removed while the trial it holds still has epochs to train, not after it has finished (with the
@@ -275,7 +305,7 @@ def test_a_lost_worker_nodes_trials_are_retried_on_the_remaining_node(two_node_c
          "--grace-period", str(epochs_per_trial), "--gpus", "0", "--retries", "1",
          "--set", "batch_size=16", "--storage-path", str(tmp_path), "--name", "lost", "--data-dir", str(data_dir),
          "--no-dashboard", "--verbose", "0"],
-        cwd=ROOT, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}, stdout=subprocess.PIPE,
+        cwd=ROOT, env=two_node_cluster.env, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True)
 
     def on_worker() -> set[str]:
@@ -286,7 +316,7 @@ def test_a_lost_worker_nodes_trials_are_retried_on_the_remaining_node(two_node_c
     while time.monotonic() < deadline and not on_worker():
         time.sleep(0.2)
     assert proc.poll() is None and on_worker(), "no trial was running on the worker node"
-    two_node_cluster.remove_node(worker, allow_graceful=False)  # its raylet and trial processes die
+    two_node_cluster.remove_worker()  # its raylet and trial processes die
     cut = on_worker()  # what the node held when it was gone (a trial may have finished meanwhile)
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out[-4000:]
@@ -296,6 +326,7 @@ def test_a_lost_worker_nodes_trials_are_retried_on_the_remaining_node(two_node_c
     assert len(trials) == 4 and trials["trial_id"].is_unique and (trials["status"] != "error").all()
     assert not epochs.duplicated(["trial_id", "epoch"]).any()
     assert (epochs.groupby("trial_id")["epoch"].max() == epochs_per_trial).all()  # each trained its budget
+    assert (folder / "baselines.parquet").is_file() and (folder / "finalists.parquet").is_file()  # the end phase too
     # The trials cut short on the lost node finished on the other one (retried from their checkpoint).
     finished_on = trials.set_index("trial_id")["node"]
     assert all(prefix not in finished_on[trial] for trial in cut), (cut, finished_on)

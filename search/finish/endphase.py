@@ -58,7 +58,7 @@ class EndPhase:
         # A CPU search's end phase runs in one warm process (Finisher), its calls queued here and handed over one at
         # a time, so that each gets the threads of the moment (a slot's while trials run, every core after them).
         # A GPU search's runs in tasks with a GPU share.
-        self.finisher = None if settings.gpus else ray.remote(num_cpus=0)(Finisher).remote()
+        self.finisher = None if settings.gpus else start_finisher()
         self.queue: list[tuple[str, str, Any, tuple[Any, ...]]] = []
         self._in_finisher: set[ray.ObjectRef] = set()
         self.searching = True  # until the driver collects (``finish``): trials may still run
@@ -226,7 +226,23 @@ class EndPhase:
                       predicted.reindex(columns=PREDICTION_COLUMNS), problems)
 
     def baseline_tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The classical baselines' tables; fitted here, in the driver, if their task died (a lost node, a worker
+        killed for memory), so that the search still ends with them."""
         self.collect(wait=True)
         if self.baselines is None:
-            raise RuntimeError("the classical baselines' task did not return; see the warning above")
+            self.say("  the classical baselines' task did not return (see the warning above): fitting them here")
+            self.baselines = fit_baselines(ray.get(self.data), self.settings.seed, self.settings.folds,
+                                           self.settings.refit, 1)
+            write_atomic(dict(zip(BASELINE_FILES, self.baselines)), self.settings.folder)
         return self.baselines
+
+
+def start_finisher() -> Any:
+    """The ``Finisher`` actor, on the driver's own node: a worker node can leave a cluster mid-search (its trials are
+    retried elsewhere), and an end phase there would leave with it. Restarted once if its process dies (killed for
+    memory), the call under way then run again."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    return ray.remote(num_cpus=0, max_restarts=1, max_task_retries=1)(Finisher).options(
+        scheduling_strategy=here).remote()
