@@ -9,8 +9,8 @@ here (its settings, space and registry entry, free of torch) and, for a network 
 import importlib
 import pkgutil
 
-from models.registry import (BuildContext, DataShape, ModelSpec, Network, UnknownModelError, augment_shift, get, names,
-                             parse_models, register, unregister)
+from models.registry import (BuildContext, DataShape, ModelSpec, Network, UnknownModelError, augment_shift,
+                             builtin_names, get, names, parse_models, register, unregister)
 
 _INFRASTRUCTURE = {"registry", "config", "finetune", "task", "nets"}
 
@@ -18,5 +18,5 @@ for _module in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
     if _module.name not in _INFRASTRUCTURE and not _module.name.startswith("_"):
         importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["BuildContext", "DataShape", "ModelSpec", "Network", "UnknownModelError", "augment_shift", "get", "names",
-           "parse_models", "register", "unregister"]
+__all__ = ["BuildContext", "DataShape", "ModelSpec", "Network", "UnknownModelError", "augment_shift", "builtin_names",
+           "get", "names", "parse_models", "register", "unregister"]

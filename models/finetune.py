@@ -108,7 +108,10 @@ def tv_builder(builder: str | Callable[..., nn.Module]) -> Callable[..., nn.Modu
 
 
 def weights_file_name(weights: Any) -> str:
-    """The file name torchvision stores ``weights`` under (the last part of its URL)."""
+    """The file name torchvision stores ``weights`` under (the last part of its URL); weights of another source
+    (``models.timm_zoo.TimmWeights``) name their own."""
+    if hasattr(weights, "file_name"):
+        return weights.file_name
     return os.path.basename(urlparse(tv_weights(weights).url).path)
 
 
@@ -129,8 +132,11 @@ def find_weights(weights: Any, weights_dir: str | os.PathLike | None) -> Path | 
 def ensure_weights(weights: Any, weights_dir: str | os.PathLike | None, download: bool = True) -> Path:
     """Return the local file of ``weights``, downloading it into torchvision's cache when allowed.
 
-    Raises ``WeightsError`` naming the file, the folders searched and the ``--no-pretrained`` way out.
+    Raises ``WeightsError`` naming the file, the folders searched and the ``--no-pretrained`` way out. Weights of
+    another source than torchvision (``models.timm_zoo.TimmWeights``) are found by their own ``ensure``.
     """
+    if hasattr(weights, "ensure"):
+        return weights.ensure(weights_dir, download)
     weights = tv_weights(weights)
     found = find_weights(weights, weights_dir)
     if found:
@@ -156,10 +162,11 @@ def ensure_weights(weights: Any, weights_dir: str | os.PathLike | None, download
     )
 
 
-def finetune_space(trial: Any, shape: DataShape, input_sizes: list[int]) -> dict[str, Any]:
+def finetune_space(trial: Any, shape: DataShape, input_sizes: list[int],
+                   weight_decay: tuple[float, float] = (1e-6, 1e-2)) -> dict[str, Any]:
     """The search space every fine-tuned architecture shares: suggestions only. Images are resized to
     the input size searched, so any data size fits; data larger than every input size listed may also
-    be searched at 224 pixels (ImageNet's own size)."""
+    be searched at 224 pixels (ImageNet's own size). ``weight_decay``: its range (log scale)."""
     constants: dict[str, Any] = {"schedule": "cosine"}
     if trial.params.get("pretrained", True):
         strategy = trial.suggest_categorical("strategy", list(STRATEGIES))
@@ -168,7 +175,7 @@ def finetune_space(trial: Any, shape: DataShape, input_sizes: list[int]) -> dict
     if strategy == "discriminative":
         trial.suggest_float("backbone_lr_mult", 0.01, 0.3, log=True)
     suggest_optimizer(trial, {"adamw": (1e-5, 1e-3), "sgd": (1e-3, 5e-2)})
-    trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True)
+    trial.suggest_float("weight_decay", *weight_decay, log=True)
     trial.suggest_categorical("batch_size", shape.batch_sizes([64, 128, 256]))
     trial.suggest_float("classifier_dropout", 0.0, 0.6)
     trial.suggest_categorical("warmup_epochs", [0.0, 0.5, 1.0])

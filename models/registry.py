@@ -252,8 +252,9 @@ def register(spec: ModelSpec) -> ModelSpec:
     """Add ``spec`` under its name; registering a name twice is an error."""
     if spec.name in _REGISTRY:
         raise ValueError(f"model {spec.name!r} is already registered")
-    if spec.name == "all" or "," in spec.name:
-        raise ValueError(f"{spec.name!r} cannot be a model name: 'all' and commas have a meaning on the command line")
+    if spec.name == "all" or "," in spec.name or "/" in spec.name:
+        raise ValueError(f"{spec.name!r} cannot be a model name: 'all' and commas have a meaning on the command "
+                         "line, and a name is a folder name in the exports")
     # A flat config is split by field name: a model field named like a training setting would
     # silently take (or give) the other's value.
     shared = field_names(spec.config_cls) & (field_names(TrainConfig) | {MODEL_KEY})
@@ -269,12 +270,30 @@ def unregister(name: str) -> None:
     _REGISTRY.pop(name, None)
 
 
+# Families of architectures named by a prefix ("timm:<architecture>"): any member, registered or not, is made into
+# a spec on first use (in the command line, each trial process, predict), and checked there.
+_FAMILIES: dict[str, Callable[[str], ModelSpec]] = {}
+_RESOLVED: dict[str, ModelSpec] = {}
+
+
+def add_family(prefix: str, resolve: Callable[[str], ModelSpec]) -> None:
+    """Names ``prefix:<member>`` are models: ``resolve(member)`` returns the spec (named ``prefix:<member>``) or
+    raises ``UnknownModelError``. A registered name of the family (measured settings) wins over ``resolve``."""
+    _FAMILIES[prefix] = resolve
+
+
 def get(name: str) -> ModelSpec:
-    """The spec registered as ``name``; an unknown name raises an error listing the known ones."""
-    try:
+    """The spec registered as ``name`` (or a member of a family, ``timm:<architecture>``); an unknown name raises
+    an error listing the known ones."""
+    if name in _REGISTRY:
         return _REGISTRY[name]
-    except KeyError:
-        raise UnknownModelError(f"unknown model {name!r}; known models: {', '.join(names())}") from None
+    prefix, sep, member = name.partition(":")
+    if sep and prefix in _FAMILIES:
+        if name not in _RESOLVED:
+            _RESOLVED[name] = _FAMILIES[prefix](member)
+        return _RESOLVED[name]
+    families = "".join(f", {prefix}:<name>" for prefix in _FAMILIES)
+    raise UnknownModelError(f"unknown model {name!r}; known models: {', '.join(names())}{families}")
 
 
 def names() -> list[str]:
@@ -282,10 +301,16 @@ def names() -> list[str]:
     return list(_REGISTRY)
 
 
+def builtin_names() -> list[str]:
+    """What ``--model all`` searches: the registered architectures outside any family (a family's registered
+    members, ``timm:...``, are named one by one)."""
+    return [name for name in _REGISTRY if ":" not in name]
+
+
 def parse_models(text: str) -> list[str]:
     """``"all"``, a name, or a comma-separated list -> validated names without duplicates."""
     if text.strip() == "all":
-        return names()
+        return builtin_names()
     chosen = [part.strip() for part in text.split(",") if part.strip()]
     if not chosen:
         raise UnknownModelError(f"no model named; known models: {', '.join(names())}, or 'all'")

@@ -39,3 +39,11 @@ def planned(*flags: str, shape=None, val_images: int = 5_000, full_train: int = 
 
     shape = shape or models.DataShape(train_images=full_train)
     return plan(ask(build_parser().parse_args(list(flags))), shape, val_images, full_train)
+
+
+def every_model() -> list[str]:
+    """Every registered model, and one of timm's named on the command line only (made on first use, in each
+    process)."""
+    import models
+
+    return models.names() + ["timm:regnetx_002"]

@@ -169,14 +169,12 @@ def test_search_refuses_to_start_without_every_backbone_it_may_draw(tmp_path, co
 
 
 @pytest.mark.integration
-def test_smoke_search_records_accuracy_f1_loss_time_and_no_box_rate(tmp_path, data_dir):
-    proc = run_cli("search.run", "--model", "faster_rcnn", "--gpus", "0", "--smoke", "--no-pretrained",
-                   "--num-samples", "1", "--max-epochs", "1", "--grace-period", "1", "--storage-path", str(tmp_path),
-                   "--name", "frcnn", "--no-dashboard", "--data-dir", str(data_dir), timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    trials = pd.read_parquet(tmp_path / "frcnn" / "trials.parquet")
-    epochs = pd.read_parquet(tmp_path / "frcnn" / "epochs.parquet")
-    finalists = pd.read_parquet(tmp_path / "frcnn" / "finalists.parquet")
+@pytest.mark.xdist_group("every-model")  # with test_take_home's: one worker runs conftest's search
+def test_smoke_search_records_accuracy_f1_loss_time_and_no_box_rate(searched):
+    folder, _ = searched  # conftest: a --smoke --no-pretrained search of every model
+    trials = pd.read_parquet(folder / "trials.parquet").query("model == 'faster_rcnn'")
+    epochs = pd.read_parquet(folder / "epochs.parquet").query("model == 'faster_rcnn'")
+    finalists = pd.read_parquet(folder / "finalists.parquet").query("model == 'faster_rcnn'")
     assert trials["status"].tolist() == ["completed"] and not trials["pretrained"].any()
     assert trials[["best_val_acc", "best_val_f1", "best_val_loss", "train_time_s"]].notna().all().all()
     assert epochs["no_box_rate"].between(0, 1).all() and epochs["train_loss"].gt(0).all()

@@ -18,7 +18,8 @@ from models.finetune import (IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD, IMAGENET_MEA
 from models.nets.finetune import first_conv_name, fold_rgb_conv, head_name
 from trainables.loop import make_optimizer
 
-FINE_TUNED = [name for name in models.names() if issubclass(models.get(name).config_cls, FineTuneConfig)]
+# torchvision's fine-tuned classifiers (timm's, built on the same adapter, are tests/test_timm.py's)
+FINE_TUNED = [name for name in models.builtin_names() if issubclass(models.get(name).config_cls, FineTuneConfig)]
 
 
 def imagenet_network(name: str) -> torch.nn.Module:
@@ -181,21 +182,20 @@ def test_search_flags_that_contradict_are_refused(tmp_path, capsys):
 
 
 @pytest.mark.integration
-def test_smoke_search_without_pretraining_records_it(tmp_path, data_dir):
+@pytest.mark.xdist_group("every-model")  # with test_take_home's: one worker runs conftest's search
+def test_smoke_search_without_pretraining_records_it(searched):
     import pandas as pd
 
-    proc = run_cli("search.run", "--model", "vgg16,alexnet", "--gpus", "0", "--smoke", "--no-pretrained",
-                   "--storage-path", str(tmp_path), "--name", "ft", "--no-dashboard", "--data-dir", str(data_dir),
-                   "--verbose", "0", timeout=900)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    trials = pd.read_parquet(tmp_path / "ft" / "trials.parquet")
-    assert sorted(trials["model"].unique()) == ["alexnet", "vgg16"]
+    folder, _ = searched  # conftest: a --smoke --no-pretrained search of every model
+    trials = pd.read_parquet(folder / "trials.parquet")
+    trials = trials[trials["model"].isin(FINE_TUNED)]
+    assert sorted(trials["model"].unique()) == sorted(FINE_TUNED)
     assert (trials["pretrained"] == False).all()  # noqa: E712  (a column of booleans)
     assert (trials["config.strategy"] == "all").all()  # from scratch, nothing is frozen
     sizes = trials.groupby("model")["config.input_size"].unique().to_dict()
-    assert {m: list(v) for m, v in sizes.items()} == {"alexnet": [64], "vgg16": [32]}  # pinned by --smoke
-    finalists = pd.read_parquet(tmp_path / "ft" / "finalists.parquet")
-    assert sorted(finalists["model"]) == ["alexnet", "vgg16"]
+    assert {m: list(v) for m, v in sizes.items()} == {"alexnet": [64], "resnet18": [32], "vgg16": [32]}  # --smoke's
+    finalists = pd.read_parquet(folder / "finalists.parquet")
+    assert set(FINE_TUNED) <= set(finalists["model"])
 
 
 @pytest.mark.integration

@@ -31,10 +31,10 @@ def test_every_model_searches_a_folder_of_colour_images(tmp_path):
     proc, folder = smoke(tmp_path, "rgb", "--dataset", str(root))
     assert "Data: shapes (3x32x32, 3 classes)" in proc.stdout and "1 file(s) that are not images skipped" in proc.stdout
     trials = pd.read_parquet(folder / "trials.parquet")
-    assert sorted(trials["model"]) == sorted(models.names()) and (trials["dataset"] == "shapes").all()
+    assert sorted(trials["model"]) == sorted(models.builtin_names()) and (trials["dataset"] == "shapes").all()
     assert set(trials["status"]) == {"completed"}
     finalists = pd.read_parquet(folder / "finalists.parquet")
-    assert sorted(finalists["model"]) == sorted(models.names())
+    assert sorted(finalists["model"]) == sorted(models.builtin_names())
     classes = pd.read_parquet(folder / "classes.parquet")
     assert list(classes.columns) == CLASS_COLUMNS and classes["name"].tolist() == ["class_0", "class_1", "class_2"]
     assert classes["test"].tolist() == [3, 3, 3]  # a fifth of each class, carved stratified
@@ -47,7 +47,7 @@ def test_every_model_searches_a_folder_of_colour_images(tmp_path):
     assert "## The data" in report and "## Per class" in report and "| class_2 |" in report
     assert (folder / "report" / "confusion_faster_rcnn.png").is_file()
     per_class = pd.read_csv(folder / "report" / "per_class.csv")
-    assert set(per_class["name"]) == {"class_0", "class_1", "class_2"} and len(per_class) == 3 * len(models.names())
+    assert set(per_class["name"]) == {"class_0", "class_1", "class_2"} and len(per_class) == 3 * len(models.builtin_names())
 
 
 def test_every_model_searches_scikit_learns_digits(tmp_path):
@@ -56,7 +56,7 @@ def test_every_model_searches_scikit_learns_digits(tmp_path):
     # --verbose 0 keeps the steps quiet too
     assert "Each model's winner tested once" not in proc.stdout and "its study is done" not in proc.stdout
     trials = pd.read_parquet(folder / "trials.parquet")
-    assert sorted(trials["model"]) == sorted(models.names()) and set(trials["status"]) == {"completed"}
+    assert sorted(trials["model"]) == sorted(models.builtin_names()) and set(trials["status"]) == {"completed"}
     finalists = pd.read_parquet(folder / "finalists.parquet").set_index("model")
     assert finalists.loc["cnn", "test_acc"] > 0.3  # well above chance (0.1) after two epochs
     record = json.loads((folder / "dataset.json").read_text())

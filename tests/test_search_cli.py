@@ -148,7 +148,7 @@ def test_help_says_what_the_smoke_run_pins_for_each_model():
 
     text = " ".join(build_parser().format_help().split())
     smoke = text[text.index("--smoke"):]
-    for name in models.names():
+    for name in models.builtin_names():
         for key, value in models.get(name).smoke_config.items():
             assert f"{key}={value}" in smoke, (name, key)
     assert "1,024/256/512 train/val/test images" in smoke

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 
@@ -15,10 +14,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-import models
-from helpers import ROOT, run_cli
+from helpers import ROOT, every_model, run_cli
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("every-model")]  # one worker runs conftest's search
 SMOKE_TEST_IMAGES = 512  # search.command.settings.SMOKE's test cap
 
 
@@ -30,12 +28,7 @@ def smoke(out, name: str, data_dir, *flags: str):
     return out / name, proc
 
 
-@pytest.fixture(scope="module")
-def searched(tmp_path_factory, data_dir):
-    """A smoke search of every registered model on MNIST."""
-    folder, proc = smoke(tmp_path_factory.mktemp("take-home"), "all", data_dir, "--model", "all")
-    yield folder, proc
-    shutil.rmtree(folder.parent, ignore_errors=True)  # VGG16's checkpoints and bundle alone are 2 GB
+SEARCHED = every_model()  # what conftest's ``searched`` fixture searches
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +48,7 @@ def write_image_folder(root, split, names) -> None:
 
 def test_every_model_is_bundled_and_reloads_in_a_fresh_process_with_its_test_predictions(searched, data_dir):
     folder, proc = searched
-    assert sorted(p.name for p in (folder / "models").iterdir()) == sorted(models.names())
+    assert sorted(p.name for p in (folder / "models").iterdir()) == sorted(SEARCHED)
     assert f"python -m trainables.predict {folder}" in proc.stdout
     code = f"""
 import json, numpy as np, pandas as pd
@@ -72,13 +65,13 @@ print(json.dumps(out))
     run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     differing = json.loads(run.stdout.strip().splitlines()[-1])
-    assert differing == {name: 0 for name in models.names()}
+    assert differing == {name: 0 for name in SEARCHED}
 
 
 def test_each_card_says_what_is_needed_to_use_the_model(searched):
     folder, _ = searched
     finalists = pd.read_parquet(folder / "finalists.parquet").set_index("model")
-    for name in models.names():
+    for name in SEARCHED:
         card = json.loads((folder / "models" / name / "card.json").read_text())
         assert card["config"]["model"] == name and card["config"]["epochs"] == 2
         assert card["input"]["channels"] == 1 and card["input"]["image_size"] == 28
@@ -88,6 +81,7 @@ def test_each_card_says_what_is_needed_to_use_the_model(searched):
         assert card["training"]["stage"] == "search" and "--smoke" in card["command"]
         assert card["cost"]["latency_ms"] > 0 and finalists.loc[name, "cost_latency_ms"] > 0
         assert {"torch", "torchvision"} <= set(card["versions"])
+        assert "timm" in card["versions"] or not name.startswith("timm:")
 
 
 def test_onnx_graphs_agree_with_torch_and_a_model_that_cannot_export_says_why(searched, test_split):
@@ -96,7 +90,7 @@ def test_onnx_graphs_agree_with_torch_and_a_model_that_cannot_export_says_why(se
     folder, _ = searched
     finalists = pd.read_parquet(folder / "finalists.parquet").set_index("model")
     images = test_split.images.numpy()
-    for name in models.names():
+    for name in SEARCHED:
         card = json.loads((folder / "models" / name / "card.json").read_text())
         if name == "faster_rcnn":  # torch.export cannot trace a detector's data-dependent shapes (torch 2.14)
             assert not card["onnx"]["exported"] and "depend on the data" in card["onnx"]["reason"]
@@ -109,7 +103,7 @@ def test_onnx_graphs_agree_with_torch_and_a_model_that_cannot_export_says_why(se
         assert parity(torch_logits, onnx_logits)["passed"]
     report = (folder / "report" / "report.md").read_text()
     assert "## Using the winners" in report and "no ONNX: torch.export cannot trace" in report
-    assert re.search(r"\*\*all: deploy \w+\*\*", report)
+    assert re.search(r"\*\*all: deploy [\w:]+\*\*", report)
 
 
 def test_predict_scores_the_test_split_as_an_image_folder_with_the_finalists_accuracy(searched, test_split, tmp_path):

@@ -45,7 +45,7 @@ def versions() -> dict[str, str]:
     import torchvision
 
     found = {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__}
-    for name in ("onnx", "onnxruntime", "safetensors"):
+    for name in ("onnx", "onnxruntime", "safetensors", "timm"):
         try:
             found[name] = __import__(name).__version__
         except ImportError:

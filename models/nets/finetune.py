@@ -46,14 +46,19 @@ def head_name(net: nn.Module) -> str:
     return [name for name, m in net.named_modules() if isinstance(m, nn.Linear)][-1]
 
 
-def imagenet_affine(ctx: BuildContext) -> tuple[torch.Tensor, torch.Tensor]:
-    """(scale, shift), each (1, C, 1, 1): the data's normalization -> ImageNet's, as one affine map."""
+def imagenet_affine(ctx: BuildContext, mean: tuple[float, ...] = IMAGENET_MEAN,
+                    std: tuple[float, ...] = IMAGENET_STD) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift), each (1, C, 1, 1): the data's normalization -> the one the network was pretrained with
+    (``mean``/``std`` of RGB images, ImageNet's unless given; for gray data their averages, since the first
+    convolution's RGB filters are summed into one channel)."""
     if ctx.shape.channels == 3:
-        target_mean, target_std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
-    else:
+        target_mean, target_std = torch.tensor(mean), torch.tensor(std)
+    elif tuple(mean) == IMAGENET_MEAN and tuple(std) == IMAGENET_STD:
         target_mean, target_std = torch.tensor([IMAGENET_GRAY_MEAN]), torch.tensor([IMAGENET_GRAY_STD])
-    mean, std = torch.tensor(ctx.mean), torch.tensor(ctx.std)
-    scale, shift = std / target_std, (mean - target_mean) / target_std
+    else:
+        target_mean, target_std = torch.tensor(mean).mean().view(1), torch.tensor(std).mean().view(1)
+    data_mean, data_std = torch.tensor(ctx.mean), torch.tensor(ctx.std)
+    scale, shift = data_std / target_std, (data_mean - target_mean) / target_std
     return scale.view(1, -1, 1, 1), shift.view(1, -1, 1, 1)
 
 
@@ -61,17 +66,19 @@ class FineTuned(nn.Module):
     """A torchvision classifier behind an input adapter; ``backbone`` names the part that
     ``strategy`` freezes or slows (None: everything but the head)."""
 
-    def __init__(self, net: nn.Module, cfg: FineTuneConfig, ctx: BuildContext, head: str,
-                 backbone: str | None = None) -> None:
+    def __init__(self, net: nn.Module, cfg: FineTuneConfig, ctx: BuildContext, head: str | tuple[str, ...],
+                 backbone: str | None = None, pretrained_norm: tuple[tuple[float, ...], tuple[float, ...]] = (
+                     IMAGENET_MEAN, IMAGENET_STD)) -> None:
         super().__init__()
         self.net = net
         self.size = cfg.input_size
         self.backbone_lr_mult = cfg.backbone_lr_mult if cfg.strategy == "discriminative" else 1.0
         # Not saved with the weights: they follow from the data, which the model is rebuilt for.
-        scale, shift = imagenet_affine(ctx)
+        scale, shift = imagenet_affine(ctx, *pretrained_norm)
         self.register_buffer("scale", scale, persistent=False)
         self.register_buffer("shift", shift, persistent=False)
-        head_ids = {id(p) for p in net.get_submodule(head).parameters()}
+        heads = (head,) if isinstance(head, str) else head  # a distilled ViT has two (timm's "head", "head_dist")
+        head_ids = {id(p) for name in heads for p in net.get_submodule(name).parameters()}
         part = net.get_submodule(backbone).parameters() if backbone else net.parameters()
         self._backbone_ids = {id(p) for p in part if id(p) not in head_ids}
         if cfg.strategy == "head":

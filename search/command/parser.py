@@ -22,7 +22,7 @@ def smoke_help() -> str:
     """What --smoke does, with the settings it pins for each model, read from the registry."""
     train, val, test = SMOKE["limit"]
     pins = "; ".join(f"{name} " + ", ".join(f"{k}={v}" for k, v in models.get(name).smoke_config.items())
-                     for name in models.names() if models.get(name).smoke_config)
+                     for name in models.builtin_names() if models.get(name).smoke_config)
     return (f"the whole path (training, early stopping, checkpoints, finalists, exports, report) on tiny data in "
             f"minutes, not for accuracy: {train:,}/{val:,}/{test:,} train/val/test images, {SMOKE['num_samples']} "
             f"trials a model, {SMOKE['max_epochs']} epochs; pinned per model: {pins}")
@@ -31,7 +31,10 @@ def smoke_help() -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m search.run", description=DESCRIPTION,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", default="cnn", help=f"a name, a comma list, or 'all' ({', '.join(models.names())})")
+    p.add_argument("--model", default="cnn",
+                   help=f"a name, a comma list, or 'all' ({', '.join(models.builtin_names())}); timm's architectures "
+                        f"as timm:<name> (any of timm.list_models(); registered with measured settings: "
+                        f"{', '.join(n for n in models.names() if n.startswith('timm:'))})")
     p.add_argument("--gpus", type=int, default=0, help="GPUs to use; 0 runs on CPUs")
     p.add_argument("--cpus", type=int, default=None, help="CPUs for trials (default: all cores)")
     p.add_argument("--gpu-per-trial", default=None, metavar="F|MODEL=F,...",

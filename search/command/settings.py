@@ -206,7 +206,8 @@ def ask(args: argparse.Namespace) -> Asked:
                              {**(spec.smoke_config if args.smoke else {}), **pinned[name]}))
     remote = args.storage_path if storage.is_uri(args.storage_path) else None
     local = Path("results" if remote else args.storage_path).expanduser().resolve()
-    name = args.name or f"{'-'.join(chosen)}-{data.label}-{time.strftime('%Y%m%d-%H%M%S')}"
+    label = "-".join(chosen).replace(":", "_")  # timm:convnext_atto: no colon in a folder name (scp, Windows)
+    name = args.name or f"{label}-{data.label}-{time.strftime('%Y%m%d-%H%M%S')}"
     if not name or "/" in name or name.startswith("."):
         raise UsageError(f"--name {name!r} must be a plain folder name")
     asked = Asked(
