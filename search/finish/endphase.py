@@ -175,8 +175,7 @@ class EndPhase:
             self.say(f"warning: {what} of {model or 'the baselines'} failed ({reason[:300]})")
             return
         if what == "baselines":
-            self.baselines = value
-            write_atomic(dict(zip(BASELINE_FILES, value)), self.settings.folder)
+            self._keep_baselines(value)
         elif what == "finish":
             for line in value.lines:
                 self.say(line)
@@ -226,21 +225,24 @@ class EndPhase:
                       predicted.reindex(columns=PREDICTION_COLUMNS), problems)
 
     def baseline_tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """The classical baselines' tables; fitted here, in the driver, if their task died (a lost node, a worker
-        killed for memory), so that the search still ends with them."""
+        """The classical baselines' tables; fitted here if their task died (a lost node, a worker killed for memory)."""
         self.collect(wait=True)
         if self.baselines is None:
+            from search.finish.baseline import run_baselines  # the driver's own threads, not a task's
+
             self.say("  the classical baselines' task did not return (see the warning above): fitting them here")
-            self.baselines = fit_baselines(ray.get(self.data), self.settings.seed, self.settings.folds,
-                                           self.settings.refit, 1)
-            write_atomic(dict(zip(BASELINE_FILES, self.baselines)), self.settings.folder)
+            self._keep_baselines(run_baselines(ray.get(self.data), self.settings.seed, self.settings.folds,
+                                               self.settings.refit))
         return self.baselines
+
+    def _keep_baselines(self, tables: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+        self.baselines = tables
+        write_atomic(dict(zip(BASELINE_FILES, tables)), self.settings.folder)
 
 
 def start_finisher() -> Any:
-    """The ``Finisher`` actor, on the driver's own node: a worker node can leave a cluster mid-search (its trials are
-    retried elsewhere), and an end phase there would leave with it. Restarted once if its process dies (killed for
-    memory), the call under way then run again."""
+    """The ``Finisher`` actor, on the driver's own node (a worker node can leave a cluster mid-search, and an end phase
+    there would leave with it); restarted once if its process dies, the call under way run again."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
