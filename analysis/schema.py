@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+# 11: ``cost_latency_runs`` in finalists (the timed calls the latency is the median of: fewer in a smoke search);
 # 10: the end phase's clock in finalists (``end_started_at``, ``end_s``, ``cost_s``): each model's winner tested and
 # bundled as Ray work as soon as its study is done (search.finish.endphase);
 # 9: how each classical baseline was chosen and fitted, as the search's networks were: ``folds`` (1: on the
@@ -23,7 +24,7 @@ import pandas as pd
 # 5: classes.parquet (class names and per-split counts) and dataset.json (what the data was and how it
 # was split and normalized); 4: predictions.parquet (the tested winners' test predictions),
 # repeats.parquet and the repeat statistics in finalists (with --repeats); 3: the efficiency columns in trials
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 # no_box_rate: share of validation images a detector found no box in (empty for classifiers)
 EPOCH_COLUMNS = ["trial_id", "model", "epoch", "train_loss", "val_loss", "val_acc", "val_f1",
                  "epoch_time_s", "elapsed_s", "reported_at", "no_box_rate", "node", "val_acc_se"]
@@ -46,8 +47,8 @@ BUNDLE_COLUMNS = ["bundle", "bundled", "bundle_s", "bundle_error", "weights_mb",
                   # schema 10: when the model's end phase (test, refit, bundle) began on the search's clock, its
                   # seconds, and the seconds its cost-to-run task took (search.finish.endphase)
                   "end_started_at", "end_s", "cost_s"]
-COST_COLUMNS = ["cost_device", "cost_threads", "cost_latency_ms", "cost_latency_p90_ms", "cost_throughput_ips",
-                "cost_bulk_batch", "cost_peak_memory_mb", "cost_memory_kind"]
+COST_COLUMNS = ["cost_device", "cost_threads", "cost_latency_ms", "cost_latency_p90_ms", "cost_latency_runs",
+                "cost_throughput_ips", "cost_bulk_batch", "cost_peak_memory_mb", "cost_memory_kind"]
 FINALIST_COLUMNS = FINALIST_COLUMNS + BUNDLE_COLUMNS + COST_COLUMNS
 # --repeats: one row per run of a winner's configuration at another seed, and, in finalists, the
 # statistics over a model's runs (mean, sample standard deviation, Student's t 95% interval).

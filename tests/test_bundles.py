@@ -121,6 +121,13 @@ def test_cost_to_run_is_measured_at_batch_one_and_in_bulk():
     assert measured.throughput_ips > 0 and measured.bulk_batch == 32 and measured.threads == torch.get_num_threads()
     assert measured.peak_memory_mb >= cost.weights_mb(cnn_classifier())  # at least the weights
     assert set(measured.columns()) >= {"cost_latency_ms", "cost_throughput_ips", "cost_peak_memory_mb"}
+    assert measured.latency_runs == 50
+
+
+def test_a_smoke_search_measures_the_cost_briefly_and_says_so():
+    measured = cost.measure(cnn_classifier(), 1, 28, "cpu", effort=cost.QUICK)
+    assert measured.latency_runs == 10 and measured.bulk_batch == 16 and measured.throughput_ips > 0
+    assert measured.columns()["cost_latency_runs"] == 10
 
 
 def test_the_default_bundle_is_the_best_on_validation_never_on_test(tmp_path):

@@ -51,6 +51,7 @@ def test_end_phase_beside_the_trials_gives_the_serial_results_and_a_kill_in_it_r
     alone = pd.read_parquet(tmp_path / "serial" / "finalists.parquet").set_index("model", drop=False)
     assert sorted(packed["model"]) == ["cnn", "resnet18"]  # each model once, none lost or repeated
     assert packed["cost_latency_ms"].gt(0).all() and packed["end_s"].gt(0).all()
+    assert packed["cost_latency_runs"].eq(10).all()  # --smoke's brief measurement, said in every row
     predictions = pd.read_parquet(folder / "predictions.parquet")
     assert not predictions.duplicated(["model", "stage", "index"]).any()
     for model in ended_first:  # finished before the kill, beside the other model's trial: as when alone

@@ -51,7 +51,8 @@ def test_every_model_searches_a_folder_of_colour_images(tmp_path):
 
 
 def test_every_model_searches_scikit_learns_digits(tmp_path):
-    proc, folder = smoke(tmp_path, "digits", "--dataset", "digits")
+    # --no-refit: the winners' refit on small data is the colour folder's (above) and test_small_data's to check
+    proc, folder = smoke(tmp_path, "digits", "--dataset", "digits", "--no-refit")
     assert "Data: digits (1x8x8, 10 classes)" in proc.stdout
     # --verbose 0 keeps the steps quiet too
     assert "Each model's winner tested once" not in proc.stdout and "its study is done" not in proc.stdout

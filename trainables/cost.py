@@ -18,10 +18,24 @@ import torch
 
 from trainables.inference import Classifier
 
-LATENCY_RUNS = 50  # timed batch-1 calls, after the warm-up (the issue's floor)
-WARMUP_RUNS = 10
-BULK_BATCH = {"cpu": 64, "cuda": 256}  # images per call for throughput
-BULK_SECONDS = 1.0  # bulk calls are repeated until this much time is spent (at least 3 calls)
+
+
+@dataclass(frozen=True)
+class Effort:
+    """How long a measurement runs: warm-up calls, timed calls at batch 1, and bulk calls (images per call on a CPU
+    and on a GPU; repeated until ``bulk_seconds`` are spent, at least ``bulk_calls`` times)."""
+
+    latency_runs: int = 50  # the floor a latency median is judged on
+    warmup_runs: int = 10
+    bulk_batch: tuple[int, int] = (64, 256)
+    bulk_seconds: float = 1.0
+    bulk_calls: int = 3
+
+
+FULL = Effort()
+# --smoke's: the path measured, not a figure to quote (a smoke's six bundles cost 24 s of two cores in full, a tenth of
+# the whole command); the rows say how many calls the latency is the median of (``cost_latency_runs``).
+QUICK = Effort(latency_runs=10, warmup_runs=2, bulk_batch=(16, 64), bulk_seconds=0.0, bulk_calls=1)
 
 
 @dataclass
@@ -30,7 +44,8 @@ class RunCost:
 
     device: str  # "cpu" or the GPU's name
     threads: int  # torch's CPU threads during the measurement
-    latency_ms: float  # median of LATENCY_RUNS calls at batch 1
+    latency_ms: float  # median of ``latency_runs`` calls at batch 1
+    latency_runs: int
     latency_p90_ms: float
     throughput_ips: float  # images per second at ``bulk_batch``
     bulk_batch: int
@@ -88,28 +103,29 @@ def weights_mb(module: torch.nn.Module) -> float:
 
 @torch.no_grad()
 def measure(classifier: Classifier, channels: int, size: int, device: torch.device | str,
-            bulk_batch: int | None = None) -> RunCost:
+            bulk_batch: int | None = None, effort: Effort = FULL) -> RunCost:
     """Latency, throughput and peak memory of ``classifier`` on ``device`` (it is moved there), fed random
-    uint8 images of ``channels`` x ``size`` x ``size``."""
+    uint8 images of ``channels`` x ``size`` x ``size``, as long as ``effort`` says."""
     device = torch.device(device)
     classifier.eval().to(device)
     generator = torch.Generator().manual_seed(0)
     one = torch.randint(0, 256, (1, channels, size, size), dtype=torch.uint8, generator=generator).to(device)
-    for _ in range(WARMUP_RUNS):
+    for _ in range(effort.warmup_runs):
         _timed(classifier, one)
-    times = sorted(_timed(classifier, one) for _ in range(LATENCY_RUNS))
-    batch = bulk_batch or BULK_BATCH["cuda" if device.type == "cuda" else "cpu"]
+    times = sorted(_timed(classifier, one) for _ in range(effort.latency_runs))
+    batch = bulk_batch or effort.bulk_batch[device.type == "cuda"]
     bulk = torch.randint(0, 256, (batch, channels, size, size), dtype=torch.uint8, generator=generator).to(device)
     _timed(classifier, bulk)  # warm-up at this shape
     memory_kind, before = _memory_start(device)
     if memory_kind == "rss_growth":
         before -= weights_mb(classifier) * 1024  # the weights count as they would in a process of their own
     spent, calls = 0.0, 0
-    while calls < 3 or spent < BULK_SECONDS:
+    while calls < effort.bulk_calls or spent < effort.bulk_seconds:
         spent += _timed(classifier, bulk)
         calls += 1
     return RunCost(device=_device_name(device), threads=torch.get_num_threads(),
-                   latency_ms=1000 * statistics.median(times), latency_p90_ms=1000 * times[int(0.9 * len(times))],
+                   latency_ms=1000 * statistics.median(times), latency_runs=len(times),
+                   latency_p90_ms=1000 * times[int(0.9 * len(times))],
                    throughput_ips=batch * calls / spent, bulk_batch=batch,
                    peak_memory_mb=_memory_peak(device, memory_kind, before), memory_kind=memory_kind)
 

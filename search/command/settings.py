@@ -98,6 +98,7 @@ class Options:
     sampler: str = "tpe"  # each study's sampler: "tpe", or "random" for a baseline
     repeats: int = 0  # --repeats: each winner trained this many more times at other seeds, each run tested
     epoch_budget: int | None = None  # --epoch-budget: training epochs the whole search may spend
+    smoke: bool = False  # --smoke: the whole path on little data; each bundle's cost to run measured briefly
 
     @property
     def folder(self) -> Path:
@@ -218,7 +219,7 @@ def ask(args: argparse.Namespace) -> Asked:
         amp=not args.no_amp, channels_last=not args.no_channels_last, verbose=args.verbose, resume=args.resume,
         retries=args.retries, address=args.address, dashboard_host=args.dashboard_host,
         dashboard_port=args.dashboard_port, remote=remote, max_concurrent=args.max_concurrent,
-        reuse_processes=not args.fresh_processes, refit=args.refit,
+        reuse_processes=not args.fresh_processes, refit=args.refit, smoke=args.smoke,
         # --smoke caps the validation split for speed, not because the data is small: one split, unless asked
         folds=1 if args.smoke and args.folds is None else args.folds,
     )

@@ -102,7 +102,7 @@ def run_search(settings: Settings, data: Dataset) -> int:
             print(settings.shape_note)
         started = time.monotonic()
         tuner = tuner_for(settings, data, slots)
-        ending = EndPhase(settings, data, progress.say)  # each model's winner finished as soon as its study is done
+        ending = EndPhase(settings, data, progress.say, slots[0])  # each model's winner finished when its study is done
         set_live(ending)
         ending.start_baselines()  # they need only the data: beside the first trials
         mark("tuner started")

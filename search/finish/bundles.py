@@ -177,11 +177,12 @@ class Bundler:
                 "onnx_mb": files["onnx_mb"], "onnx_reason": onnx["reason"]}
 
 
-def bundle_cost(folder: Path, device: torch.device, weights_dir: str | None = None) -> tuple[dict[str, Any], str]:
-    """Measure the cost to run of the bundle in ``folder`` as a user loads it, on ``device``, record it in its card
-    (``cost``), and return the finalists' ``cost_`` columns and a line saying it."""
+def bundle_cost(folder: Path, device: torch.device, weights_dir: str | None = None,
+                effort: cost.Effort = cost.FULL) -> tuple[dict[str, Any], str]:
+    """Measure the cost to run of the bundle in ``folder`` as a user loads it, on ``device`` (as long as ``effort``
+    says), record it in its card (``cost``), and return the finalists' ``cost_`` columns and a line saying it."""
     bundle = Bundle.load(folder, device, weights_dir)
-    measured = cost.measure(bundle.classifier, bundle.channels, bundle.image_size, device)
+    measured = cost.measure(bundle.classifier, bundle.channels, bundle.image_size, device, effort=effort)
     write_card({**bundle.card, "cost": dataclasses.asdict(measured)}, Path(folder))
     return measured.columns(), (f"  {bundle.card['model']}: runs in {measured.latency_ms:.2f} ms at batch 1, "
                                 f"{measured.throughput_ips:,.0f} images/s at batch {measured.bulk_batch} "

@@ -3,13 +3,13 @@
 - **Each model's end phase** (its winner's test, ``--refit``, bundle and ONNX check: ``search.finish.finalists`` and
   ``search.finish.bundles``) is started the moment the model's last trial ends, beside the other models' trials: on four
   GPUs six winners finish on four GPUs, not one after another in the driver, and on two cores the first models'
-  winners are bundled while the slowest model still trains. On a CPU search it runs in one long-lived actor
-  (``Finisher``: imports paid once), one call at a time, in a slot the searcher leaves free while it works
-  (``search.engine.searcher.lend_slots``); on a GPU search it is a task with the model's GPU share, started by Ray where
-  one is free (at the latest in the search's tail, where slots free up).
+  winners are bundled while the slowest model still trains. On a CPU search it runs in long-lived actors
+  (``Finisher``: imports paid once a process), one call at a time each, in a slot the searcher leaves free while it
+  works (``search.engine.searcher.lend_slots``); on a GPU search it is a task with the model's GPU share, started by
+  Ray where one is free (at the latest in the search's tail, where slots free up).
 - **Cost to run** is then measured on the bundle as written, once the trials and every end phase are done, alone
-  on its device: in the finisher with every core of its node (nothing else runs then), or, on a GPU search, by a
-  task holding a whole GPU.
+  on its device: in a finisher with every core of its node (nothing else runs then, one bundle at a time), or, on a
+  GPU search, by a task holding a whole GPU.
 - **The classical baselines** need only the data: they start with the first trial, on one thread.
 
 The driver only collects (``EndPhase.collect``, called at each step of Tune's loop through ``search.finish.callback``),
@@ -30,8 +30,8 @@ from models.config import MODEL_KEY
 from search.command.settings import Settings
 from search.finish.export import effective_config, record_from_history, trials_table, write_atomic
 from search.finish.finalists import Tested, pick_winners
-from search.finish.work import (ENDED_FOLDER, Ended, Finisher, finish_model, fit_baselines, last_checkpoint, load_ended,
-                                max_node_cpus, measure_cost)
+from search.finish.work import (ENDED_FOLDER, Ended, finish_model, fit_baselines, last_checkpoint, load_ended,
+                                max_node_cpus, measure_cost, start_finisher)
 from trainables.data import Dataset
 
 BASELINE_FILES = ("baselines", "baseline_predictions")
@@ -41,7 +41,7 @@ class EndPhase:
     """The driver's side: starts each model's end phase when its study is done (or, after the search, for the
     models whose last trials a budget stopped), collects what the tasks return and saves it at once."""
 
-    def __init__(self, settings: Settings, data: Dataset, say=print) -> None:
+    def __init__(self, settings: Settings, data: Dataset, say=print, slots: int = 1) -> None:
         self.settings, self.say = settings, say
         # One copy in the object store for every task; on a cluster the nodes do not have this machine's files.
         shared = data if not settings.address else Dataset(data.info, data.train.in_memory(), data.val.in_memory(),
@@ -55,17 +55,18 @@ class EndPhase:
         self.errors: dict[str, str] = {}
         self.pending: dict[ray.ObjectRef, tuple[str, str]] = {}  # task -> (what, model)
         self.baselines: tuple[pd.DataFrame, pd.DataFrame] | None = None
-        # A CPU search's end phase runs in one warm process (Finisher), its calls queued here and handed over one at
-        # a time, so that each gets the threads of the moment (a slot's while trials run, every core after them).
-        # A GPU search's runs in tasks with a GPU share.
-        self.finisher = None if settings.gpus else start_finisher()
+        # A CPU search's calls are queued here and handed to an idle finisher with the threads of the moment. One
+        # starts now (the baselines go first), more when an end phase would wait, up to one a slot: measured on a
+        # colour-image search, a model's end phase waited 18 s for another's, which ran on one thread.
+        self.pool = 0 if settings.gpus else max(1, min(slots, len(settings.plans)))
+        self.finishers = [start_finisher()] if self.pool else []
         self.queue: list[tuple[str, str, Any, tuple[Any, ...]]] = []
-        self._in_finisher: set[ray.ObjectRef] = set()
+        self._working: dict[ray.ObjectRef, int] = {}  # a call under way -> the finisher running it
         self.searching = True  # until the driver collects (``finish``): trials may still run
 
     def _submit(self, what: str, model: str, function: Any, resources: dict[str, float], *args: Any) -> None:
-        """``function(*args, threads)`` in the finisher (a CPU search), else a task asking Ray for ``resources``."""
-        if self.finisher is None:
+        """``function(*args, threads)`` in a finisher (a CPU search), else a task asking Ray for ``resources``."""
+        if not self.pool:
             ref = ray.remote(function).options(**resources).remote(*args, resources["num_cpus"])
             self.pending[ref] = (what, model)
             return
@@ -73,15 +74,31 @@ class EndPhase:
         self._pump()
 
     def _pump(self) -> None:
-        """Hand the finisher its next call, once it is done with the last one."""
-        if self.finisher is None or not self.queue or self.pending.keys() & self._in_finisher:
-            return
-        what, model, function, args = self.queue.pop(0)
+        """Hand queued calls to idle finishers (starting one where none is idle and the pool allows); a cost to run
+        only once no other call runs, and nothing beside it."""
+        while self.queue:
+            running = [self.pending[ref][0] for ref in self._working]
+            if "cost" in running or (self.queue[0][0] == "cost" and running):
+                return
+            idle = [i for i in range(len(self.finishers)) if i not in self._working.values()]
+            if not idle and len(self.finishers) < self.pool:
+                self.finishers.append(start_finisher())
+                idle = [len(self.finishers) - 1]
+            if not idle:
+                return
+            what, model, function, args = self.queue.pop(0)
+            ref = self.finishers[idle[0]].call.remote(function, *args, self._threads(what))
+            self._working[ref] = idle[0]
+            self.pending[ref] = (what, model)
+
+    def _threads(self, what: str) -> float:
+        """A call's threads (it is just taken from the queue): a slot's while trials run, then the node's cores shared
+        by the calls that will run beside it; every core for a cost to run (it runs alone)."""
         slot = self.settings.plans[0].cpus  # one process shape: every trial's CPUs
-        threads = slot if self.searching else float(max_node_cpus())
-        ref = self.finisher.call.remote(function, *args, threads)
-        self._in_finisher.add(ref)
-        self.pending[ref] = (what, model)
+        if what == "cost":
+            return float(max_node_cpus())
+        beside = min(self.pool, len(self._working) + 1 + len(self.queue))
+        return slot if self.searching else max(slot, float(max_node_cpus() // beside))
 
     # What Tune tells (through EndPhaseCallback)
 
@@ -110,9 +127,8 @@ class EndPhase:
     # Starting and collecting tasks
 
     def start_baselines(self) -> None:
-        """The classical baselines, beside the first trials, on one thread and no slot of the search's own (they take
-        seconds to a minute, and a slot lent to them for that long would cost a trial's process); kept from an
-        earlier run on --resume."""
+        """The classical baselines, beside the first trials, on one thread and no slot of the search's own (a slot lent
+        for their seconds to a minute would cost a trial's process); kept from an earlier run on --resume."""
         if all((self.settings.folder / f"{name}.parquet").exists() for name in BASELINE_FILES):
             self.baselines = tuple(pd.read_parquet(self.settings.folder / f"{name}.parquet") for name in BASELINE_FILES)
             return
@@ -127,22 +143,21 @@ class EndPhase:
         saved = self.ended.get(model)
         if saved is not None and saved.trial_id == trial_id:
             return  # its cost to run, if a kill came before it, is measured with the others' (``finish``)
-        plan = self.plans[model]
-        # On GPUs, the model's GPU share from Ray: it runs where a trial leaves one free.
+        plan = self.plans[model]  # on GPUs, the model's GPU share from Ray: it runs where a trial leaves one free
         self._submit("finish", model, finish_model, {"num_cpus": plan.cpus, "num_gpus": plan.gpus}, self.settings,
                      self.data, winner.to_dict(), config, checkpoint)
         self.say(f"  {model}: its study is done; testing and bundling its winner {trial_id} beside the other trials")
 
     def _start_cost(self, model: str) -> None:
-        """The bundle's cost to run, once no trial and no other end phase runs: in the finisher with every core of
-        its node as threads (a CPU search), or a task holding a whole GPU (a GPU search)."""
+        """The bundle's cost to run, once no trial and no other end phase runs: in a finisher with every core of its
+        node as threads, one bundle at a time (a CPU search), or a task holding a whole GPU (a GPU search)."""
         from search.finish.bundles import bundle_folder
 
         self._submit("cost", model, measure_cost, {"num_cpus": self.plans[model].cpus, "num_gpus": 1},
-                     bundle_folder(self.settings.folder, model), self.settings.weights_dir)
+                     bundle_folder(self.settings.folder, model), self.settings.weights_dir, self.settings.smoke)
 
     def collect(self, wait: bool = False) -> None:
-        """Save what finished calls returned and hand the finisher its next; with ``wait``, until none is left."""
+        """Save what finished calls returned and hand the finishers their next; with ``wait``, until none is left."""
         self._pump()
         while self.pending:
             ready, _ = ray.wait(list(self.pending), num_returns=1 if wait else len(self.pending),
@@ -150,20 +165,16 @@ class EndPhase:
             if not ready:
                 return
             for ref in ready:
-                self._in_finisher.discard(ref)
+                self._working.pop(ref, None)
                 self._take(ref, *self.pending.pop(ref))
             self._pump()
 
     def slots_held(self) -> int:
         """The search's slots the end phase holds now (``search.engine.searcher.lend_slots``: the searcher starts that many
-        fewer trials): one while the finisher works on a model's end phase, on a CPU search; finished calls are
-        collected first. On GPUs none: there Ray counts each task's GPU share, and a slot lent to it would make Tune
-        give up a trial's process (its CUDA context, its data on the GPU) for a new one afterwards."""
+        fewer trials): one a finisher working on a model's end phase (finished calls collected first). On GPUs none:
+        Ray counts each task's GPU share, and a slot lent would make Tune give up a trial's process for a new one."""
         self.collect()
-        if self.finisher is None:
-            return 0
-        working = [what for what, _ in self.pending.values()] + [what for what, *_ in self.queue]
-        return 1 if "finish" in working else 0
+        return sum(self.pending[ref][0] == "finish" for ref in self._working)
 
     def _take(self, ref: ray.ObjectRef, what: str, model: str) -> None:
         try:
@@ -190,23 +201,21 @@ class EndPhase:
             self._save(ended)
 
     def _save(self, ended: Ended) -> None:
-        write_atomic({ended.model: pd.DataFrame([ended.row]),
-                      f"{ended.model}.predictions": ended.predictions}, self.settings.folder / ENDED_FOLDER)
+        write_atomic({ended.model: pd.DataFrame([ended.row]), f"{ended.model}.predictions": ended.predictions},
+                     self.settings.folder / ENDED_FOLDER)
 
     # After the search
 
     def finish(self, trials: pd.DataFrame, checkpoints: Mapping[str, Any], configs: Mapping[str, dict]) -> Tested:
-        """Every model's winner tested and bundled, its cost to run measured: the end phases started during the
-        search, and those of the models whose end phase has not started (the search stopped by a budget, or
-        resumed) started now; the finalists and predictions in the winners' order."""
-        self.searching = False  # the trials are done: what the finisher does next gets every core
+        """Every model's winner tested and bundled, its cost to run measured: the end phases not started during the
+        search (stopped by a budget, or resumed) started now; the finalists and predictions in the winners' order."""
+        self.searching = False  # the trials are done: what the finishers do next shares every core
         winners = pick_winners(trials)
         for _, winner in winners.iterrows():
             if self.started.get(winner["model"]) != winner["trial_id"]:
                 self.start(winner, configs[winner["trial_id"]], checkpoints.get(winner["trial_id"]))
         self.collect(wait=True)
-        # Alone on its device: only now that no trial and no other model's end phase runs (a CPU search's task
-        # holds every CPU of its node, so Ray runs them one at a time; a GPU search's, a whole GPU each).
+        # Alone on its device: only now that no trial and no other end phase runs (``_pump``; on GPUs a GPU each).
         for model in winners["model"]:
             if model in self.ended and self.ended[model].needs_cost:
                 self._start_cost(model)
@@ -239,12 +248,3 @@ class EndPhase:
         self.baselines = tables
         write_atomic(dict(zip(BASELINE_FILES, tables)), self.settings.folder)
 
-
-def start_finisher() -> Any:
-    """The ``Finisher`` actor, on the driver's own node (a worker node can leave a cluster mid-search, and an end phase
-    there would leave with it); restarted once if its process dies, the call under way run again."""
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    return ray.remote(num_cpus=0, max_restarts=1, max_task_retries=1)(Finisher).options(
-        scheduling_strategy=here).remote()

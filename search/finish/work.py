@@ -70,15 +70,16 @@ def finish_model(settings: Settings, data: Dataset, winner: dict[str, Any], conf
     return Ended(model, trial_id, row, tested.predictions, None, lines)
 
 
-def measure_cost(folder: Path, weights_dir: str | None, cpus: float) -> tuple[dict[str, Any], str, float]:
-    """A Ray task holding its whole device: the bundle's cost to run (``search.finish.bundles.bundle_cost``), its
-    line, and the seconds it took."""
+def measure_cost(folder: Path, weights_dir: str | None, smoke: bool, cpus: float) -> tuple[dict[str, Any], str, float]:
+    """A Ray task holding its whole device: the bundle's cost to run (``search.finish.bundles.bundle_cost``; briefly
+    in a smoke search), its line, and the seconds it took."""
     from search.finish.bundles import bundle_cost
+    from trainables.cost import FULL, QUICK
     from trainables.tune_trial import trial_device
 
     started = time.perf_counter()
     threads(cpus)
-    columns, line = bundle_cost(folder, trial_device(), weights_dir)
+    columns, line = bundle_cost(folder, trial_device(), weights_dir, QUICK if smoke else FULL)
     return columns, line, time.perf_counter() - started
 
 
@@ -99,6 +100,16 @@ class Finisher:
 
     def call(self, function: Any, *args: Any) -> Any:
         return function(*args)
+
+
+def start_finisher() -> Any:
+    """The ``Finisher`` actor, on the driver's own node (a worker node can leave a cluster mid-search, and an end phase
+    there would leave with it); restarted once if its process dies, the call under way run again."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    return ray.remote(num_cpus=0, max_restarts=1, max_task_retries=1)(Finisher).options(
+        scheduling_strategy=here).remote()
 
 
 def load_ended(folder: Path) -> dict[str, Ended]:
