@@ -12,11 +12,15 @@ import pkgutil
 from models.registry import (BuildContext, DataShape, ModelSpec, Network, UnknownModelError, augment_shift,
                              builtin_names, get, names, parse_models, register, unregister)
 
-_INFRASTRUCTURE = {"registry", "config", "finetune", "task", "nets"}
+_INFRASTRUCTURE = {"registry", "config", "finetune", "task", "nets", "external"}
 
 for _module in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
     if _module.name not in _INFRASTRUCTURE and not _module.name.startswith("_"):
         importlib.import_module(f"{__name__}.{_module.name}")
+
+from models import external  # noqa: E402  (after the built-in models: a user's file may not take their names)
+
+external.load_from_environment()  # in a search's worker process: the user's models the search was given
 
 __all__ = ["BuildContext", "DataShape", "ModelSpec", "Network", "UnknownModelError", "augment_shift", "builtin_names",
            "get", "names", "parse_models", "register", "unregister"]

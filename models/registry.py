@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -246,6 +247,7 @@ def scaled_budget(epochs: int, grace: int, min_images: int, train_images: int | 
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
+_ORIGINS: dict[str, str] = {}  # name -> "file:line" of its register call (what a check of the model names)
 
 
 def register(spec: ModelSpec) -> ModelSpec:
@@ -262,12 +264,20 @@ def register(spec: ModelSpec) -> ModelSpec:
         raise ValueError(f"model {spec.name!r}: its config fields {', '.join(sorted(shared))} are training settings "
                          f"(models.config.TrainConfig) or the model key; rename them")
     _REGISTRY[spec.name] = spec
+    caller = sys._getframe(1)
+    _ORIGINS[spec.name] = f"{caller.f_code.co_filename}:{caller.f_lineno}"
     return spec
 
 
 def unregister(name: str) -> None:
-    """Remove a model (for tests that register throw-away models)."""
+    """Remove a model (for tests that register throw-away models, and a user's file that failed half-way)."""
     _REGISTRY.pop(name, None)
+    _ORIGINS.pop(name, None)
+
+
+def origin_line(name: str) -> str:
+    """``file:line`` of the ``register`` call that added ``name``."""
+    return _ORIGINS.get(name, "")
 
 
 # Families of architectures named by a prefix ("timm:<architecture>"): any member, registered or not, is made into

@@ -20,6 +20,7 @@ import copy
 import io
 import os
 import platform
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,23 @@ def versions() -> dict[str, str]:
         except ImportError:
             pass
     return found
+
+
+def own_model(card: dict[str, Any]) -> models.ModelSpec:
+    """The spec of a bundle's model of the user's own: registered already, or loaded from the file the card names
+    (a warning where the file changed since the bundle was made); a clear error where that file is gone."""
+    from models import external
+
+    origin = card["origin"]
+    if card["model"] not in models.names():
+        if not Path(origin["file"]).is_file():
+            raise FileNotFoundError(f"this bundle's model {card['model']!r} is defined in {origin['file']}, which is not "
+                                    "there: put that file back, or load it first (--models-from)")
+        external.load(origin["file"])
+    if external.sha256(origin["file"]) != origin["sha256"] and external.origin(card["model"]):
+        print(f"warning: {origin['file']} changed since this bundle was made (SHA-256 {origin['sha256'][:12]}...)",
+              file=sys.stderr)
+    return models.get(card["model"])
 
 
 def save_weights(network: torch.nn.Module, path: Path) -> None:
@@ -183,7 +201,7 @@ class Bundle:
         folder = Path(folder)
         card = read_card(folder)
         device = torch.device(device) if device else torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
-        spec = models.get(card["model"])
+        spec = models.get(card["model"]) if "origin" not in card else own_model(card)
         data = card["input"]
         shape = models.DataShape(data["channels"], data["image_size"], len(card["class_names"]))
         mean, std = tuple(card["normalization"]["mean"]), tuple(card["normalization"]["std"])

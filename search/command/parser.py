@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"a name, a comma list, or 'all' ({', '.join(models.builtin_names())}); timm's architectures "
                         f"as timm:<name> (any of timm.list_models(); registered with measured settings: "
                         f"{', '.join(n for n in models.names() if n.startswith('timm:'))})")
+    p.add_argument("--models-from", action="append", default=[], metavar="FILE.py|MODULE",
+                   help="a file or importable module of your own whose models.register(...) calls add architectures "
+                        "for --model (repeatable; the README's 'A network of your own')")
     p.add_argument("--gpus", type=int, default=0, help="GPUs to use; 0 runs on CPUs")
     p.add_argument("--cpus", type=int, default=None, help="CPUs for trials (default: all cores)")
     p.add_argument("--gpu-per-trial", default=None, metavar="F|MODEL=F,...",

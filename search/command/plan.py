@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 
 import models
+from models import external
 from search.command.settings import SMALL_TRAIN, Asked, ModelAsk, ModelPlan, Options, Settings, UsageError
 
 
@@ -56,8 +57,30 @@ def _model_plan(ask: ModelAsk, asked: Asked, shape: models.DataShape) -> ModelPl
         raise UsageError(f"--grace-period {ask.grace_period} is longer than {ask.name}'s budget of {epochs} epochs; "
                          f"lower it or raise --max-epochs")
     fields = {f.name: getattr(ask, f.name) for f in dataclasses.fields(ModelAsk)}
-    return ModelPlan(**{**fields, "max_epochs": epochs, "grace_period": ask.grace_period or min(own_rung, epochs)},
+    made = ModelPlan(**{**fields, "max_epochs": epochs, "grace_period": ask.grace_period or min(own_rung, epochs)},
                      shape=shape)
+    if external.origin(ask.name):
+        check_own(made)
+    return made
+
+
+def check_own(plan: ModelPlan) -> None:
+    """A model of the user's own (``--models-from``), checked as its trials will use it, before Ray starts: its
+    default configuration and a draw of its space are complete, valid settings; what fails names the user's line."""
+    import optuna
+
+    from models.config import params_to_config, split_config
+    from search.command.space import default_params, plan_space
+
+    spec = models.get(plan.name)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        split_config({**params_to_config(default_params(plan)), **plan.fixed}, spec.config_cls, plan.name)
+        trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+        constants = plan_space(plan, trial)
+        split_config({**params_to_config(trial.params), **constants}, spec.config_cls, plan.name)
+    except Exception as e:  # the user's code, or the settings it gave
+        raise UsageError(f"{external.where(e, plan.name)}: model {plan.name!r}: {type(e).__name__}: {e}") from None
 
 
 def one_shape(plans: list[ModelPlan]) -> tuple[list[ModelPlan], str]:

@@ -20,6 +20,7 @@ from typing import Any
 import imagesets
 import models
 from imagesets.options import DataOptions
+from models import external
 from search.command import storage
 from search.command.checks import (UsageError, check_gpu_share, check_gpus,  # noqa: F401 (UsageError:
                                    check_weights, pinned_settings, positive)  # re-exported: what every check raises)
@@ -156,6 +157,10 @@ def per_model(text: str | None, flag: str, chosen: list[str], kind: type = int) 
 
 def ask(args: argparse.Namespace) -> Asked:
     """Check every flag and turn the command line into ``Asked``, or raise ``UsageError``; no data is read."""
+    try:
+        external.load_all(args.models_from)  # before --model is read: it may name the user's own
+    except external.SourceError as e:
+        raise UsageError(str(e)) from None
     try:
         chosen = models.parse_models(args.model)
     except models.UnknownModelError as e:

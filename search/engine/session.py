@@ -13,6 +13,16 @@ from search.command.settings import Settings
 from search.engine.studies import OPTUNA_FILE
 
 
+def own_models() -> dict | None:
+    """A cluster's workers do not inherit this process's environment: the user's model files (``--models-from``) are
+    named to them through the job's runtime environment (each node loads the file at the same path). Ray started here
+    passes its environment to its workers itself."""
+    from models import external
+
+    files = os.environ.get(external.ENV)
+    return {"env_vars": {external.ENV: files}} if files else None
+
+
 class ClusterJoinError(Exception):
     """``--address`` names a cluster that could not be joined (the message says what to do)."""
 
@@ -26,7 +36,7 @@ def start_ray(settings: Settings) -> None:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if settings.address:
         try:
-            context = ray.init(address=settings.address, log_to_driver=settings.verbose > 1)
+            context = ray.init(address=settings.address, log_to_driver=settings.verbose > 1, runtime_env=own_models())
         except (ConnectionError, ray.exceptions.AuthenticationError) as e:  # unreachable, or no token / not its token
             raise ClusterJoinError(join_refused(settings.address, e)) from None
         print(describe_cluster(settings))

@@ -109,6 +109,8 @@ def card(tested: WinnerTest, settings: Settings, data: Dataset, runtime: Runtime
                      "precision": winner.get("precision"), "device": winner.get("device"),
                      "pretrained": tested.config.get("pretrained")},
         "command": ["python", "-m", "search.run", *settings.argv],
+        # a model of the user's own (--models-from): the file that defined it, loaded again by Bundle.load
+        **({"origin": models.external.origin(model)} if models.external.origin(model) else {}),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 

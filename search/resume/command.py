@@ -59,13 +59,15 @@ def grown(original: argparse.Namespace, argv: list[str], num_samples: int) -> li
 
 
 def absolute_dataset(argv: list[str]) -> list[str]:
-    """The command line with a folder given to ``--dataset`` as an absolute path (saved for --resume)."""
+    """The command line with a folder given to ``--dataset``, and a file given to ``--models-from``, as absolute paths
+    (saved for --resume, which may run from another working directory)."""
     out = list(argv)
     for i, word in enumerate(out):
         flag, eq, value = word.partition("=")
-        if flag == "--dataset" and (eq or i + 1 < len(out)):
+        if flag in ("--dataset", "--models-from") and (eq or i + 1 < len(out)):
             j, value = (i, value) if eq else (i + 1, out[i + 1])
-            if not imagesets.is_registered(value) and Path(value).expanduser().is_dir():
+            folder = flag == "--dataset" and not imagesets.is_registered(value) and Path(value).expanduser().is_dir()
+            if folder or (flag == "--models-from" and Path(value).expanduser().is_file()):
                 absolute = str(Path(value).expanduser().resolve())
-                out[j] = f"--dataset={absolute}" if eq else absolute
+                out[j] = f"{flag}={absolute}" if eq else absolute
     return out
