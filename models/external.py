@@ -22,7 +22,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from models import registry
+from models.registry import names, origin_line, unregister
 
 ENV = "HPSEARCH_MODELS_FROM"  # the sources, os.pathsep-joined, for the search's worker processes
 
@@ -33,12 +33,19 @@ class SourceError(Exception):
 
 @dataclass(frozen=True)
 class Source:
-    """One ``--models-from``: as given, the file it loaded, that file's SHA-256, and the models it registered."""
+    """One ``--models-from``: as given, the file it loaded, that file's SHA-256, the models it registered, and the
+    module name where it was imported as a module (so that its relative imports and its package's work)."""
 
     given: str
     file: str
     sha256: str
     names: tuple[str, ...]
+    module: str | None = None
+
+    @property
+    def handle(self) -> str:
+        """What another process loads: the module by its name, else the file by its absolute path."""
+        return self.module or self.file
 
 
 _LOADED: dict[str, Source] = {}  # by the file loaded: loading twice registers nothing twice
@@ -58,48 +65,57 @@ def _where(error: BaseException, file: str) -> str:
     return f"{file}:{inside[-1].lineno}" if inside else file
 
 
-def _module_file(given: str) -> str:
-    """The file behind ``given``: a path to a ``.py`` file, or an importable module's file."""
-    if given.endswith(".py") or os.sep in given or Path(given).exists():
-        path = Path(given).expanduser()
+def importable(module: str) -> str | None:
+    """The file of the importable module ``module`` (a package: its ``__init__.py``), or None."""
+    try:
+        found = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    if found is None or not found.origin or found.origin in ("built-in", "frozen"):
+        return None
+    return str(Path(found.origin).resolve())
+
+
+def _module_file(given: str) -> tuple[str, str | None]:
+    """The file behind ``given`` (a path to a ``.py`` file, or an importable module's file) and the module's name
+    (None for a file)."""
+    path = Path(given).expanduser()
+    if given.endswith(".py") or path.is_file() or os.sep in given:
         if not path.is_file():
             raise SourceError(f"--models-from {given}: no such file (give a .py file or an importable module)")
-        return str(path.resolve())
-    try:
-        found = importlib.util.find_spec(given)
-    except (ImportError, ValueError):
-        found = None
-    if found is None or not found.origin or found.origin in ("built-in", "frozen"):
+        return str(path.resolve()), None
+    file = importable(given)
+    if file is None:
         raise SourceError(f"--models-from {given}: no such file, nor an importable module "
                           "(give a .py file, or a module on PYTHONPATH such as my_package.models)")
-    return str(Path(found.origin).resolve())
+    return file, given
 
 
 def load(given: str) -> Source:
     """Import ``given`` (a .py file or a module name), so that its ``register`` calls run; the ``Source``, with the
     models it registered. Loading the same file again returns what the first load did."""
-    file = _module_file(given)
+    file, module_name = _module_file(given)
     if file in _LOADED:
         return _LOADED[file]
-    before = set(registry.names())
+    before = set(names())
     try:
-        if given.endswith(".py") or Path(given).expanduser().exists():
+        if module_name is None:
             name = f"hpsearch_models_{Path(file).stem}_{sha256(file)[:8]}"
             spec = importlib.util.spec_from_file_location(name, file)
             module = importlib.util.module_from_spec(spec)
             sys.modules[name] = module  # its functions pickle by this name, and find it again in the same process
             spec.loader.exec_module(module)
         else:
-            importlib.import_module(given)
+            importlib.import_module(module_name)
     except Exception as e:  # the user's code: whatever it raises is named with its line
-        for name in set(registry.names()) - before:
-            registry.unregister(name)
+        for added_name in set(names()) - before:
+            unregister(added_name)
         raise SourceError(f"{_where(e, file)}: {type(e).__name__}: {e}") from None
-    added = tuple(n for n in registry.names() if n not in before)
+    added = tuple(n for n in names() if n not in before)
     if not added:
         raise SourceError(f"{file}: registers no model; call models.register(models.ModelSpec(name=..., ...)) in it "
                           "(the README's example: 'A network of your own')")
-    _LOADED[file] = Source(given, file, sha256(file), added)
+    _LOADED[file] = Source(given, file, sha256(file), added, module_name)
     return _LOADED[file]
 
 
@@ -107,21 +123,21 @@ def load_all(given: list[str] | tuple[str, ...]) -> list[Source]:
     """Load each source (``--models-from``, repeatable), and hand them to the search's worker processes."""
     sources = [load(each) for each in given]
     if sources:
-        os.environ[ENV] = os.pathsep.join(s.file for s in sources)
+        os.environ[ENV] = os.pathsep.join(s.handle for s in sources)
     return sources
 
 
 def load_from_environment() -> None:
-    """In a search's worker process: load the sources the search passed (``ENV``)."""
-    for file in filter(None, os.environ.get(ENV, "").split(os.pathsep)):
-        load(file)
+    """In a search's worker process: load the sources the search passed (``ENV``: files and module names)."""
+    for handle in filter(None, os.environ.get(ENV, "").split(os.pathsep)):
+        load(handle)
 
 
 def origin(name: str) -> dict[str, str] | None:
     """For a bundle's card: the file that registered model ``name`` and its SHA-256 (None for this package's)."""
     for source in _LOADED.values():
         if name in source.names:
-            return {"file": source.file, "sha256": source.sha256, "given": source.given}
+            return {"file": source.file, "sha256": source.sha256, "given": source.given, "module": source.module}
     return None
 
 
@@ -130,4 +146,4 @@ def where(error: BaseException, name: str) -> str:
     else their ``register`` call."""
     source = origin(name)
     found = _where(error, source["file"]) if source else ""
-    return found if source and found != source["file"] else registry.origin_line(name)
+    return found if source and found != source["file"] else origin_line(name)

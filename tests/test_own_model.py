@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 
 import numpy as np
@@ -17,14 +18,19 @@ from helpers import ROOT, run_cli, search_command
 
 
 @pytest.fixture(autouse=True)
-def registry_as_it_was(monkeypatch):
+def registry_as_it_was():
     """What a test loads in this process (its models, and the variable that hands them to Ray's workers) goes with it."""
     import models
     from models import external
 
-    monkeypatch.delenv(external.ENV, raising=False)
+    # Not monkeypatch: an absent variable it deletes is not restored as absent once the command sets it, and every
+    # later test's search would inherit it (measured: pytest 8's monkeypatch.delenv records nothing then).
+    saved = os.environ.pop(external.ENV, None)
     before, loaded = set(models.names()), dict(external._LOADED)
     yield
+    os.environ.pop(external.ENV, None)
+    if saved is not None:
+        os.environ[external.ENV] = saved
     for name in set(models.names()) - before:
         models.unregister(name)
     external._LOADED.clear()
@@ -46,14 +52,20 @@ def own_file(folder, text: str, name: str = "my_models.py"):
 def test_the_readmes_own_model_is_searched_bundled_and_predicted_from_outside_the_repository(tmp_path, data_dir):
     elsewhere = tmp_path / "elsewhere"
     file = own_file(elsewhere, readme_own_model_example())
-    env = {"SEARCH_DATA_DIR": str(data_dir)}
-    proc = run_cli("search.run", "--models-from", "my_models.py", "--model", "tiny_mlp,cnn", "--gpus", "0", "--smoke",
-                   "--num-samples", "1", "--no-dashboard", "--verbose", "0", "--storage-path", "out", "--name", "own",
-                   cwd=elsewhere, env=env)
+    # And a module of a package on PYTHONPATH, with a relative import: every worker imports it as a module too.
+    own_file(tmp_path / "lib" / "zoo", "", "__init__.py")
+    own_file(tmp_path / "lib" / "zoo", "from models.config import from_flat as flat\n", "parts.py")
+    own_file(tmp_path / "lib" / "zoo", readme_own_model_example().replace('name="tiny_mlp"', 'name="zoo_mlp"').replace(
+        "from models.config import from_flat", "from .parts import flat as from_flat"), "mlp.py")
+    env = {"SEARCH_DATA_DIR": str(data_dir), "PYTHONPATH": str(tmp_path / "lib")}
+    proc = run_cli("search.run", "--models-from", "my_models.py", "--models-from", "zoo.mlp", "--model",
+                   "tiny_mlp,zoo_mlp,cnn", "--gpus", "0", "--smoke", "--num-samples", "1", "--no-dashboard",
+                   "--verbose", "0", "--storage-path", "out", "--name", "own", cwd=elsewhere, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     folder = elsewhere / "out" / "own"
     finalists = pd.read_parquet(folder / "finalists.parquet").set_index("model")
-    assert sorted(finalists.index) == ["cnn", "tiny_mlp"] and finalists.loc["tiny_mlp", "test_acc"] > 0.1
+    assert sorted(finalists.index) == ["cnn", "tiny_mlp", "zoo_mlp"] and finalists.loc["tiny_mlp", "test_acc"] > 0.1
+    assert json.loads((folder / "models" / "zoo_mlp" / "card.json").read_text())["origin"]["module"] == "zoo.mlp"
     assert bool(finalists.loc["tiny_mlp", "onnx_exported"])
     card = json.loads((folder / "models" / "tiny_mlp" / "card.json").read_text())
     assert card["origin"]["file"] == str(file.resolve())

@@ -61,11 +61,15 @@ def own_model(card: dict[str, Any]) -> models.ModelSpec:
 
     origin = card["origin"]
     if card["model"] not in models.names():
-        if not Path(origin["file"]).is_file():
+        module = origin.get("module")
+        if module and external.importable(module):  # as it was loaded: its package's imports work
+            external.load(module)
+        elif Path(origin["file"]).is_file():
+            external.load(origin["file"])
+        else:
             raise FileNotFoundError(f"this bundle's model {card['model']!r} is defined in {origin['file']}, which is not "
                                     "there: put that file back, or load it first (--models-from)")
-        external.load(origin["file"])
-    if external.sha256(origin["file"]) != origin["sha256"] and external.origin(card["model"]):
+    if Path(origin["file"]).is_file() and external.sha256(origin["file"]) != origin["sha256"]:
         print(f"warning: {origin['file']} changed since this bundle was made (SHA-256 {origin['sha256'][:12]}...)",
               file=sys.stderr)
     return models.get(card["model"])

@@ -51,6 +51,10 @@ def _model_plan(ask: ModelAsk, asked: Asked, shape: models.DataShape) -> ModelPl
         others = [a.name for a in asked.asks if a.name != ask.name]
         leave_out = f", or leave {ask.name} out (--model {','.join(others)})" if others else ""
         raise UsageError(f"{ask.name} cannot search {asked.data.dataset} ({shape}): {e}{leave_out}") from None
+    except Exception as e:  # a user's own adapt or fits raising something else: their line, not a traceback
+        if not external.origin(ask.name):
+            raise
+        raise UsageError(f"{external.where(e, ask.name)}: model {ask.name!r}: {type(e).__name__}: {e}") from None
     own_epochs, own_rung = spec.budget(asked.gpus > 0, shape.train_images)
     epochs = ask.max_epochs or own_epochs
     if ask.grace_period and ask.grace_period > epochs:

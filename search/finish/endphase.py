@@ -31,7 +31,7 @@ from search.command.settings import Settings
 from search.finish.export import effective_config, record_from_history, trials_table, write_atomic
 from search.finish.finalists import Tested, pick_winners
 from search.finish.work import (ENDED_FOLDER, Ended, finish_model, fit_baselines, last_checkpoint, load_ended,
-                                max_node_cpus, measure_cost, start_finisher)
+                                measure_cost, node_cpus, start_finisher)
 from trainables.data import Dataset
 
 BASELINE_FILES = ("baselines", "baseline_predictions")
@@ -58,7 +58,8 @@ class EndPhase:
         # A CPU search's calls are queued here and handed to an idle finisher with the threads of the moment. One
         # starts now (the baselines go first), more when an end phase would wait, up to one a slot: measured on a
         # colour-image search, a model's end phase waited 18 s for another's, which ran on one thread.
-        self.pool = 0 if settings.gpus else max(1, min(slots, len(settings.plans)))
+        here = int(node_cpus() // settings.plans[0].cpus)  # the finishers' node: this one
+        self.pool = 0 if settings.gpus else max(1, min(slots, len(settings.plans), here))
         self.finishers = [start_finisher()] if self.pool else []
         self.queue: list[tuple[str, str, Any, tuple[Any, ...]]] = []
         self._working: dict[ray.ObjectRef, int] = {}  # a call under way -> the finisher running it
@@ -92,13 +93,13 @@ class EndPhase:
             self.pending[ref] = (what, model)
 
     def _threads(self, what: str) -> float:
-        """A call's threads (it is just taken from the queue): a slot's while trials run, then the node's cores shared
-        by the calls that will run beside it; every core for a cost to run (it runs alone)."""
+        """A call's threads: a slot's while trials run, then the node's cores shared with the calls beside it; one for
+        the baselines (they hold no slot); every core for a cost to run (it runs alone)."""
         slot = self.settings.plans[0].cpus  # one process shape: every trial's CPUs
-        if what == "cost":
-            return float(max_node_cpus())
+        if what != "finish":
+            return 1.0 if what == "baselines" else float(node_cpus())  # the baselines hold no slot
         beside = min(self.pool, len(self._working) + 1 + len(self.queue))
-        return slot if self.searching else max(slot, float(max_node_cpus() // beside))
+        return slot if self.searching else max(slot, float(node_cpus() // beside))
 
     # What Tune tells (through EndPhaseCallback)
 
@@ -123,8 +124,6 @@ class EndPhase:
             record = next(r for r in records if r.trial_id == winner["trial_id"])
             trial_of = next(t for t in mine if t.trial_id == winner["trial_id"])
             self.start(winner, record.config, last_checkpoint(trial_of.path, record.history, trial_of.checkpoint))
-
-    # Starting and collecting tasks
 
     def start_baselines(self) -> None:
         """The classical baselines, beside the first trials, on one thread and no slot of the search's own (a slot lent
@@ -165,18 +164,18 @@ class EndPhase:
             if not ready:
                 return
             for ref in ready:
-                self._working.pop(ref, None)
-                self._take(ref, *self.pending.pop(ref))
+                finisher, failed = self._working.pop(ref, None), self._take(ref, *self.pending.pop(ref))
+                if isinstance(failed, ray.exceptions.RayActorError) and finisher is not None:
+                    self.finishers[finisher] = start_finisher()  # dead past its restart: later calls get a live one
             self._pump()
 
     def slots_held(self) -> int:
-        """The search's slots the end phase holds now (``search.engine.searcher.lend_slots``: the searcher starts that many
-        fewer trials): one a finisher working on a model's end phase (finished calls collected first). On GPUs none:
-        Ray counts each task's GPU share, and a slot lent would make Tune give up a trial's process for a new one."""
+        """The slots the end phase holds now (``search.engine.searcher.lend_slots``): one a finisher working on a model's
+        end phase. On GPUs none: a slot lent would make Tune give up a trial's process (Ray counts GPU shares)."""
         self.collect()
         return sum(self.pending[ref][0] == "finish" for ref in self._working)
 
-    def _take(self, ref: ray.ObjectRef, what: str, model: str) -> None:
+    def _take(self, ref: ray.ObjectRef, what: str, model: str) -> Exception | None:
         try:
             value = ray.get(ref)
         except Exception as e:  # a task that died (its worker killed, out of memory): say so, keep the rest
@@ -184,7 +183,7 @@ class EndPhase:
             if what == "finish":
                 self.ended[model] = Ended(model, self.started[model], None, pd.DataFrame(), reason)
             self.say(f"warning: {what} of {model or 'the baselines'} failed ({reason[:300]})")
-            return
+            return e
         if what == "baselines":
             self._keep_baselines(value)
         elif what == "finish":
@@ -199,12 +198,11 @@ class EndPhase:
             ended = self.ended[model]
             ended.row.update(columns, cost_s=seconds)
             self._save(ended)
+        return None
 
     def _save(self, ended: Ended) -> None:
         write_atomic({ended.model: pd.DataFrame([ended.row]), f"{ended.model}.predictions": ended.predictions},
                      self.settings.folder / ENDED_FOLDER)
-
-    # After the search
 
     def finish(self, trials: pd.DataFrame, checkpoints: Mapping[str, Any], configs: Mapping[str, dict]) -> Tested:
         """Every model's winner tested and bundled, its cost to run measured: the end phases not started during the

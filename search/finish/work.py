@@ -140,6 +140,7 @@ def last_checkpoint(trial_path: str | None, history: pd.DataFrame, registered: A
     return registered
 
 
-def max_node_cpus() -> int:
-    """The CPUs of the largest live node: a CPU search's cost-to-run task holds all of them."""
-    return int(max((n["Resources"].get("CPU", 1) for n in ray.nodes() if n.get("Alive")), default=1))
+def node_cpus() -> int:
+    """The CPUs Ray has on this process's node, where the finishers run (``start_finisher``)."""
+    here = ray.get_runtime_context().get_node_id()
+    return int(next((n["Resources"].get("CPU", 1) for n in ray.nodes() if n.get("NodeID") == here), 1))
