@@ -60,8 +60,8 @@ def _where(error: BaseException, file: str) -> str:
     called what raised), else the file alone."""
     if isinstance(error, SyntaxError) and error.filename and error.lineno:
         return f"{error.filename}:{error.lineno}"
-    inside = [frame for frame in traceback.extract_tb(error.__traceback__)
-              if Path(frame.filename).resolve() == Path(file).resolve()]
+    mine = Path(file).resolve()
+    inside = [frame for frame in traceback.extract_tb(error.__traceback__) if Path(frame.filename).resolve() == mine]
     return f"{file}:{inside[-1].lineno}" if inside else file
 
 
@@ -97,10 +97,10 @@ def load(given: str) -> Source:
     file, module_name = _module_file(given)
     if file in _LOADED:
         return _LOADED[file]
-    before = set(names())
+    before, digest = set(names()), sha256(file)
     try:
         if module_name is None:
-            name = f"hpsearch_models_{Path(file).stem}_{sha256(file)[:8]}"
+            name = f"hpsearch_models_{Path(file).stem}_{digest[:8]}"
             spec = importlib.util.spec_from_file_location(name, file)
             module = importlib.util.module_from_spec(spec)
             sys.modules[name] = module  # its functions pickle by this name, and find it again in the same process
@@ -115,7 +115,7 @@ def load(given: str) -> Source:
     if not added:
         raise SourceError(f"{file}: registers no model; call models.register(models.ModelSpec(name=..., ...)) in it "
                           "(the README's example: 'A network of your own')")
-    _LOADED[file] = Source(given, file, sha256(file), added, module_name)
+    _LOADED[file] = Source(given, file, digest, added, module_name)
     return _LOADED[file]
 
 

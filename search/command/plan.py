@@ -54,7 +54,7 @@ def _model_plan(ask: ModelAsk, asked: Asked, shape: models.DataShape) -> ModelPl
     except Exception as e:  # a user's own adapt or fits raising something else: their line, not a traceback
         if not external.origin(ask.name):
             raise
-        raise UsageError(f"{external.where(e, ask.name)}: model {ask.name!r}: {type(e).__name__}: {e}") from None
+        raise own_error(e, ask.name) from None
     own_epochs, own_rung = spec.budget(asked.gpus > 0, shape.train_images)
     epochs = ask.max_epochs or own_epochs
     if ask.grace_period and ask.grace_period > epochs:
@@ -84,7 +84,12 @@ def check_own(plan: ModelPlan) -> None:
         constants = plan_space(plan, trial)
         split_config({**params_to_config(trial.params), **constants}, spec.config_cls, plan.name)
     except Exception as e:  # the user's code, or the settings it gave
-        raise UsageError(f"{external.where(e, plan.name)}: model {plan.name!r}: {type(e).__name__}: {e}") from None
+        raise own_error(e, plan.name) from None
+
+
+def own_error(error: Exception, name: str) -> UsageError:
+    """What went wrong with the user's model ``name``, at their line."""
+    return UsageError(f"{external.where(error, name)}: model {name!r}: {type(error).__name__}: {error}")
 
 
 def one_shape(plans: list[ModelPlan]) -> tuple[list[ModelPlan], str]:

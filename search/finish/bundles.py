@@ -86,7 +86,7 @@ def card(tested: WinnerTest, settings: Settings, data: Dataset, runtime: Runtime
          metrics: dict[str, Any], epochs: int, train_images: int) -> dict[str, Any]:
     """The model card of a winner's bundle (before the files, the ONNX check and the cost are added)."""
     winner, model = tested.winner, tested.row["model"]
-    spec = models.get(model)
+    spec, origin = models.get(model), models.external.origin(model)
     record = dataset_record(data)
     return {
         "format": BUNDLE_FORMAT, "format_version": BUNDLE_VERSION, "model": model, "description": spec.description,
@@ -110,7 +110,7 @@ def card(tested: WinnerTest, settings: Settings, data: Dataset, runtime: Runtime
                      "pretrained": tested.config.get("pretrained")},
         "command": ["python", "-m", "search.run", *settings.argv],
         # a model of the user's own (--models-from): the file that defined it, loaded again by Bundle.load
-        **({"origin": models.external.origin(model)} if models.external.origin(model) else {}),
+        **({"origin": origin} if origin else {}),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
