@@ -19,6 +19,17 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 600, cwd: Path
                           text=True, timeout=timeout)
 
 
+def kill_session(proc) -> None:
+    """SIGKILL a command started with ``start_new_session=True`` and everything it started (Ray's processes share
+    its session): kill -9, as a crash or an out-of-memory killer would."""
+    import signal
+    import subprocess
+
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    subprocess.run(["pkill", "-9", "-s", str(proc.pid)], check=False)
+
+
 def search_command(capsys, *args: str) -> SimpleNamespace:
     """``python -m search.run ARGS`` run in this process, for commands refused before Ray starts
     (seconds faster than a new interpreter importing torch): its exit status and output."""

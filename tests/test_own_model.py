@@ -1,5 +1,5 @@
 """A network of the user's own (``--models-from``): the README's example, run as written from a folder outside the
-repository, searched beside a built-in model, bundled with the file that defined it, predicted from in a fresh
+repository, searched beside a built-in model, killed (kill -9) and resumed, bundled with the file that defined it, predicted from in a fresh
 process; and mistakes in such a file named with its line, before Ray starts."""
 
 from __future__ import annotations
@@ -8,13 +8,16 @@ import hashlib
 import json
 import os
 import re
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
-from helpers import ROOT, run_cli, search_command
+from helpers import ROOT, kill_session, run_cli, search_command
 
 
 @pytest.fixture(autouse=True)
@@ -58,11 +61,22 @@ def test_the_readmes_own_model_is_searched_bundled_and_predicted_from_outside_th
     own_file(tmp_path / "lib" / "zoo", readme_own_model_example().replace('name="tiny_mlp"', 'name="zoo_mlp"').replace(
         "from models.config import from_flat", "from .parts import flat as from_flat"), "mlp.py")
     env = {"SEARCH_DATA_DIR": str(data_dir), "PYTHONPATH": str(tmp_path / "lib")}
-    proc = run_cli("search.run", "--models-from", "my_models.py", "--models-from", "zoo.mlp", "--model",
-                   "tiny_mlp,zoo_mlp,cnn", "--gpus", "0", "--smoke", "--num-samples", "1", "--no-dashboard",
-                   "--verbose", "0", "--storage-path", "out", "--name", "own", cwd=elsewhere, env=env)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     folder = elsewhere / "out" / "own"
+    # Killed (kill -9) once the user's model trains, then resumed from another folder without --models-from.
+    search = subprocess.Popen(
+        [sys.executable, "-m", "search.run", "--models-from", "my_models.py", "--models-from", "zoo.mlp", "--model",
+         "tiny_mlp,zoo_mlp,cnn", "--gpus", "0", "--smoke", "--num-samples", "1", "--no-dashboard", "--verbose", "0",
+         "--storage-path", "out", "--name", "own"], cwd=elsewhere, env={**os.environ, **env, "RAY_USAGE_STATS_ENABLED": "0"},
+        start_new_session=True, stdout=subprocess.DEVNULL, stderr=(tmp_path / "search.err").open("w"))
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and search.poll() is None and \
+            not any(f.stat().st_size for f in folder.glob("tiny_mlp_*/result.json")):
+        time.sleep(0.2)
+    assert search.poll() is None, (tmp_path / "search.err").read_text()[-3000:]
+    kill_session(search)
+    assert not (folder / "trials.parquet").exists(), "the search ended before it was killed"
+    proc = run_cli("search.run", "--resume", "--name", "own", "--storage-path", str(folder.parent), cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     finalists = pd.read_parquet(folder / "finalists.parquet").set_index("model")
     assert sorted(finalists.index) == ["cnn", "tiny_mlp", "zoo_mlp"] and finalists.loc["tiny_mlp", "test_acc"] > 0.1
     assert json.loads((folder / "models" / "zoo_mlp" / "card.json").read_text())["origin"]["module"] == "zoo.mlp"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ import time
 import pandas as pd
 import pytest
 
-from helpers import ROOT, run_cli, search_command
+from helpers import ROOT, kill_session, run_cli, search_command
 
 ARGS = ["--model", "cnn", "--gpus", "0", "--smoke", "--num-samples", "6", "--max-epochs", "3", "--no-dashboard",
         "--verbose", "0"]
@@ -35,13 +34,6 @@ def start_search(storage, data_dir) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "search.run", *ARGS, "--storage-path", str(storage),
                              "--name", "exp"], cwd=ROOT, env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def kill_session(proc: subprocess.Popen) -> None:
-    """SIGKILL the search and everything it started (Ray's processes share its session)."""
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
-    subprocess.run(["pkill", "-9", "-s", str(proc.pid)], check=False)
 
 
 @pytest.mark.integration
