@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+# 12: ``config.augment`` names the augmentation policy (none, light, strong, strong-mix) instead of a boolean
+# (True was the shift and flip, now "light"; models.config.augment_policy reads both);
 # 11: ``cost_latency_runs`` in finalists (the timed calls the latency is the median of: fewer in a smoke search);
 # 10: the end phase's clock in finalists (``end_started_at``, ``end_s``, ``cost_s``): each model's winner tested and
 # bundled as Ray work as soon as its study is done (search.finish.endphase);
@@ -24,7 +26,7 @@ import pandas as pd
 # 5: classes.parquet (class names and per-split counts) and dataset.json (what the data was and how it
 # was split and normalized); 4: predictions.parquet (the tested winners' test predictions),
 # repeats.parquet and the repeat statistics in finalists (with --repeats); 3: the efficiency columns in trials
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 # no_box_rate: share of validation images a detector found no box in (empty for classifiers)
 EPOCH_COLUMNS = ["trial_id", "model", "epoch", "train_loss", "val_loss", "val_acc", "val_f1",
                  "epoch_time_s", "elapsed_s", "reported_at", "no_box_rate", "node", "val_acc_se"]

@@ -80,7 +80,7 @@ def reject_unknown(flat: Mapping[str, Any], known: set[str], model: str) -> None
 
 
 def parse_sets(pairs: Sequence[str]) -> dict[str, str]:
-    """``["lr=0.003", "augment=true"]`` -> ``{"lr": "0.003", "augment": "true"}`` (typed later)."""
+    """``["lr=0.003", "augment=light"]`` -> ``{"lr": "0.003", "augment": "light"}`` (typed later)."""
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -92,6 +92,19 @@ def parse_sets(pairs: Sequence[str]) -> dict[str, str]:
 
 # Keys the search adds to every config beside the hyperparameters.
 MODEL_KEY = "model"
+
+# The augmentation policies a trial trains with (``TrainConfig.augment``; trainables.augment applies them), from
+# the least to the most. On photos (``models.DataShape.photos``): "light" is a random resized crop and a flip,
+# "strong" adds TrivialAugment, "strong-mix" also mixes each batch's images and labels (CutMix or MixUp).
+# Elsewhere (digits, gray or small images) "light" is a shift of a few pixels, and the strongest offered.
+AUGMENT_POLICIES = ("none", "light", "strong", "strong-mix")
+_LEGACY_AUGMENT = {"true": "light", "1": "light", "yes": "light", "false": "none", "0": "none", "no": "none"}
+
+
+def augment_policy(value: Any) -> str:
+    """The policy ``augment=value`` names: one of ``AUGMENT_POLICIES``, or a boolean as configurations and
+    ``--set`` wrote it before there were policies (True: the shift, now "light"; False: "none")."""
+    return _LEGACY_AUGMENT.get(str(value).strip().lower(), str(value).strip())
 
 
 @dataclass(frozen=True)
@@ -106,7 +119,7 @@ class TrainConfig:
     schedule: str = "constant"  # constant | cosine | onecycle (per step, over `epochs`)
     warmup_epochs: float = 0.0  # linear warm-up; capped at half the budget (a short smoke run still decays)
     label_smoothing: float = 0.0
-    augment: bool = False
+    augment: str = "none"  # one of AUGMENT_POLICIES
     epochs: int = 3
     # Epochs at which the schedule ends a cycle and starts another ("1,3"): a search with ASHA gives its rungs
     # below ``epochs``, so that every trial a rung judges has just finished a decay (trainables.loop.lr_factor).
@@ -131,6 +144,8 @@ class TrainConfig:
         choice("schedule", self.schedule, ("constant", "cosine", "onecycle"))
         check(self.warmup_epochs >= 0, f"warmup_epochs={self.warmup_epochs} must not be negative")
         check(0 <= self.label_smoothing < 1, f"label_smoothing={self.label_smoothing} must be in [0, 1)")
+        object.__setattr__(self, "augment", augment_policy(self.augment))  # frozen: the one place it is read
+        choice("augment", self.augment, AUGMENT_POLICIES)
         check(self.epochs >= 1, f"epochs={self.epochs} must be at least 1")
         check(all(part.strip().isdigit() for part in self.restarts.split(",")) if self.restarts else True,
               f"restarts={self.restarts!r} must be epochs separated by commas, such as '1,3', or empty")

@@ -84,7 +84,10 @@ class Detection(Task):
     rates = ("no_box_rate",)
     eval_batch_size = 256  # detectors keep per-proposal features: smaller evaluation batches
 
-    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    mixes = False  # a box and a class an image: no two labels to weigh
+
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, label_smoothing: float = 0.0,
+             mixed: tuple[torch.Tensor, float] | None = None) -> torch.Tensor:
         return model.detection_loss(x, y)
 
     def predict(self, model: nn.Module, x: torch.Tensor) -> Predictions:
@@ -108,7 +111,7 @@ def space(trial: Any, shape: DataShape) -> dict[str, Any]:
     trial.suggest_categorical("rpn_batch_size_per_image", [64, 128, 256])
     trial.suggest_categorical("box_batch_size_per_image", [32, 64, 128])
     trial.suggest_float("box_score_thresh", 0.0, 0.5)
-    trial.suggest_categorical("augment", shape.augments())
+    trial.suggest_categorical("augment", shape.augments(mixing=False))  # its loss takes hard labels
     return constants
 
 
@@ -121,7 +124,7 @@ SPEC = register(ModelSpec(
     default_config=dict(
         backbone="mobilenet_v3_large_320", input_size=128, trainable_backbone_layers=3, optimizer="sgd", lr=0.01,
         momentum=0.9, weight_decay=1e-4, batch_size=32, warmup_epochs=0.5, schedule="cosine",
-        rpn_batch_size_per_image=256, box_batch_size_per_image=64, box_score_thresh=0.05, augment=False,
+        rpn_batch_size_per_image=256, box_batch_size_per_image=64, box_score_thresh=0.05, augment="none",
     ),
     max_epochs=4,
     grace_period=1,

@@ -185,6 +185,12 @@ def finetune_space(trial: Any, shape: DataShape, input_sizes: list[int],
     return constants
 
 
+def photo_defaults(shape: DataShape) -> dict[str, Any]:
+    """What a fine-tuned model's default changes for ``shape``: on photos, a random resized crop and a flip
+    (augment="light"), the recipe every ImageNet fine-tuning starts from; digits keep none."""
+    return {"augment": "light"} if shape.photos else {}
+
+
 def finetuned_spec(name: str, config_cls: type[FineTuneConfig], builder: str, weights: str,
                    input_sizes: list[int], gpus: float, backbone: str | None = None, cpu_bf16: bool = True,
                    images_per_s: tuple[float, float | None] = (1000.0, None)) -> ModelSpec:
@@ -208,7 +214,7 @@ def finetuned_spec(name: str, config_cls: type[FineTuneConfig], builder: str, we
         default_config=dict(
             strategy="discriminative", backbone_lr_mult=0.1, optimizer="sgd", lr=0.01, momentum=0.9,
             weight_decay=5e-4, batch_size=128, classifier_dropout=0.5, warmup_epochs=0.5, input_size=smallest,
-            schedule="cosine", label_smoothing=0.0, augment=False,
+            schedule="cosine", label_smoothing=0.0, augment="none",
         ),
         max_epochs=3,
         grace_period=1,
@@ -222,5 +228,6 @@ def finetuned_spec(name: str, config_cls: type[FineTuneConfig], builder: str, we
         # The smallest input (a larger draw makes a smoke run minutes longer), a quarter of the smoke images.
         smoke_config={"input_size": smallest, "max_train_images": SMOKE_TRAIN_IMAGES},
         images_per_s=images_per_s,
+        adapt=photo_defaults,
         description=f"{name} fine-tuned from {weights}",
     )

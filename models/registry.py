@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from models.config import MODEL_KEY, TrainConfig, field_names
+from models.config import AUGMENT_POLICIES, MODEL_KEY, ConfigError, TrainConfig, augment_policy, field_names
 from models.task import CLASSIFICATION, Task
 
 if TYPE_CHECKING:  # the registry describes models without torch: the command line checks its flags in a second
@@ -50,6 +50,13 @@ def augment_shift(image_size: int) -> int:
     return image_size // SHIFT_EVERY
 
 
+PHOTO_SIZE = 32  # RGB images of at least this size are photos (CIFAR's are the smallest usual ones)
+# Mixing regularizes over long trainings (timm's and DeiT's recipes mix over hundreds of epochs); over the few
+# epochs a trial of a fine-tuned model has by default it only makes the task harder, so a space offers it to
+# budgets of at least this many epochs.
+MIX_MIN_EPOCHS = 10
+
+
 @dataclass(frozen=True)
 class DataShape:
     """What a model is fed and must predict: (B, channels, image_size, image_size) batches, num_classes
@@ -60,6 +67,12 @@ class DataShape:
     image_size: int = 28
     num_classes: int = 10
     train_images: int | None = None
+    epochs: int | None = None  # the most a trial of this search trains: mixing pays only over long budgets
+
+    @property
+    def photos(self) -> bool:
+        """RGB images of at least ``PHOTO_SIZE`` pixels: cropped, flipped and colour-augmented, unlike digits."""
+        return self.channels == 3 and self.image_size >= PHOTO_SIZE
 
     def __str__(self) -> str:
         return f"{self.channels}x{self.image_size}x{self.image_size} images, {self.num_classes} classes"
@@ -72,10 +85,15 @@ class DataShape:
         most = max(1, self.train_images // MIN_STEPS)
         return [c for c in choices if c <= most] or [1 << (most.bit_length() - 1)]
 
-    def augments(self) -> list[bool]:
-        """The ``augment`` settings a space offers: both where augmentation shifts these images, only ``False``
-        where it cannot (``augment_shift``), so that no trial is spent on a setting that changes nothing."""
-        return [True, False] if augment_shift(self.image_size) else [False]
+    def augments(self, mixing: bool = True) -> list[str]:
+        """The ``augment`` policies a space offers for these images (``AUGMENT_POLICIES``): on photos, none, light
+        and strong, and "strong-mix" where the model can train on mixed labels (``mixing``) and the budget is
+        ``MIX_MIN_EPOCHS`` or more; on other images none and light, and only "none" where "light" would change
+        nothing (``augment_shift``): no trial is spent on a setting that changes nothing."""
+        if self.photos:
+            long = self.epochs is not None and self.epochs >= MIX_MIN_EPOCHS
+            return list(AUGMENT_POLICIES if mixing and long else AUGMENT_POLICIES[:3])
+        return ["none", "light"] if augment_shift(self.image_size) else ["none"]
 
 
 @dataclass(frozen=True)
@@ -187,16 +205,22 @@ class ModelSpec:
 
     def defaults_for(self, shape: DataShape) -> dict[str, Any]:
         """``default_config`` made to build for data of ``shape`` (its batches small enough for a small data
-        set, no augmentation where images are too small to shift); raises ``ConfigError`` if nothing can."""
+        set, its augmentation the strongest these images are offered up to the default's); raises ``ConfigError`` if nothing can."""
         config = {**self.default_config, **(self.adapt(shape) if self.adapt else {})}
         if "batch_size" in config:
             config["batch_size"] = shape.batch_sizes([config["batch_size"]])[0]
-        if config.get("augment"):
-            config["augment"] = augment_shift(shape.image_size) > 0
+        if "augment" in config:  # the strongest policy up to the default's that these images are offered
+            offered = shape.augments()
+            wanted = AUGMENT_POLICIES.index(augment_policy(config["augment"]))
+            config["augment"] = next(p for p in reversed(AUGMENT_POLICIES[:wanted + 1]) if p in offered)
         return config
 
     def check_fits(self, config: Config, shape: DataShape) -> None:
-        """Raise ``ConfigError`` if ``config`` cannot build for data of ``shape``."""
+        """Raise ``ConfigError`` if ``config`` cannot build for data of ``shape`` (or train on mixed images, where
+        its task cannot)."""
+        if augment_policy(config.get("augment", "none")) == "strong-mix" and not self.task.mixes:
+            raise ConfigError(f"augment=strong-mix mixes two labels an image, which {self.name}'s {self.task.name} "
+                              f"loss cannot take; choose one of {', '.join(AUGMENT_POLICIES[:3])}")
         if self.fits:
             self.fits(config, shape)
 

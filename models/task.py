@@ -35,11 +35,21 @@ class Task:
     rates: tuple[str, ...] = ()
     eval_batch_size = 1024  # the most images evaluated at once
 
-    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
-        """The training loss of one batch (the model is in training mode)."""
+    mixes = True  # trains on mixed images (augment="strong-mix": two labels an image, weighted)
+
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, label_smoothing: float = 0.0,
+             mixed: tuple[torch.Tensor, float] | None = None) -> torch.Tensor:
+        """The training loss of one batch (the model is in training mode). ``mixed``: the labels the images were
+        mixed with and the weight ``lam`` of ``y`` (``trainables.augment.mix``); cross-entropy is linear in the
+        target, so ``lam`` of one loss plus the rest of the other is the loss on the mixed labels."""
         import torch.nn.functional as F
 
-        return F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
+        logits = model(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+        if mixed is None:
+            return loss
+        other, lam = mixed
+        return lam * loss + (1 - lam) * F.cross_entropy(logits, other, label_smoothing=label_smoothing)
 
     def predict(self, model: nn.Module, x: torch.Tensor) -> Predictions:
         """Class scores and predicted classes of one batch (the model is in evaluation mode)."""

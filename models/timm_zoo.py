@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.config import check, from_flat
-from models.finetune import FineTuneConfig, WeightsError, finetune_space
+from models.config import ConfigError, check, from_flat
+from models.finetune import FineTuneConfig, WeightsError, finetune_space, photo_defaults
 from models.registry import (SMOKE_TRAIN_IMAGES, BuildContext, Config, ModelSpec, UnknownModelError, add_family,
                              imported, register)
 
@@ -122,12 +122,28 @@ class TimmConfig(FineTuneConfig):
         check(0.0 <= self.drop_path_rate < 1.0, f"drop_path_rate={self.drop_path_rate} must be in [0, 1)")
 
 
-def timm_space(trial: Any, shape: Any, input_sizes: list[int]) -> dict[str, Any]:
+def takes_drop_path(arch: str) -> bool:
+    """Whether ``arch``'s constructor takes a stochastic depth (``models.nets.timm_zoo.takes``: torch and timm are
+    imported by the first call, in the driver, where the data's tensors load them anyway)."""
+    return imported("models.nets.timm_zoo:takes")(arch, "drop_path_rate")
+
+
+def timm_space(trial: Any, shape: Any, input_sizes: list[int], arch: str) -> dict[str, Any]:
     """The fine-tuning space (``models.finetune.finetune_space``), with AdamW's decoupled weight decay up to 0.1
-    (timm's recipes use 0.05), and timm's stochastic depth."""
+    (timm's recipes use 0.05), and timm's stochastic depth where the architecture has one (else 0, recorded)."""
     constants = finetune_space(trial, shape, input_sizes, weight_decay=(1e-5, 0.1))
-    trial.suggest_float("drop_path_rate", 0.0, 0.2)
+    if takes_drop_path(arch):
+        trial.suggest_float("drop_path_rate", 0.0, 0.2)
+    else:
+        constants["drop_path_rate"] = 0.0
     return constants
+
+
+def timm_fits(config: Config, shape: Any, arch: str) -> None:
+    """A stochastic depth asked of an architecture without one (``--set drop_path_rate=0.1``) is refused."""
+    if float(config.get("drop_path_rate") or 0) and not takes_drop_path(arch):
+        raise ConfigError(f"drop_path_rate={config['drop_path_rate']}: timm's {arch} has no stochastic depth "
+                          "(its constructor takes no drop_path_rate); leave it out")
 
 
 def timm_spec(arch: str, gpus: float = 0.5, images_per_s: tuple[float, float | None] = (300.0, None),
@@ -144,12 +160,13 @@ def timm_spec(arch: str, gpus: float = 0.5, images_per_s: tuple[float, float | N
         name=f"{PREFIX}:{arch}",
         config_cls=TimmConfig,
         build=build,
-        space=functools.partial(timm_space, input_sizes=sizes),
+        space=functools.partial(timm_space, input_sizes=sizes, arch=arch),
+        fits=functools.partial(timm_fits, arch=arch),
         # AdamW with the backbone at a tenth of the head's rate: timm's own fine-tuning recipes use AdamW.
         default_config=dict(
             strategy="discriminative", backbone_lr_mult=0.1, optimizer="adamw", lr=1e-3, weight_decay=0.05,
             batch_size=128, classifier_dropout=0.0, drop_path_rate=0.0, warmup_epochs=0.5, input_size=sizes[0],
-            schedule="cosine", label_smoothing=0.1, augment=False,
+            schedule="cosine", label_smoothing=0.1, augment="none",
         ),
         max_epochs=3,
         grace_period=1,
@@ -160,6 +177,7 @@ def timm_spec(arch: str, gpus: float = 0.5, images_per_s: tuple[float, float | N
         scratch_config={"pretrained": False, "strategy": "all"},
         smoke_config={"input_size": sizes[0], "max_train_images": SMOKE_TRAIN_IMAGES},
         images_per_s=images_per_s,
+        adapt=photo_defaults,
         description=f"timm's {arch} fine-tuned",
     )
 

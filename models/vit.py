@@ -108,7 +108,7 @@ SPEC = register(
         default_config=dict(
             patch_size=4, width=64, depth=4, heads=4, mlp_ratio=2.0, dropout=0.0, attn_dropout=0.0,
             drop_path=0.05, optimizer="adamw", lr=2e-3, weight_decay=0.05, warmup_epochs=1.0,
-            schedule="cosine", label_smoothing=0.1, batch_size=128, augment=True,
+            schedule="cosine", label_smoothing=0.1, batch_size=128, augment="light",
         ),
         # ViTs learn more slowly than CNNs: a longer budget, and no cut before the third epoch. On GPUs,
         # 50 epochs for the ~99.3% a small ViT from scratch is known to reach (its default reached 98.9%

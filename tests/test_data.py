@@ -12,7 +12,8 @@ import torch
 from imagesets.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
 from imagesets.carving import stratified_split
 from trainables.data import DataError, Split, load_dataset, resolve_data_dir
-from trainables.batches import iterate, random_flip, random_shift
+from trainables.augment import random_flip, random_shift
+from trainables.batches import iterate
 
 
 def write_idx(path, array: np.ndarray, magic: int, compress: bool = False, cut: int = 0) -> None:
@@ -146,10 +147,10 @@ def test_augmentation_leaves_images_too_small_to_shift_as_they_are():
     images = torch.randint(0, 256, (32, 1, 8, 8), dtype=torch.uint8)
     split = Split(images, torch.arange(32) % 10)
     plain = torch.cat([x for x, _ in iterate(split, 8, mean=(0.5,), std=(0.25,))])
-    augmented = torch.cat([x for x, _ in iterate(split, 8, mean=(0.5,), std=(0.25,), augment=True)])
+    augmented = torch.cat([x for x, _ in iterate(split, 8, mean=(0.5,), std=(0.25,), augment="light")])
     assert torch.equal(plain, augmented)
     big = Split(torch.randint(0, 256, (32, 1, 28, 28), dtype=torch.uint8), torch.arange(32) % 10)
-    shifted = torch.cat([x for x, _ in iterate(big, 8, mean=(0.5,), std=(0.25,), augment=True,
+    shifted = torch.cat([x for x, _ in iterate(big, 8, mean=(0.5,), std=(0.25,), augment="light",
                                                generator=torch.Generator().manual_seed(0))])
     assert not torch.equal(shifted, torch.cat([x for x, _ in iterate(big, 8, mean=(0.5,), std=(0.25,))]))
 

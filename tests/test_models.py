@@ -121,15 +121,41 @@ def test_a_small_data_set_is_searched_with_small_batches():
 
 def test_images_too_small_to_shift_are_searched_without_augmentation():
     """A one-pixel shift is an eighth of an 8x8 image (measured: the ViT's default fell from 73% to 18% on
-    digits): such images are not shifted, so no trial is spent on ``augment=True`` and no default asks for it."""
+    digits): such images are not shifted, so no trial is spent on ``augment="light"`` and no default asks for it."""
     tiny, mnist = models.DataShape(1, 8, 10), models.DataShape(1, 28, 10)
-    assert tiny.augments() == [False] and mnist.augments() == [True, False]
+    assert tiny.augments() == ["none"] and mnist.augments() == ["none", "light"]
     assert models.augment_shift(8) == 0 and models.augment_shift(28) == 2 and models.augment_shift(224) == 16
     for name in ("cnn", "vit", "resnet18"):
-        assert {c["augment"] for c in sampled_configs(name, tiny, n=20)} == {False}, name
-        assert {c["augment"] for c in sampled_configs(name, mnist, n=20)} == {True, False}, name
-    assert models.get("vit").defaults_for(tiny)["augment"] is False
-    assert models.get("vit").defaults_for(mnist)["augment"] is True
+        assert {c["augment"] for c in sampled_configs(name, tiny, n=20)} == {"none"}, name
+        assert {c["augment"] for c in sampled_configs(name, mnist, n=20)} == {"none", "light"}, name
+    assert models.get("vit").defaults_for(tiny)["augment"] == "none"
+    assert models.get("vit").defaults_for(mnist)["augment"] == "light"
+
+
+def test_photos_are_searched_with_light_and_strong_augmentation_and_mixing_only_over_long_budgets():
+    """RGB images of 32 px and more: none, light (crop and flip) and strong (TrivialAugment) for every model;
+    CutMix/MixUp only where a trial trains 10 epochs or more, and never for the detector (one label a box);
+    fine-tuned models start from the crop and flip, digits from nothing."""
+    short, long = models.DataShape(3, 32, 10, epochs=3), models.DataShape(3, 32, 10, epochs=15)
+    for name in ("cnn", "resnet18", "faster_rcnn"):
+        assert {c["augment"] for c in sampled_configs(name, short, n=30)} == {"none", "light", "strong"}, name
+    assert {c["augment"] for c in sampled_configs("resnet18", long, n=40)} == {"none", "light", "strong", "strong-mix"}
+    assert "strong-mix" not in {c["augment"] for c in sampled_configs("faster_rcnn", long, n=40)}
+    with pytest.raises(ConfigError, match="strong-mix mixes two labels.*faster_rcnn"):
+        models.get("faster_rcnn").check_fits({"augment": "strong-mix"}, long)
+    for name in ("resnet18", "vgg16", "timm:mobilenetv3_small_050"):
+        assert models.get(name).defaults_for(long)["augment"] == "light", name
+        assert models.get(name).defaults_for(MNIST)["augment"] == "none", name
+    assert models.get("cnn").defaults_for(long)["augment"] == "none"
+
+
+def test_augment_names_a_policy_and_reads_the_booleans_of_earlier_searches():
+    """Configurations saved before policies (``augment=True``, ``--set augment=false``) still train as they did."""
+    assert TrainConfig(augment=True).augment == "light" and TrainConfig(augment=False).augment == "none"
+    assert split_config({"augment": "true"}, models.get("cnn").config_cls, "cnn").augment == "light"
+    assert split_config({"augment": "strong"}, models.get("cnn").config_cls, "cnn").augment == "strong"
+    with pytest.raises(ConfigError, match="augment='medium' is not allowed.*'none', 'light', 'strong', 'strong-mix'"):
+        TrainConfig(augment="medium")
 
 
 @pytest.mark.parametrize("name", ALL)

@@ -130,3 +130,17 @@ def test_a_setting_of_timms_own_is_searched_and_checked(tmp_path, capsys):
                           "--storage-path", str(tmp_path))
     assert proc.returncode == 2 and "drop_path_rate=1.5" in proc.stderr
 
+
+def test_an_architecture_without_stochastic_depth_is_searched_without_it(tmp_path, capsys):
+    """DLA's constructor takes no ``drop_path_rate``: its space records 0 instead of drawing a rate that would fail
+    every trial that builds it, and a rate pinned for it is refused before Ray starts."""
+    import optuna
+
+    spec = models.get("timm:dla34")
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    trial.suggest_categorical("pretrained", [False])
+    assert spec.space(trial, models.DataShape())["drop_path_rate"] == 0.0 and "drop_path_rate" not in trial.params
+    proc = search_command(capsys, "--model", "timm:dla34", "--set", "drop_path_rate=0.1", "--no-pretrained",
+                          "--storage-path", str(tmp_path))
+    assert proc.returncode == 2 and "timm's dla34 has no stochastic depth" in proc.stderr
+

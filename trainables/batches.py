@@ -12,34 +12,14 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
-from models import augment_shift
+from trainables.augment import augment as augmented
 from trainables.data import Split
-
-
-def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Translate each image by its own random offset in [-max_shift, max_shift], filling with zeros.
-
-    images: (B, C, H, W) of any dtype. One gather over a zero-padded copy, so it costs about one
-    pass over the batch and runs on whatever device the images are on.
-    """
-    b, _, h, w = images.shape
-    padded = torch.nn.functional.pad(images, (max_shift,) * 4).permute(0, 2, 3, 1)  # (B, H+2s, W+2s, C)
-    offsets = torch.randint(0, 2 * max_shift + 1, (2, b), generator=generator, device="cpu").to(images.device)
-    rows = offsets[0][:, None] + torch.arange(h, device=images.device)[None, :]  # (B, H)
-    cols = offsets[1][:, None] + torch.arange(w, device=images.device)[None, :]  # (B, W)
-    batch = torch.arange(b, device=images.device)[:, None, None]
-    return padded[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)  # (B, C, H, W)
-
-
-def random_flip(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Mirror a random half of the (B, C, H, W) images left to right."""
-    flip = (torch.rand(len(images), generator=generator) < 0.5).to(images.device)[:, None, None, None]
-    return torch.where(flip, images.flip(-1), images)
 
 
 def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float],
               channels_last: bool = False) -> torch.Tensor:
-    """uint8 (B, C, H, W) -> float32 (B, C, H, W), scaled to [0, 1] then standardized per channel."""
+    """uint8 (B, C, H, W), or float on the same 0-255 scale (augmented) -> float32 (B, C, H, W), scaled to [0, 1]
+    then standardized per channel."""
     mean_t = torch.tensor(mean, device=images.device).view(1, -1, 1, 1)
     std_t = torch.tensor(std, device=images.device).view(1, -1, 1, 1)
     x = images.float().div_(255.0).sub_(mean_t).div_(std_t)
@@ -85,7 +65,7 @@ def iterate(
     mean: Sequence[float],
     std: Sequence[float],
     shuffle: bool = False,
-    augment: bool = False,
+    augment: str = "none",
     generator: torch.Generator | None = None,
     channels_last: bool = False,
     mirror: bool = False,
@@ -93,9 +73,8 @@ def iterate(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (inputs (B, C, H, W) float, labels (B,)) over one pass of ``split``.
 
-    ``augment`` shifts each image at random (by up to ``models.augment_shift`` pixels: images too small for
-    that are not shifted), and also mirrors half of them where ``mirror`` says a flip keeps the class
-    (photos, not digits). The last partial batch is kept: dropping it would silently
+    ``augment`` is the policy the images are augmented with (``trainables.augment.augment``; the mirroring only
+    where ``mirror`` says a flip keeps the class: photos, not digits). The last partial batch is kept: dropping it would silently
     skip validation images. A split larger than memory (``Split.streamed``) is read in a block order
     (``block_order``) and stays on the host: each batch moves to ``device``.
     """
@@ -107,15 +86,10 @@ def iterate(
         order = block_order(n, rows_per_block(split), generator)
     else:
         order = torch.randperm(n, generator=generator).to(device)
-    shift = augment_shift(split.images.shape[-1])
     for start in range(0, n, batch_size):
         idx = order[start : start + batch_size] if order is not None else slice(start, start + batch_size)
         images, labels = split.images[idx], split.labels[idx]
         if device is not None and images.device != device:  # a streamed split stays on the host
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        if augment:
-            if shift:  # images too small to shift (models.augment_shift) may still be mirrored
-                images = random_shift(images, shift, generator)
-            if mirror:
-                images = random_flip(images, generator)
+        images = augmented(images, augment, mirror, generator)
         yield normalize(images, mean, std, channels_last), labels

@@ -22,6 +22,7 @@ from torch import nn
 import models
 from models.config import TrainConfig, split_config
 from models.task import CLASSIFICATION, Task
+from trainables.augment import mix
 from trainables.batches import eval_batch, iterate
 from trainables.data import Split
 from trainables.runtime import Runtime
@@ -112,7 +113,7 @@ def train_one_epoch(
     generator: torch.Generator | None = None,
     task: Task = CLASSIFICATION,
 ) -> EpochStats:
-    """One pass over ``data`` (shuffled, augmented if ``cfg.augment``); returns the mean of the
+    """One pass over ``data`` (shuffled, augmented by the policy ``cfg.augment``, mixed under "strong-mix"); returns the mean of the
     task's training loss.
 
     Raises ``DivergedError`` as soon as the loss stops being finite.
@@ -126,8 +127,12 @@ def train_one_epoch(
                       generator=generator, channels_last=runtime.channels_last, mirror=norm.mirror,
                       device=runtime.device)
     for step, (x, y) in enumerate(batches):
+        mixed = None
+        if cfg.augment == "strong-mix":
+            x, other, lam = mix(x, y, generator)
+            mixed = (other, lam)
         with runtime.autocast:
-            loss = task.loss(model, x, y, cfg.label_smoothing)
+            loss = task.loss(model, x, y, cfg.label_smoothing, mixed)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

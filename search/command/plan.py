@@ -62,7 +62,7 @@ def _model_plan(ask: ModelAsk, asked: Asked, shape: models.DataShape) -> ModelPl
                          f"lower it or raise --max-epochs")
     fields = {f.name: getattr(ask, f.name) for f in dataclasses.fields(ModelAsk)}
     made = ModelPlan(**{**fields, "max_epochs": epochs, "grace_period": ask.grace_period or min(own_rung, epochs)},
-                     shape=shape)
+                     shape=dataclasses.replace(shape, epochs=epochs))
     if external.origin(ask.name):
         check_own(made)
     return made
