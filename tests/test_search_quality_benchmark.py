@@ -18,6 +18,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))  # the benchmark imports its neighb
 _spec = importlib.util.spec_from_file_location("search_quality", ROOT / "benchmarks" / "search_quality.py")
 bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench)
+_spec = importlib.util.spec_from_file_location("asha_replay", ROOT / "benchmarks" / "asha_replay.py")
+replay = sys.modules["asha_replay"] = importlib.util.module_from_spec(_spec)  # dataclasses look their module up there
+_spec.loader.exec_module(replay)
 
 
 def run(arm: str, seed: int, accs: list[float], default: float = 0.75) -> dict:
@@ -101,6 +104,10 @@ def test_the_benchmark_runs_end_to_end_on_a_tiny_budget(tmp_path, data_dir):
     assert len(result["runs"]) == 4 and out.with_suffix(".png").stat().st_size > 0
     assert result["rank_correlations"][0]["rung"] == 1 and result["rank_correlations"][0]["schedule"] == "all"
     assert "Wilcoxon" in proc.stdout and "default's result" in proc.stdout
+    # The replay (benchmarks/asha_replay.py) of the ASHA runs' reported epochs makes the rung decisions they made.
+    for folder in sorted((tmp_path / "runs").glob("tpe+asha-seed*")):
+        checked = replay.check_run(folder)
+        assert checked["trials"] >= 2 and not checked["unexplained"], checked
     # Run again on the same --keep folder (as after an interruption): the finished searches are read, none rerun.
     before = {p: p.stat().st_mtime for p in (tmp_path / "runs").glob("*/finalists.parquet")}
     again = subprocess.run(proc.args, cwd=ROOT, capture_output=True, text=True, timeout=300,
