@@ -19,7 +19,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from models.config import AUGMENT_POLICIES, MODEL_KEY, ConfigError, TrainConfig, augment_policy, field_names
+from models.config import (AUGMENT_POLICIES, MODEL_KEY, ConfigError, TrainConfig, augment_policy, choice,
+                           field_names)
 from models.task import CLASSIFICATION, Task
 
 if TYPE_CHECKING:  # the registry describes models without torch: the command line checks its flags in a second
@@ -204,14 +205,16 @@ class ModelSpec:
     images_per_s: tuple[float, float | None] = (1000.0, None)  # (2 CPU cores, H100), default configuration
 
     def defaults_for(self, shape: DataShape) -> dict[str, Any]:
-        """``default_config`` made to build for data of ``shape`` (its batches small enough for a small data
-        set, its augmentation the strongest these images are offered up to the default's); raises ``ConfigError`` if nothing can."""
+        """``default_config`` made to build for data of ``shape`` (its batches small enough for a small data set,
+        its augmentation the strongest policy these images are offered up to the default's); raises ``ConfigError``
+        if nothing can."""
         config = {**self.default_config, **(self.adapt(shape) if self.adapt else {})}
         if "batch_size" in config:
             config["batch_size"] = shape.batch_sizes([config["batch_size"]])[0]
         if "augment" in config:  # the strongest policy up to the default's that these images are offered
-            offered = shape.augments()
-            wanted = AUGMENT_POLICIES.index(augment_policy(config["augment"]))
+            offered, policy = shape.augments(), augment_policy(config["augment"])
+            choice("augment", policy, AUGMENT_POLICIES)
+            wanted = AUGMENT_POLICIES.index(policy)
             config["augment"] = next(p for p in reversed(AUGMENT_POLICIES[:wanted + 1]) if p in offered)
         return config
 
