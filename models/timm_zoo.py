@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from models.config import ConfigError, check, from_flat
-from models.finetune import FineTuneConfig, WeightsError, finetune_space, photo_defaults
+from models.finetune import SCRATCH_CONFIG, FineTuneConfig, WeightsError, finetune_space, photo_defaults
 from models.registry import (SMOKE_TRAIN_IMAGES, BuildContext, Config, ModelSpec, UnknownModelError, add_family,
                              imported, register)
 
@@ -174,7 +174,7 @@ def timm_spec(arch: str, gpus: float = 0.5, images_per_s: tuple[float, float | N
         gpus=gpus,
         cpu_bf16=cpu_bf16,
         pretrained_weights=TimmWeights(arch),
-        scratch_config={"pretrained": False, "strategy": "all"},
+        scratch_config=SCRATCH_CONFIG,
         smoke_config={"input_size": sizes[0], "max_train_images": SMOKE_TRAIN_IMAGES},
         images_per_s=images_per_s,
         adapt=photo_defaults,

@@ -96,7 +96,9 @@ def plan_space(plan: ModelPlan, trial: Any) -> dict[str, Any]:
 
 
 def default_params(plan: ModelPlan) -> dict[str, Any]:
-    """The model's default configuration for its shape, as study parameters, less what is pinned
-    (never Optuna's to set): the first trial every study runs."""
-    defaults = models.get(plan.name).defaults_for(plan.shape)
+    """The model's default configuration for its shape (from scratch, ``scratch_config``, where the search trains
+    only from scratch: ``--no-pretrained``), as study parameters, less what is pinned (never Optuna's to set): the
+    first trial every study runs."""
+    spec = models.get(plan.name)
+    defaults = {**spec.defaults_for(plan.shape), **(spec.scratch_config if plan.pretrained == (False,) else {})}
     return {k: v for k, v in config_to_params({**defaults, **plan.fixed}).items() if config_key(k) not in plan.fixed}
