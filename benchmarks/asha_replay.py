@@ -432,6 +432,35 @@ def main() -> int:
     return 0
 
 
+def plot_map(rows: list[dict[str, Any]], path: Path) -> None:
+    """One heat map per reduction factor: ASHA's paired gain in regret area (points; negative: ASHA pays) over
+    budgets (rows) and workers (columns), a star where its 95% interval excludes 0."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    asha = [r for r in rows if "asha_gain_area" in r and r["arm"] == "random+asha"]
+    factors = sorted({r["reduction_factor"] for r in asha})
+    budgets, workers = sorted({r["budget"] for r in asha}), sorted({r["workers"] for r in asha})
+    fig, axes = plt.subplots(1, len(factors), figsize=(4.2 * len(factors), 3.6), squeeze=False)
+    for ax, rf in zip(axes[0], factors):
+        grid = np.full((len(budgets), len(workers)), np.nan)
+        for r in asha:
+            if r["reduction_factor"] == rf and r["grace_period"] == min(x["grace_period"] for x in asha):
+                i, j = budgets.index(r["budget"]), workers.index(r["workers"])
+                grid[i, j] = 100 * r["asha_gain_area"]
+                lo, hi = r["asha_gain_area_ci"]
+                ax.text(j, i, f"{grid[i, j]:+.2f}" + ("*" if lo > 0 or hi < 0 else ""), ha="center", va="center", fontsize=7)
+        ax.imshow(grid, cmap="RdBu_r", vmin=-0.5, vmax=0.5, aspect="auto")
+        ax.set(xticks=range(len(workers)), xticklabels=workers, yticks=range(len(budgets)), yticklabels=budgets,
+               xlabel="workers", ylabel="budget (whole trials)", title=f"reduction factor {rf:g}")
+    fig.suptitle("ASHA's gain in regret area over random search alone (points; blue: ASHA pays)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def write_map(args: argparse.Namespace) -> int:
     import multiprocessing
     import time
@@ -456,7 +485,8 @@ def write_map(args: argparse.Namespace) -> int:
         "table_attrs": table.attrs, "table_best": table.best, "configs": len(table.configs),
         "machine": describe(), "seconds": round(time.monotonic() - start, 1),
         "command": "python benchmarks/asha_replay.py " + " ".join(sys.argv[1:]), "cells": rows}, indent=1))
-    print(f"wrote {args.out} in {time.monotonic() - start:.0f} s")
+    plot_map(rows, args.out.with_suffix(".png"))
+    print(f"wrote {args.out} and its figure in {time.monotonic() - start:.0f} s")
     return 0
 
 

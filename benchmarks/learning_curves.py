@@ -16,8 +16,8 @@ processes train side by side, one thread each, as a search's trials do on this m
 The table has one row per configuration and epoch: ``config_id``, ``epoch``, ``val_acc``, ``val_loss``,
 ``val_f1``, ``train_loss``, ``seconds`` (the epoch's wall clock, training and validation), ``train_seconds``, and
 ``config.<name>`` for every setting trained. Its ``attrs`` say how it was made. Finished configurations are kept
-in ``<out>.partial.jsonl`` as they end, so an interrupted run continues where it stopped; the Parquet file is
-written whole at the end.
+in ``<out>.partial.jsonl`` (not committed) as they end, so an interrupted run, or a later one asking for more
+configurations with the same settings, continues where it stopped; the Parquet file is written whole at the end.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import os
 import sys
 import time
 from pathlib import Path
@@ -170,7 +169,6 @@ def main() -> int:
         "shape": [shape.channels, shape.image_size, shape.num_classes], "max_epochs": args.epochs, "configs": len(entries), "sampler_seed": args.seed,
         "schedule": "each configuration's own, planned over max_epochs, no restarts", "workers": args.workers,
         "machine": describe(), "command": "python benchmarks/learning_curves.py " + " ".join(sys.argv[1:])})
-    os.remove(partial)
     print(f"wrote {args.out} ({len(entries)} configurations) in {time.monotonic() - start:.0f} s")
     return 0
 

@@ -136,3 +136,7 @@ def test_the_tables_configurations_are_the_ones_the_search_samples(data_dir, mon
         assert cfg.epochs == 9 and cfg.restart_epochs == () and config["model"] == "cnn"
     assert len({config["lr"] for config in configs}) == 30  # draws, not copies
     assert curves_mod.sampled_configs(plan, 30, seed=0) == configs  # the seed makes the table's rows again
+    # The committed table (benchmarks/results) holds exactly these configurations, every one with its 9 epochs.
+    table = replay_mod.load_table()
+    assert len(table.configs) >= 200 and table.max_epochs == 9 and table.attrs["train_images"] == 5000
+    assert table.configs == curves_mod.sampled_configs(plan, len(table.configs), seed=0)
