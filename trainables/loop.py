@@ -113,8 +113,8 @@ def train_one_epoch(
     generator: torch.Generator | None = None,
     task: Task = CLASSIFICATION,
 ) -> EpochStats:
-    """One pass over ``data`` (shuffled, augmented by the policy ``cfg.augment``, mixed under "strong-mix"); returns the mean of the
-    task's training loss.
+    """One pass over ``data`` (shuffled, augmented by the policy ``cfg.augment``, mixed under "strong-mix");
+    returns the mean of the task's training loss.
 
     Raises ``DivergedError`` as soon as the loss stops being finite.
     """
