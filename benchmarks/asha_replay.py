@@ -147,9 +147,11 @@ class Replay:
     seconds: list[float]  # simulated wall clock at each of those epochs
 
     def regret(self, best: float, budget_epochs: int) -> np.ndarray:
-        """Regret after epochs 1..budget (a search that ended sooner keeps its last value)."""
-        curve = np.asarray(self.curve[:budget_epochs], float)
-        return best - np.concatenate([curve, np.full(budget_epochs - len(curve), curve[-1])])
+        """Regret after epochs 1..budget (a search that ended sooner keeps its last value), as the live benchmark
+        computes it."""
+        from search_quality import regret_by_epoch
+
+        return regret_by_epoch({"curve": self.curve}, best, budget_epochs)
 
 
 class _Trial:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from models import augment_shift
-from models.registry import PHOTO_SIZE
+from models.registry import DataShape
 
 CROP_SCALE = (0.25, 1.0)  # the share of the image a random resized crop keeps (torchvision's 0.08 is for 224 px)
 CROP_RATIO = (3 / 4, 4 / 3)  # its aspect ratio, log-uniform (torchvision's)
@@ -77,7 +77,7 @@ def trivial_augment(images: torch.Tensor) -> torch.Tensor:
 def augment(images: torch.Tensor, policy: str, mirror: bool, generator: torch.Generator | None = None) -> torch.Tensor:
     """``images`` (uint8 (B, C, H, W)) under ``policy``, before normalization; uint8 or float on the 0-255 scale.
 
-    Photos (RGB of at least ``PHOTO_SIZE`` pixels) are cropped at random and resized back; other images are shifted
+    Photos (``models.DataShape.photos``: RGB of 32 pixels and more) are cropped at random and resized back; other images are shifted
     by up to ``models.augment_shift`` pixels (not at all below it); both are mirrored where ``mirror`` says a flip
     keeps the class. "strong" and "strong-mix" apply TrivialAugment first (the mixing is ``mix``'s, on labels too).
     """
@@ -86,7 +86,7 @@ def augment(images: torch.Tensor, policy: str, mirror: bool, generator: torch.Ge
     if policy.startswith("strong"):
         images = trivial_augment(images)
     shift = augment_shift(images.shape[-1])
-    if images.shape[1] == 3 and images.shape[-1] >= PHOTO_SIZE:
+    if DataShape(images.shape[1], images.shape[-1]).photos:
         images = random_resized_crop(images, generator)
     elif shift:  # images too small to shift (models.augment_shift) may still be mirrored
         images = random_shift(images, shift, generator)
