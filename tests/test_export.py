@@ -125,6 +125,8 @@ def test_each_trial_is_tested_from_the_last_checkpoint_it_reported_even_where_tu
     def trial(name: str, names: list, on_disk: list, registered=None):
         for folder in on_disk:
             (tmp_path / name / folder).mkdir(parents=True)
+            (tmp_path / name / folder / "model.pt").write_bytes(b"weights")
+        (tmp_path / name / "checkpoint_000009").mkdir(parents=True)  # a copy cut short: no weights in it
         rows = pd.DataFrame({"epoch": range(1, len(names) + 1), "checkpoint_dir_name": names})
         stale = tune.Checkpoint.from_directory(str(tmp_path / name / registered)) if registered else None
         return SimpleNamespace(path=str(tmp_path / name), metrics_dataframe=rows, best_checkpoints=[],
@@ -133,8 +135,39 @@ def test_each_trial_is_tested_from_the_last_checkpoint_it_reported_even_where_tu
     results = [trial("unregistered", ["checkpoint_000000", "checkpoint_000001"], ["checkpoint_000001"]),
                trial("stale", ["checkpoint_000000", "checkpoint_000001", None], ["checkpoint_000000", "checkpoint_000001"],
                      registered="checkpoint_000000"),
-               trial("elsewhere", ["checkpoint_000000"], [], registered="checkpoint_000000")]
-    records = [SimpleNamespace(trial_id=name) for name in ("unregistered", "stale", "elsewhere")]
+               trial("elsewhere", ["checkpoint_000000"], [], registered="checkpoint_000000"),
+               trial("last gone", ["checkpoint_000000", "checkpoint_000001", "checkpoint_000009"], ["checkpoint_000000"])]
+    records = [SimpleNamespace(trial_id=name) for name in ("unregistered", "stale", "elsewhere", "last gone")]
     chosen = {k: Path(v.path).relative_to(tmp_path).as_posix() for k, v in best_checkpoints(records, results).items()}
     assert chosen == {"unregistered": "unregistered/checkpoint_000001", "stale": "stale/checkpoint_000001",
-                      "elsewhere": "elsewhere/checkpoint_000000"}  # a folder not readable here: Tune's record
+                      "elsewhere": "elsewhere/checkpoint_000000",  # a folder not readable here: Tune's record
+                      "last gone": "last gone/checkpoint_000000"}  # the newest whole folder it reported
+
+
+def test_a_trial_that_never_reported_in_a_reused_process_keeps_its_own_id_and_the_winner_its_checkpoint(tmp_path):
+    """A trial placed in a process an earlier trial used, stopped by --epoch-budget before it reported, has as
+    Tune's last result the metrics its process gave, with that earlier trial's id (seen in CI: the winner's id
+    twice in trials.parquet and the winner "left no checkpoint to test")."""
+    from types import SimpleNamespace
+
+    from search.finish.export import last_metrics, record_from_result
+    from search.finish.wrapup import best_checkpoints
+
+    (tmp_path / "cnn_551bca4b" / "checkpoint_000001").mkdir(parents=True)
+    (tmp_path / "cnn_551bca4b" / "checkpoint_000001" / "model.pt").write_bytes(b"weights")
+    (tmp_path / "cnn_9f482202").mkdir()
+    rows = history([0.6, 0.7]).assign(checkpoint_dir_name=["checkpoint_000000", "checkpoint_000001"])
+    config = {"model": "cnn", "epochs": 2, "lr": 0.01}
+    winner = SimpleNamespace(path=str(tmp_path / "cnn_551bca4b"), config=config, error=None, checkpoint=None,
+                             metrics={"trial_id": "551bca4b", "epoch": 2, "val_acc": 0.7}, metrics_dataframe=rows,
+                             best_checkpoints=[])
+    unreported = SimpleNamespace(path=str(tmp_path / "cnn_9f482202"), config=config, error=None, checkpoint=None,
+                                 metrics={"trial_id": "551bca4b", "config": config}, metrics_dataframe=None,
+                                 best_checkpoints=[])
+    records = [record_from_result(r) for r in (winner, unreported)]
+    trials = trials_table(records, "e", "mnist", 0)
+    assert sorted(trials["trial_id"]) == ["551bca4b", "9f482202"]
+    assert pick_winners(trials)["trial_id"].tolist() == ["551bca4b"]
+    chosen = best_checkpoints(records, [winner, unreported])
+    assert Path(chosen["551bca4b"].path).name == "checkpoint_000001" and chosen["9f482202"] is None
+    assert last_metrics(winner)["val_acc"] == 0.7 and last_metrics(unreported) == {}  # told to its study as pruned

@@ -20,7 +20,7 @@ from search.engine.tuner import epoch_budget, repeats_tuner, search_slots, tuner
 from search.finish.bundles import MODELS_FOLDER
 from search.finish.callback import set_live
 from search.finish.endphase import EndPhase
-from search.finish.export import record_from_result, trials_table, write_atomic
+from search.finish.export import last_metrics, record_from_result, trial_id_of, trials_table, write_atomic
 from search.finish.finalists import test_runs
 from search.finish.repeats import repeat_configs, repeats_table, with_repeat_statistics
 from search.finish.wrapup import best_checkpoints, export, test_runtime
@@ -109,7 +109,7 @@ def run_search(settings: Settings, data: Dataset) -> int:
         results = tuner.fit()
         if budget_spent(settings, time.monotonic() - started):
             settle_stopped(optuna_storage(settings.folder), settings.plans,
-                           {r.metrics["trial_id"]: r.metrics for r in results if r.metrics and "trial_id" in r.metrics})
+                           {trial_id_of(r): last_metrics(r) for r in results})
         tables, untested, configs = export(settings, data, results, slots[0], progress, ending)
         if settings.repeats and len(tables["finalists"]):
             tables.update(run_repeats(settings, data, tables["finalists"], configs, slots, progress))

@@ -53,11 +53,24 @@ class TrialRecord:
     error: str | None
 
 
-def record_from_result(result) -> TrialRecord:
-    """Read a ``ray.tune.Result``; the trial id comes from the folder named by ``trial_dirname``."""
+def trial_id_of(result) -> str:
+    """A ``ray.tune.Result``'s trial id, from the folder ``trial_dirname`` named. Not from its metrics: for a trial
+    that never reported, Tune keeps the metrics it asked of the trial's process when the trial was placed there,
+    and a process reused from an earlier trial can answer with that trial's id (seen in CI: the winner's id twice
+    in trials.parquet, the second row without epochs, and so without a checkpoint to test)."""
     match = _TRIAL_DIR.match(Path(result.path).name)
-    trial_id = (result.metrics or {}).get("trial_id") or (match["trial_id"] if match else Path(result.path).name)
-    return record_from_history(trial_id, effective_config(result.config or {}), result.metrics_dataframe,
+    return match["trial_id"] if match else (result.metrics or {}).get("trial_id") or Path(result.path).name
+
+
+def last_metrics(result) -> dict[str, Any]:
+    """A result's last reported metrics; empty where they are not its trial's own (``trial_id_of``)."""
+    metrics = result.metrics or {}
+    return dict(metrics) if metrics.get("trial_id", trial_id_of(result)) == trial_id_of(result) else {}
+
+
+def record_from_result(result) -> TrialRecord:
+    """Read a ``ray.tune.Result``: its trial's id (``trial_id_of``), configuration, epochs and error."""
+    return record_from_history(trial_id_of(result), effective_config(result.config or {}), result.metrics_dataframe,
                                short_error(result.error))
 
 

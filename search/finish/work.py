@@ -132,11 +132,15 @@ def last_checkpoint(trial_path: str | None, history: pd.DataFrame, registered: A
     (--epoch-budget spent by that very result) leaves it on disk, unregistered or with an earlier one registered."""
     from ray import tune
 
+    from trainables.tune_trial import CHECKPOINT_FILE
+
     if trial_path and "checkpoint_dir_name" in history:
-        names = history["checkpoint_dir_name"].dropna()
-        folder = Path(trial_path) / str(names.iloc[-1]) if not names.empty else None
-        if folder is not None and folder.is_dir():
-            return tune.Checkpoint.from_directory(str(folder))
+        # Newest first, and only a folder holding the weights: a stop in the middle of Tune's bookkeeping may leave
+        # the last name without its folder (seen once in CI, with no checkpoint registered) while an earlier is whole.
+        for name in reversed(history["checkpoint_dir_name"].dropna().tolist()):
+            folder = Path(trial_path) / str(name)
+            if (folder / CHECKPOINT_FILE).is_file():
+                return tune.Checkpoint.from_directory(str(folder))
     return registered
 
 
