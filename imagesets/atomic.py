@@ -1,7 +1,8 @@
 """Files and folders that appear whole or not at all: written under a staging name beside their place, then renamed
 onto it (``os.replace``, atomic on one filesystem). A reader sees the old version or the new one, never half of
 one. An error leaves the old version and no staging file; a kill -9 mid-write may leave a hidden staging name
-(``.name...``) beside it, never a half-written file under the real name. Here, at the bottom layer, so that every
+(``.name...``) beside it, never a half-written file under the real name, and the next write of a folder removes
+what a killed writer left of it. Here, at the bottom layer, so that every
 package writes through it.
 
 The decoded cache keeps a commit of its own (``imagesets.cache.commit``): there the first of two searches
@@ -12,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -53,10 +56,14 @@ def write_text(path: Path, text: str) -> Path:
 @contextlib.contextmanager
 def staged_folder(folder: Path) -> Iterator[Path]:
     """A new folder beside ``folder`` to fill in the block; it replaces ``folder`` (an earlier one removed) once the
-    block ends without error, and is removed if it raises."""
+    block ends without error, and is removed if it raises. Its name says which process writes it, so that the next
+    writer of ``folder`` removes what a killed one left (``.name-host-pid-XXXX``; a --resume rewrites the bundle a
+    kill -9 cut short, and no half-written copy stays beside it)."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    for litter in abandoned_stagings(folder):
+        shutil.rmtree(litter, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-{socket.gethostname()}-{os.getpid()}-", dir=folder.parent))
     try:
         yield staging
         if folder.exists():
@@ -65,3 +72,29 @@ def staged_folder(folder: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def abandoned_stagings(folder: Path) -> list[Path]:
+    """The staging folders of ``folder`` (``staged_folder``) whose writer, a process of this machine, is gone."""
+    pattern = re.compile(rf"\.{re.escape(folder.name)}-(?P<host>.+)-(?P<pid>\d+)-[^-]+")
+    found = []
+    for path in folder.parent.glob(f".{glob_escape(folder.name)}-*"):
+        match = pattern.fullmatch(path.name)
+        if match and match["host"] == socket.gethostname() and not _alive(int(match["pid"])):
+            found.append(path)
+    return found
+
+
+def glob_escape(name: str) -> str:
+    """``name`` with glob's special characters taken literally."""
+    return re.sub(r"([*?[])", r"[\1]", name)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True

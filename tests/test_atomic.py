@@ -37,3 +37,27 @@ def test_a_folder_is_replaced_only_once_its_new_version_is_complete(tmp_path):
     with staged_folder(folder) as staging:
         (staging / "card").write_text("v3")
     assert sorted(p.name for p in folder.iterdir()) == ["card"]
+
+
+def test_the_next_write_of_a_folder_removes_what_a_killed_writer_left_and_nothing_a_live_one_writes(tmp_path):
+    """A kill -9 while a bundle is written leaves its staging folder; the --resume that writes the bundle again
+    removes it (seen in CI: a half-written ResNet-18 bundle beside the whole one after the resume)."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    killed = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    host = socket.gethostname()
+    left = tmp_path / f".bundle-{host}-{killed.pid}-abcd1234"  # the killed writer's: gone
+    writing = tmp_path / f".bundle-{host}-{os.getpid()}-efgh5678"  # a live process's: kept
+    other = tmp_path / ".bundle-other-host-1-ijkl9012"  # written by a process of another machine: kept
+    for folder in (left, writing, other):
+        folder.mkdir()
+        (folder / "weights.safetensors").write_bytes(b"half")
+    with staged_folder(tmp_path / "bundle") as staging:
+        (staging / "card.json").write_text("{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["bundle", writing.name, other.name])
