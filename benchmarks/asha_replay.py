@@ -368,7 +368,7 @@ def summarize_cells(results: list[tuple[Cell, np.ndarray]], seed: int = 0) -> li
 def check_run(folder: Path) -> dict[str, Any]:
     """A live search's rung decisions (a ``benchmarks/search_quality.py`` run of the CNN with ASHA) replayed: its
     epochs handed to the rung rule in the order they were reported (``reported_at``), with the search's settings
-    (``command.json``; the rungs from the trials' ``restarts``). Returns the trials, those the replay stopped at
+    (``command.json``, which names ``--grace-period``: the benchmark passes it). Returns the trials, those the replay stopped at
     the same epoch or let finish as the search did, and every difference, each with what explains it if anything
     does (the search's ``--epoch-budget`` ending the trials that were running)."""
     from ray.tune.schedulers import TrialScheduler
@@ -380,8 +380,8 @@ def check_run(folder: Path) -> dict[str, Any]:
     trials = pd.read_parquet(folder / "trials.parquet").set_index("trial_id")
     epochs = pd.read_parquet(folder / "epochs.parquet").sort_values("reported_at", kind="stable")
     max_t = int(trials["config.epochs"].iloc[0])
-    restarts = str(trials["config.restarts"].iloc[0] or "")
-    grace = int(restarts.split(",")[0]) if restarts else max_t
+    restarts = str(trials["config.restarts"].iloc[0] or "")  # the first rung, in runs from before 2026-12-08
+    grace = args.grace_period or (int(restarts.split(",")[0]) if restarts else max_t)
     default = default_trial(folder)
     rungs = Asha(args.reduction_factor, grace).rungs(max_t)
     stopped: dict[str, int] = {}

@@ -26,15 +26,6 @@ def rung_epochs(max_t: int, grace_period: int, reduction_factor: float) -> list[
     return [grace_period * reduction_factor ** k for k in range(count)]
 
 
-def schedule_restarts(plan: ModelPlan, reduction_factor: float) -> str:
-    """The epochs at which ASHA's rungs judge the plan's trials before their last (``"1,3"``), where each trial's
-    learning-rate schedule ends a cycle (``TrainConfig.restarts``): a rung then compares trials that have just
-    finished a decay, not trials in the middle of one (benchmarks/schedule_ranks.py measured both). Empty when
-    no rung comes before the last epoch."""
-    judged = sorted({math.ceil(m) for m in rung_epochs(plan.max_epochs, plan.grace_period, reduction_factor)})
-    return ",".join(str(e) for e in judged if e < plan.max_epochs)
-
-
 class PinnedTrial:
     """An Optuna trial as a model's space sees it when some settings are pinned (``--set``, the pins
     of ``--smoke``): asking for a pinned setting returns its value without asking Optuna.

@@ -74,8 +74,7 @@ def make_tuner(settings: Settings, data: Dataset, slots: tuple[int, dict[str, in
     admitted, per_model = slots
     scheduler = build_scheduler(settings.plans, settings.reduction_factor)
     searcher = build_searcher(settings.plans, settings.seed, optuna_storage(settings.folder), per_model, settings.sampler,
-                              settings.folder / BUDGET_FILE, settings.epoch_budget,
-                              settings.reduction_factor).keep_with(scheduler)
+                              settings.folder / BUDGET_FILE, settings.epoch_budget).keep_with(scheduler)
     return tune.Tuner(
         make_trainable(settings, data),
         tune_config=tune.TuneConfig(
