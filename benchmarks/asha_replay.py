@@ -374,6 +374,7 @@ def check_run(folder: Path) -> dict[str, Any]:
     from ray.tune.schedulers import TrialScheduler
 
     from search.command.parser import build_parser
+    from search.command.settings import per_model
     from search_quality import default_trial
 
     args = build_parser().parse_args(json.loads((folder / "command.json").read_text())["argv"])
@@ -381,7 +382,8 @@ def check_run(folder: Path) -> dict[str, Any]:
     epochs = pd.read_parquet(folder / "epochs.parquet").sort_values("reported_at", kind="stable")
     max_t = int(trials["config.epochs"].iloc[0])
     restarts = str(trials["config.restarts"].iloc[0] or "")  # the first rung, in runs from before 2026-12-08
-    grace = args.grace_period or (int(restarts.split(",")[0]) if restarts else max_t)
+    grace = per_model(args.grace_period, "--grace-period", ["cnn"]).get("cnn") or (
+        int(restarts.split(",")[0]) if restarts else max_t)
     default = default_trial(folder)
     rungs = Asha(args.reduction_factor, grace).rungs(max_t)
     stopped: dict[str, int] = {}

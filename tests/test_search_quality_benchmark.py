@@ -94,7 +94,7 @@ def test_the_benchmark_runs_end_to_end_on_a_tiny_budget(tmp_path, data_dir):
     out = tmp_path / "quality.json"
     proc = subprocess.run(
         [sys.executable, "benchmarks/search_quality.py", "--seeds", "0", "--arms", "random", "tpe+asha",
-         "--budget", "4", "--max-epochs", "2", "--grace-period", "1", "--reduction-factor", "2", "--dataset", "mnist",
+         "--budget", "6", "--max-epochs", "2", "--grace-period", "1", "--reduction-factor", "2", "--dataset", "mnist",
          "--train-size", "256", "--keep", str(tmp_path / "runs"), "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=900,
         env={**os.environ, "SEARCH_DATA_DIR": str(data_dir), "RAY_USAGE_STATS_ENABLED": "0"})
@@ -103,7 +103,7 @@ def test_the_benchmark_runs_end_to_end_on_a_tiny_budget(tmp_path, data_dir):
     assert [r["arm"] for r in result["summary"]["table"]] == ["random", "tpe+asha"]
     assert len(result["runs"]) == 2 and out.with_suffix(".png").stat().st_size > 0
     assert result["rank_correlations"][0]["rung"] == 1 and result["rank_correlations"][0]["schedule"] == "all"
-    assert "Wilcoxon" in proc.stdout and "default's result" in proc.stdout
+    assert "default's result" in proc.stdout  # one seed: no paired test (test_regret_areas_paired_tests_... has them)
     # The replay (benchmarks/asha_replay.py) of the ASHA runs' reported epochs makes the rung decisions they made.
     for folder in sorted((tmp_path / "runs").glob("tpe+asha-seed*")):
         checked = replay.check_run(folder)
