@@ -161,10 +161,14 @@ def test_a_trial_that_never_reported_in_a_reused_process_keeps_its_own_id_and_th
     winner = SimpleNamespace(path=str(tmp_path / "cnn_551bca4b"), config=config, error=None, checkpoint=None,
                              metrics={"trial_id": "551bca4b", "epoch": 2, "val_acc": 0.7}, metrics_dataframe=rows,
                              best_checkpoints=[])
-    unreported = SimpleNamespace(path=str(tmp_path / "cnn_9f482202"), config=config, error=None, checkpoint=None,
-                                 metrics={"trial_id": "551bca4b", "config": config}, metrics_dataframe=None,
+    # Tune's Result.config is the config in those metrics: the earlier trial's, another model's (seen in CI: a ViT
+    # trial that failed in VGG16's process was recorded as VGG16's); the search's callbacks saw the trial's own.
+    earlier = {"model": "vit", "epochs": 2, "lr": 0.001}
+    unreported = SimpleNamespace(path=str(tmp_path / "cnn_9f482202"), config=earlier, error=None, checkpoint=None,
+                                 metrics={"trial_id": "551bca4b", "config": earlier}, metrics_dataframe=None,
                                  best_checkpoints=[])
-    records = [record_from_result(r) for r in (winner, unreported)]
+    records = [record_from_result(r, {"9f482202": {**config, "lr": 0.1}}) for r in (winner, unreported)]
+    assert [(r.config["model"], r.config["lr"]) for r in records] == [("cnn", 0.01), ("cnn", 0.1)]
     trials = trials_table(records, "e", "mnist", 0)
     assert sorted(trials["trial_id"]) == ["551bca4b", "9f482202"]
     assert pick_winners(trials)["trial_id"].tolist() == ["551bca4b"]

@@ -208,7 +208,7 @@ def test_max_epochs_is_one_budget_asha_max_t_the_trials_epochs_and_its_schedules
 
 def test_a_trials_schedule_runs_over_its_whole_budget_and_restarts_at_the_rungs_only_when_asked(tmp_path):
     """Under ASHA a trial's learning-rate schedule is one cycle over its epochs: cycles that end at the rungs cost
-    the README's winner 0.2 point of test accuracy (benchmarks/winner_schedule.py). Pinned (``--set restarts=1,3``),
+    the CNN's default 0.17 point at 3 epochs (docs/benchmarks.md, the winner's schedule). Pinned (``--set restarts=1,3``),
     each cycle ends at a rung: a rung then judges trials that have just finished a decay, and a trial that goes on
     starts a new cycle that ends at the next rung, the last at max_t."""
     import torch
@@ -238,3 +238,17 @@ def test_a_trials_schedule_runs_over_its_whole_budget_and_restarts_at_the_rungs_
         assert max(rates[20:60]) == pytest.approx(1.0, abs=0.05) and max(rates[60:]) == pytest.approx(1.0, abs=0.05)
         if schedule == "cosine":
             assert rates[20] == pytest.approx(1.0)  # promoted at epoch 1: back to the peak at once
+
+
+def test_a_search_too_small_for_early_stopping_to_pay_says_so_and_what_to_change(tmp_path):
+    """The replay map (docs/benchmarks.md, "When early stopping pays") found no gain from ASHA below 20 full trials:
+    such a search says so when it starts, naming the models and the flags that change it."""
+    from helpers import planned
+
+    common = ("--storage-path", str(tmp_path), "--max-epochs", "3")
+    note = planned("--model", "cnn,vit", "--num-samples", "8", "--grace-period", "1", *common).asha_note
+    assert "cnn (8 trials)" in note and "vit (8 trials)" in note and "--grace-period" in note
+    assert "--reduction-factor 2 (the default) or 4" in note
+    assert planned("--model", "cnn", "--num-samples", "8", "--grace-period", "3", *common).asha_note == ""  # no rung
+    assert planned("--model", "cnn", "--num-samples", "30", *common).asha_note == ""
+    assert planned("--model", "cnn", "--smoke", "--storage-path", str(tmp_path)).asha_note == ""  # the path, not a search

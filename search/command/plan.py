@@ -36,7 +36,28 @@ def plan(asked: Asked, shape: models.DataShape, val_images: int, full_train: int
                          "split with --folds 1")
     plans, shape_note = one_shape([_model_plan(ask, asked, shape) for ask in asked.asks])
     options = {f.name: getattr(asked, f.name) for f in dataclasses.fields(Options)}
-    return Settings(**options, plans=plans, folds=folds, refit=refit, shape_note=shape_note)
+    return Settings(**options, plans=plans, folds=folds, refit=refit, shape_note=shape_note,
+                    asha_note="" if asked.smoke else asha_note(plans))
+
+
+# Trials of a model below which early stopping did not pay in the replay map (benchmarks/asha_replay.py: 200 recorded
+# CNN learning curves on Fashion-MNIST, 1,000 replays a cell): no budget under 20 full trials gained 0.1 point of
+# regret at any reduction factor, and where the workers outnumbered the trials ASHA cost up to 2.9 points.
+ASHA_PAYS_FROM = 20
+
+
+def asha_note(plans: list[ModelPlan]) -> str:
+    """A line naming the models whose ASHA (a first rung before their last epoch) stops trials in a search too small
+    for it to pay, and what to change; "" where there are none."""
+    small = [p for p in plans if p.grace_period < p.max_epochs and p.num_samples < ASHA_PAYS_FROM]
+    if not small:
+        return ""
+    names = ", ".join(f"{p.name} ({p.num_samples} trials)" for p in small)
+    return (f"note: early stopping is unlikely to pay in this search of {names}: replayed on recorded learning curves, "
+            f"ASHA gained nothing in searches under {ASHA_PAYS_FROM} full trials "
+            "(docs/benchmarks.md#when-early-stopping-pays-the-rung-rule-replayed-on-recorded-curves). "
+            "To train every trial in full: --grace-period equal to --max-epochs; for ASHA to pay: the epochs of 50 "
+            "full trials or more, at --reduction-factor 2 (the default) or 4")
 
 
 def _model_plan(ask: ModelAsk, asked: Asked, shape: models.DataShape) -> ModelPlan:

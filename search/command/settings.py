@@ -133,6 +133,7 @@ class Settings(Options):
     folds: int  # trials scored by k-fold cross-validation; 1: on the validation split
     refit: bool  # each winner trained again on train + validation images before it is bundled
     shape_note: str = ""  # what one process shape for every model costs (search.command.plan.one_shape), if anything
+    asha_note: str = ""  # where early stopping is unlikely to pay (search.command.plan.asha_note), if anywhere
 
 
 def per_model(text: str | None, flag: str, chosen: list[str], kind: type = int) -> dict[str, Any]:

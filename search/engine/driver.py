@@ -98,8 +98,9 @@ def run_search(settings: Settings, data: Dataset) -> int:
         print(f"Trials at once: up to {slots[0]} ("
               + ", ".join(f"{name} {n}" for name, n in slots[1].items()) + " by the resources"
               + (f", --max-concurrent {settings.max_concurrent}" if settings.max_concurrent else "") + ")")
-        if settings.shape_note:
-            print(settings.shape_note)
+        for note in (settings.shape_note, settings.asha_note):
+            if note:
+                print(note)
         started = time.monotonic()
         tuner = tuner_for(settings, data, slots)
         ending = EndPhase(settings, data, progress.say, slots[0])  # each model's winner finished when its study is done

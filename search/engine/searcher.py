@@ -230,7 +230,7 @@ def build_searcher(plans: list[ModelPlan], seed: int, storage: optuna.storages.B
                          (slots or {}).get(plan.name, 1)),
             storage,
             # The schedule runs over the whole budget, under ASHA too: cycles ending at the rungs (``--set
-            # restarts=...``) cost the README's winner 0.2 point of test accuracy (benchmarks/winner_schedule.py).
+            # restarts=...``) cost the CNN's default 0.17 point at 3 epochs (docs/benchmarks.md: the winner's schedule).
             {"epochs": plan.max_epochs, "seed": seed, **plan.fixed},
         )
         for i, plan in enumerate(plans)

@@ -13,14 +13,17 @@ from search.command.settings import Settings
 from search.engine.studies import OPTUNA_FILE
 
 
-def own_models() -> dict | None:
-    """A cluster's workers do not inherit this process's environment: the user's model files (``--models-from``) are
-    named to them through the job's runtime environment (each node loads the file at the same path). Ray started here
-    passes its environment to its workers itself."""
+THREAD_TIMEOUT = "TUNE_FUNCTION_THREAD_TIMEOUT_S"  # Tune's wait for a reused process's last trial (start_ray)
+
+
+def own_models() -> dict:
+    """A cluster's workers do not inherit this process's environment: the user's model files (``--models-from``) and
+    Tune's wait for a reused process are named to them through the job's runtime environment (each node loads the
+    file at the same path). Ray started here passes its environment to its workers itself."""
     from models import external
 
     files = os.environ.get(external.ENV)
-    return {"env_vars": {external.ENV: files}} if files else None
+    return {"env_vars": {THREAD_TIMEOUT: os.environ[THREAD_TIMEOUT], **({external.ENV: files} if files else {})}}
 
 
 class ClusterJoinError(Exception):
@@ -34,6 +37,9 @@ def start_ray(settings: Settings) -> None:
     # Keeping only the best checkpoint forces a state snapshot at each one: cheap here, so Tune's
     # warning about it would only be noise in the progress output.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # A reused process waits this long for its last trial's thread to end before it takes the next trial (Tune's
+    # default, 2 s, failed a ViT trial in CI: VGG16's thread, on a loaded machine, ended later).
+    os.environ.setdefault(THREAD_TIMEOUT, "120")
     if settings.address:
         try:
             context = ray.init(address=settings.address, log_to_driver=settings.verbose > 1, runtime_env=own_models())

@@ -53,6 +53,7 @@ class EndPhase:
         self.histories: dict[str, list[dict[str, Any]]] = {}
         self.finished: set[str] = set()
         self.errors: dict[str, str] = {}
+        self.configs: dict[str, dict[str, Any]] = {}  # each ended trial's config, as Tune gave it (record_from_result)
         self.pending: dict[ray.ObjectRef, tuple[str, str]] = {}  # task -> (what, model)
         self.baselines: tuple[pd.DataFrame, pd.DataFrame] | None = None
         # A CPU search's calls are queued here and handed to an idle finisher with the threads of the moment. One
@@ -108,6 +109,7 @@ class EndPhase:
 
     def trial_ended(self, trial: Any, trials: list[Any], error: bool) -> None:
         self.finished.add(trial.trial_id)
+        self.configs[trial.trial_id] = dict(trial.config)
         if error:
             self.errors[trial.trial_id] = "the trial raised an error"
         model = trial.config[MODEL_KEY]

@@ -68,10 +68,14 @@ def last_metrics(result) -> dict[str, Any]:
     return dict(metrics) if metrics.get("trial_id", trial_id_of(result)) == trial_id_of(result) else {}
 
 
-def record_from_result(result) -> TrialRecord:
-    """Read a ``ray.tune.Result``: its trial's id (``trial_id_of``), configuration, epochs and error."""
-    return record_from_history(trial_id_of(result), effective_config(result.config or {}), result.metrics_dataframe,
-                               short_error(result.error))
+def record_from_result(result, known: Mapping[str, Mapping[str, Any]] | None = None) -> TrialRecord:
+    """Read a ``ray.tune.Result``: its trial's id (``trial_id_of``), configuration, epochs and error. The
+    configuration is the one in its own metrics; for a trial that never reported, the one Tune gave it (``known``:
+    trial id -> config, as the search's callbacks saw it), since ``Result.config`` then comes from the metrics its
+    process gave, an earlier trial's in a reused process."""
+    trial_id, own = trial_id_of(result), last_metrics(result)
+    config = own.get("config") or (known or {}).get(trial_id) or result.config or {}
+    return record_from_history(trial_id, effective_config(config), result.metrics_dataframe, short_error(result.error))
 
 
 def record_from_history(trial_id: str, config: dict[str, Any], history: pd.DataFrame | list[dict] | None,

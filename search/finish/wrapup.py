@@ -46,7 +46,7 @@ def export(settings: Settings, data: Dataset, results: tune.ResultGrid, slots: i
     finalists, their test predictions and the baselines (each file atomically). Returns the tables, per model
     whose winner could not be tested why, and every trial's configuration."""
     with progress.step(f"Writing trials.parquet, epochs.parquet and classes.parquet to {settings.folder}"):
-        records = [record_from_result(r) for r in results]
+        records = [record_from_result(r, ending.configs) for r in results]
         trials = trials_table(records, settings.name, data.info.name, settings.seed,
                               search=dict(slots=slots, search_started_at=settings.started_at))
         tables = {"trials": trials, "epochs": epochs_table(records), "classes": classes_table(data)}
