@@ -12,6 +12,7 @@ decoding the same data at once wins, and the second keeps the first's copy rathe
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import re
 import shutil
@@ -78,16 +79,11 @@ def abandoned_stagings(folder: Path) -> list[Path]:
     """The staging folders of ``folder`` (``staged_folder``) whose writer, a process of this machine, is gone."""
     pattern = re.compile(rf"\.{re.escape(folder.name)}-(?P<host>.+)-(?P<pid>\d+)-[^-]+")
     found = []
-    for path in folder.parent.glob(f".{glob_escape(folder.name)}-*"):
+    for path in folder.parent.glob(f".{glob.escape(folder.name)}-*"):
         match = pattern.fullmatch(path.name)
         if match and match["host"] == socket.gethostname() and not _alive(int(match["pid"])):
             found.append(path)
     return found
-
-
-def glob_escape(name: str) -> str:
-    """``name`` with glob's special characters taken literally."""
-    return re.sub(r"([*?[])", r"[\1]", name)
 
 
 def _alive(pid: int) -> bool:

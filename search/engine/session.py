@@ -16,7 +16,7 @@ from search.engine.studies import OPTUNA_FILE
 THREAD_TIMEOUT = "TUNE_FUNCTION_THREAD_TIMEOUT_S"  # Tune's wait for a reused process's last trial (start_ray)
 
 
-def own_models() -> dict:
+def worker_env() -> dict:
     """A cluster's workers do not inherit this process's environment: the user's model files (``--models-from``) and
     Tune's wait for a reused process are named to them through the job's runtime environment (each node loads the
     file at the same path). Ray started here passes its environment to its workers itself."""
@@ -42,7 +42,7 @@ def start_ray(settings: Settings) -> None:
     os.environ.setdefault(THREAD_TIMEOUT, "120")
     if settings.address:
         try:
-            context = ray.init(address=settings.address, log_to_driver=settings.verbose > 1, runtime_env=own_models())
+            context = ray.init(address=settings.address, log_to_driver=settings.verbose > 1, runtime_env=worker_env())
         except (ConnectionError, ray.exceptions.AuthenticationError) as e:  # unreachable, or no token / not its token
             raise ClusterJoinError(join_refused(settings.address, e)) from None
         print(describe_cluster(settings))

@@ -64,8 +64,8 @@ def trial_id_of(result) -> str:
 
 def last_metrics(result) -> dict[str, Any]:
     """A result's last reported metrics; empty where they are not its trial's own (``trial_id_of``)."""
-    metrics = result.metrics or {}
-    return dict(metrics) if metrics.get("trial_id", trial_id_of(result)) == trial_id_of(result) else {}
+    metrics, own = result.metrics or {}, trial_id_of(result)
+    return dict(metrics) if metrics.get("trial_id", own) == own else {}
 
 
 def record_from_result(result, known: Mapping[str, Mapping[str, Any]] | None = None) -> TrialRecord:

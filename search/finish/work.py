@@ -135,8 +135,8 @@ def last_checkpoint(trial_path: str | None, history: pd.DataFrame, registered: A
     from trainables.tune_trial import CHECKPOINT_FILE
 
     if trial_path and "checkpoint_dir_name" in history:
-        # Newest first, and only a folder holding the weights: a stop in the middle of Tune's bookkeeping may leave
-        # the last name without its folder (seen once in CI, with no checkpoint registered) while an earlier is whole.
+        # Newest first, and only a folder holding the weights: a kill or a stop while a checkpoint is copied may
+        # leave the last name without its weights while an earlier folder is whole.
         for name in reversed(history["checkpoint_dir_name"].dropna().tolist()):
             folder = Path(trial_path) / str(name)
             if (folder / CHECKPOINT_FILE).is_file():
